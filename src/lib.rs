@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: MPL-2.0
+#![allow(clippy::non_send_fields_in_send_ty, unused_doc_comments)]
+
+//! GStreamer elements for a live, lip-synced talking avatar.
+//!
+//! The pure parts (mel spectrogram, feature windows, avatar directory, model contracts) are
+//! plain Rust modules with their own tests; the elements are thin glue around them.
+
+use gst::glib;
+
+pub mod avatar;
+pub mod inference;
+pub mod npy;
+pub mod paths;
+
+fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    Ok(())
+}
+
+gst::plugin_define!(
+    livetalk,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);
