@@ -9,11 +9,16 @@
 use gst::glib;
 
 pub mod avatar;
+pub mod events;
+pub mod features;
 pub mod inference;
+pub mod mel;
 pub mod npy;
 pub mod paths;
+mod whisperfeat;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    whisperfeat::register(plugin)?;
     Ok(())
 }
 

