@@ -13,11 +13,13 @@ pub mod events;
 pub mod features;
 pub mod inference;
 pub mod mel;
+pub mod meta;
 pub mod npy;
 pub mod paths;
 mod whisperfeat;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    meta::register();
     whisperfeat::register(plugin)?;
     Ok(())
 }
