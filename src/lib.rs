@@ -16,11 +16,15 @@ pub mod mel;
 pub mod meta;
 pub mod npy;
 pub mod paths;
+mod piperttssrc;
+pub mod tts;
+mod ttsbase;
 mod whisperfeat;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();
     whisperfeat::register(plugin)?;
+    piperttssrc::register(plugin)?;
     Ok(())
 }
 
