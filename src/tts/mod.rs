@@ -1,6 +1,7 @@
 //! Text-to-speech pieces free of GStreamer: segmentation of streamed text, Piper phonemes and
 //! ids, and the interface an engine offers to the shared TTS source base (`ttsbase`).
 
+pub mod edge_token;
 pub mod piper;
 pub mod segment;
 
