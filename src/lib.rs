@@ -9,6 +9,7 @@
 use gst::glib;
 
 pub mod avatar;
+mod edgettssrc;
 pub mod events;
 pub mod features;
 pub mod inference;
@@ -24,6 +25,7 @@ mod whisperfeat;
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();
     whisperfeat::register(plugin)?;
+    edgettssrc::register(plugin)?;
     piperttssrc::register(plugin)?;
     Ok(())
 }

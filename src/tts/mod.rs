@@ -1,7 +1,10 @@
 //! Text-to-speech pieces free of GStreamer: segmentation of streamed text, Piper phonemes and
 //! ids, and the interface an engine offers to the shared TTS source base (`ttsbase`).
 
+pub mod edge_client;
+pub mod edge_protocol;
 pub mod edge_token;
+pub mod mp3;
 pub mod piper;
 pub mod segment;
 
