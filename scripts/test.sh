@@ -18,4 +18,4 @@ GST_PLUGIN_PATH="$ROOT/build" gst-inspect-1.0 livetalk >/dev/null \
   || { echo "gst-inspect-1.0 does not find the livetalk plugin"; exit 1; }
 
 echo "== cargo test"
-cargo test --release --all-targets
+cargo test --release --workspace --all-targets
