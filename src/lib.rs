@@ -8,9 +8,11 @@
 
 use gst::glib;
 
+pub mod audioclock;
 pub mod avatar;
 pub mod events;
 pub mod features;
+pub mod imageops;
 pub mod inference;
 pub mod mel;
 pub mod meta;

@@ -2,6 +2,8 @@
 
 mod bench;
 mod features;
+mod prepare;
+mod progress;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +24,8 @@ enum Command {
     Features(features::Args),
     /// Benchmarks: whisper front end, encoder and whisperfeat against their peers.
     Bench(bench::Args),
+    /// Make an avatar directory (format v1) from a video or a still image.
+    PrepareAvatar(prepare::Args),
 }
 
 fn main() {
@@ -37,6 +41,7 @@ fn main() {
     let result = match cli.command {
         Command::Features(a) => features::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::PrepareAvatar(a) => prepare::run(a),
     };
     if let Err(e) = result {
         eprintln!("livetalk: {e:#}");
