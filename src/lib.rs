@@ -14,8 +14,10 @@ pub mod events;
 pub mod features;
 pub mod imageops;
 pub mod inference;
+mod lipwarp;
 pub mod mel;
 pub mod meta;
+pub mod mouth;
 pub mod npy;
 pub mod paths;
 mod whisperfeat;
@@ -23,6 +25,7 @@ mod whisperfeat;
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();
     whisperfeat::register(plugin)?;
+    lipwarp::register(plugin)?;
     Ok(())
 }
 

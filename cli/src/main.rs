@@ -4,6 +4,7 @@ mod bench;
 mod features;
 mod prepare;
 mod progress;
+mod render;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,8 @@ enum Command {
     Bench(bench::Args),
     /// Make an avatar directory (format v1) from a video or a still image.
     PrepareAvatar(prepare::Args),
+    /// Render text or an audio file to a talking-avatar MP4 (offline).
+    Render(render::Args),
 }
 
 fn main() {
@@ -42,6 +45,7 @@ fn main() {
         Command::Features(a) => features::run(a),
         Command::Bench(a) => bench::run(a),
         Command::PrepareAvatar(a) => prepare::run(a),
+        Command::Render(a) => render::run(a),
     };
     if let Err(e) = result {
         eprintln!("livetalk: {e:#}");

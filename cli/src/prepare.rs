@@ -186,7 +186,7 @@ fn idle_motion(i: usize, n: usize, centre: (f64, f64)) -> imageops::Affine {
     let angle = 0.008 * (t).sin() - 0.004 * (2.0 * t).sin();
     let scale = 1.0 + 0.006 * (t).sin().powi(2);
     let tx = 1.5 * (t).sin();
-    let ty = -1.0 * (2.0 * t).sin().abs();
+    let ty = -(2.0 * t).sin().abs();
     imageops::similarity(centre.0, centre.1, angle, scale, tx, ty)
 }
 

@@ -46,6 +46,10 @@ impl Progress {
         }
     }
 
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();

@@ -325,6 +325,13 @@ impl Avatar {
     pub fn load_shared(dir: &Path) -> Result<Arc<Self>, AvatarError> {
         type Key = (PathBuf, Option<SystemTime>);
         static CACHE: LazyLock<Mutex<HashMap<Key, Weak<Avatar>>>> = LazyLock::new(Default::default);
+        if !dir.is_dir() {
+            return Err(err(
+                dir,
+                None,
+                "not a directory (make one with `livetalk prepare-avatar`)",
+            ));
+        }
         let canonical = dir
             .canonicalize()
             .map_err(|e| err(dir, None, format!("cannot open: {e}")))?;
