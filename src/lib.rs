@@ -8,7 +8,10 @@
 
 use gst::glib;
 
+pub mod actions;
 pub mod avatar;
+mod avatarblend;
+pub mod blend;
 pub mod events;
 pub mod features;
 pub mod inference;
@@ -21,6 +24,7 @@ mod whisperfeat;
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();
     whisperfeat::register(plugin)?;
+    avatarblend::register(plugin)?;
     Ok(())
 }
 
