@@ -15,8 +15,10 @@ pub mod blend;
 pub mod events;
 pub mod features;
 pub mod inference;
+pub mod lipsync;
 pub mod mel;
 pub mod meta;
+mod musetalk;
 pub mod npy;
 pub mod paths;
 mod whisperfeat;
@@ -24,6 +26,7 @@ mod whisperfeat;
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();
     whisperfeat::register(plugin)?;
+    musetalk::register(plugin)?;
     avatarblend::register(plugin)?;
     Ok(())
 }
