@@ -134,8 +134,8 @@ mod tests {
         let plane = 256 * 256;
         img[0] = 1.0; // R of pixel 0
         img[plane] = -1.0; // G
-        img[2 * plane] = 2.0 * (0.5 / 255.0) - 1.0; // B: 0.5 -> rounds to 0 (half to even)
-        img[1] = 2.0 * (1.5 / 255.0) - 1.0; // R of pixel 1: 1.5 -> 2
+        img[2 * plane] = 2.0 * (0.4 / 255.0) - 1.0; // B: 0.4 -> 0
+        img[1] = 2.0 * (1.6 / 255.0) - 1.0; // R of pixel 1: 1.6 -> 2
         img[2] = -3.0; // clamped
         let mut out = vec![0u8; 256 * 768];
         image_to_rgb(&img, &mut out, 768);
