@@ -155,6 +155,17 @@ impl Drop for Pipe {
 /// MuseTalk's inference in Python (models/musetalk_reference.py) on the same inputs.
 fn reference(dir: &Path, latents: &[f32], feats: &[Vec<f32>], index: &[usize]) -> Vec<Vec<u8>> {
     let (u, v) = models();
+    reference_with(dir, &u, &v, latents, feats, index)
+}
+
+fn reference_with(
+    dir: &Path,
+    u: &Path,
+    v: &Path,
+    latents: &[f32],
+    feats: &[Vec<f32>],
+    index: &[usize],
+) -> Vec<Vec<u8>> {
     NpyF32::new(vec![N, 8, 32, 32], latents.to_vec())
         .write(&dir.join("latents_ref.npy"))
         .unwrap();
@@ -169,9 +180,9 @@ fn reference(dir: &Path, latents: &[f32], feats: &[Vec<f32>], index: &[usize]) -
     let out = Command::new(py)
         .arg(format!("{root}/models/musetalk_reference.py"))
         .arg("--unet")
-        .arg(&u)
+        .arg(u)
         .arg("--vae")
-        .arg(&v)
+        .arg(v)
         .arg("--latents")
         .arg(dir.join("latents_ref.npy"))
         .arg("--features")
@@ -282,6 +293,55 @@ fn offline_crops_match_musetalk_reference_in_batches() {
     assert_eq!(stats.get::<u64>("batches").unwrap(), 3);
     assert_eq!(stats.get::<u64>("idle-frames").unwrap(), 1);
     assert_eq!(stats.get::<u64>("skipped-frames").unwrap(), 0);
+}
+
+/// The real UNet and VAE architectures (tiny widths, random weights, made by
+/// models/export_musetalk.py --random-tiny) through the element, against the reference.
+#[test]
+fn real_architecture_fixtures_match_musetalk_reference() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let latents = write_avatar(dir.path(), None);
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/musetalk-tiny");
+    let muse = element(
+        dir.path(),
+        &[("batch-size", &2u32), ("model-dir", &fx.to_str().unwrap())],
+    );
+    // model-dir is used when unet / vae-decoder are not set.
+    muse.set_property("unet", None::<String>);
+    muse.set_property("vae-decoder", None::<String>);
+    let p = pipeline(muse, false);
+    let feats: Vec<Vec<f32>> = (0..3).map(|n| noise(FEAT_LEN, n + 40, 1.5)).collect();
+    for (n, f) in feats.iter().enumerate() {
+        p.src
+            .push_buffer(features(n as u64 + 5, Some(f), frame_time(n as u64 + 5)))
+            .unwrap();
+    }
+    let out = p.finish();
+    assert_eq!(out.len(), 3);
+    let index: Vec<usize> = (5..8).map(|n| avatar::mirror_index(N, n)).collect();
+    let (u, v) = (fx.join("unet.onnx"), fx.join("vae_decoder.onnx"));
+    let want = reference_with(dir.path(), &u, &v, &latents, &feats, &index);
+    for (k, s) in out.iter().enumerate() {
+        let b = s.buffer().unwrap();
+        assert_eq!(meta::get(b).unwrap().index, index[k] as u64);
+        let got = b.map_readable().unwrap();
+        let worst = got
+            .iter()
+            .zip(&want[k])
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(worst <= 1, "frame {k}: differs from MuseTalk's by {worst}");
+    }
+    assert_ne!(want[0], want[1]);
+    // The encoder export meets its contract too.
+    init();
+    let enc = gstlivetalk::inference::load_session(&gstlivetalk::inference::SessionRequest::new(
+        &fx.join("vae_encoder.onnx"),
+        &gstlivetalk::inference::contract::VAE_ENCODER,
+    ));
+    assert!(enc.is_ok(), "{:?}", enc.err());
 }
 
 #[test]
