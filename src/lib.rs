@@ -8,16 +8,21 @@
 
 use gst::glib;
 
+pub mod actions;
 pub mod audioclock;
 pub mod avatar;
+mod avatarblend;
+pub mod blend;
 pub mod events;
 pub mod features;
 pub mod imageops;
 pub mod inference;
+pub mod lipsync;
 mod lipwarp;
 pub mod mel;
 pub mod meta;
 pub mod mouth;
+mod musetalk;
 pub mod npy;
 pub mod paths;
 mod whisperfeat;
@@ -26,6 +31,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();
     whisperfeat::register(plugin)?;
     lipwarp::register(plugin)?;
+    musetalk::register(plugin)?;
+    avatarblend::register(plugin)?;
     Ok(())
 }
 
