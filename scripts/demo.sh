@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The demo: set-up if needed, then the main job end to end as far as the elements go today:
-# a spoken sentence (espeak-ng) through whisperfeat, features written to an .npy file.
+# The demo: set-up if needed (models, the demo avatar), then a talking-avatar MP4 of a short
+# sentence, rendered offline on the CPU with no downloaded weights. Prints the MP4's path.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -8,6 +8,12 @@ cd "$ROOT"
 cargo build --release -q -p livetalk
 OUT=${1:-"$ROOT/demo-out"}
 mkdir -p "$OUT"
-espeak-ng -v en-us -w "$OUT/speech.wav" "Hello! I am a live avatar. My mouth follows the audio features of this sentence."
-target/release/livetalk features "$OUT/speech.wav" --mel "$OUT/mel.npy" --features "$OUT/features.npy"
-echo "demo: wrote $OUT/mel.npy and $OUT/features.npy"
+TEXT="Hello! I am a live avatar made with GStreamer. My lips follow my voice, frame by frame."
+if target/release/livetalk render --help | grep -q -- --text && gst-inspect-1.0 >/dev/null 2>&1 \
+   && GST_PLUGIN_PATH="$ROOT/target/release" gst-inspect-1.0 piperttssrc >/dev/null 2>&1; then
+  target/release/livetalk render --text "$TEXT" -o "$OUT/demo.mp4" >/dev/null
+else
+  espeak-ng -v en-us -w "$OUT/speech.wav" "$TEXT"
+  target/release/livetalk render --audio "$OUT/speech.wav" -o "$OUT/demo.mp4" >/dev/null
+fi
+echo "$OUT/demo.mp4"

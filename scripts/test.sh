@@ -13,7 +13,7 @@ echo "== model checks (Python, against onnxruntime / CTranslate2)"
 
 echo "== meson build of the plugin"
 [ -d build ] || meson setup build --buildtype=release >/dev/null
-meson compile -C build
+CARGO_TARGET_DIR="$ROOT/target" meson compile -C build
 GST_PLUGIN_PATH="$ROOT/build" gst-inspect-1.0 livetalk >/dev/null \
   || { echo "gst-inspect-1.0 does not find the livetalk plugin"; exit 1; }
 

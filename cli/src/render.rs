@@ -88,6 +88,13 @@ pub fn choose_driver(
     }
 }
 
+/// AAC is encoded at 48 kHz: its encoder puts 1024 samples of priming before the audio and
+/// GStreamer 1.22's mp4mux signals them in no edit list (it writes media_time 0 and drops a
+/// track's start offset), so players play them and the audio comes 1024 samples late: 21 ms
+/// at 48 kHz instead of 46 ms at 22.05 kHz. B-frames are off: their reordering delay (80 ms
+/// with x264's defaults) is not compensated by the muxer either.
+const AAC_RATE: u64 = 48_000;
+
 fn quote(p: &Path) -> String {
     format!(
         "\"{}\"",
@@ -151,8 +158,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "{audio_src} ! audioconvert ! audioresample ! tee name=t \
          t. ! queue ! audioconvert ! audioresample ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! \
            {lips} ! avatarblend avatar={av} ! videoconvert ! videoscale ! \
-           video/x-raw,format=I420,width={w},height={h} ! x264enc speed-preset=veryfast ! h264parse ! queue ! mux. \
-         t. ! queue ! audioconvert ! audioresample ! avenc_aac ! aacparse ! queue ! mux. \
+           video/x-raw,format=I420,width={w},height={h} ! x264enc speed-preset=veryfast bframes=0 ! h264parse ! queue ! mux. \
+         t. ! queue ! audioconvert ! audioresample ! audio/x-raw,rate={AAC_RATE} ! avenc_aac ! aacparse ! queue ! mux. \
          mp4mux name=mux ! filesink location={o}",
         av = quote(&avatar_dir),
         o = quote(out)
