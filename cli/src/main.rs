@@ -2,6 +2,7 @@
 
 mod bench;
 mod features;
+mod import;
 mod prepare;
 mod progress;
 mod render;
@@ -27,6 +28,8 @@ enum Command {
     Bench(bench::Args),
     /// Make an avatar directory (format v1) from a video or a still image.
     PrepareAvatar(prepare::Args),
+    /// Import a MuseTalk / LiveTalking avatar folder (full_imgs, coords.pkl, latents.pt, ...).
+    ImportAvatar(import::Args),
     /// Render text or an audio file to a talking-avatar MP4 (offline).
     Render(render::Args),
 }
@@ -46,6 +49,7 @@ fn main() {
         Command::Bench(a) => bench::run(a),
         Command::PrepareAvatar(a) => prepare::run(a),
         Command::Render(a) => render::run(a),
+        Command::ImportAvatar(a) => import::run(a),
     };
     if let Err(e) = result {
         eprintln!("livetalk: {e:#}");
