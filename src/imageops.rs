@@ -126,6 +126,20 @@ pub fn gaussian_kernel(ksize: usize) -> Vec<f32> {
     w.iter().map(|v| (v / sum) as f32).collect()
 }
 
+/// Index into `0..n` reflected at both ends without repeating the edge (NumPy's `reflect`
+/// padding, OpenCV's BORDER_REFLECT_101).
+pub fn reflect_index(i: isize, n: usize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n as isize - 1);
+    let mut j = i.rem_euclid(period);
+    if j >= n as isize {
+        j = period - j;
+    }
+    j as usize
+}
+
 /// Separable Gaussian blur of a gray image, borders reflected as OpenCV's default
 /// (BORDER_REFLECT_101).
 pub fn gaussian_blur(src: &Image, ksize: usize) -> Image {
@@ -133,23 +147,12 @@ pub fn gaussian_blur(src: &Image, ksize: usize) -> Image {
     let k = gaussian_kernel(ksize);
     let r = (ksize / 2) as isize;
     let (w, h) = (src.width as usize, src.height as usize);
-    let reflect = |i: isize, n: usize| -> usize {
-        if n == 1 {
-            return 0;
-        }
-        let period = 2 * (n as isize - 1);
-        let mut j = i.rem_euclid(period);
-        if j >= n as isize {
-            j = period - j;
-        }
-        j as usize
-    };
     let mut tmp = vec![0.0f32; w * h];
     for y in 0..h {
         for x in 0..w {
             let mut acc = 0.0;
             for (t, kt) in k.iter().enumerate() {
-                acc += src.data[y * w + reflect(x as isize + t as isize - r, w)] as f32 * kt;
+                acc += src.data[y * w + reflect_index(x as isize + t as isize - r, w)] as f32 * kt;
             }
             tmp[y * w + x] = acc;
         }
@@ -159,7 +162,7 @@ pub fn gaussian_blur(src: &Image, ksize: usize) -> Image {
         for x in 0..w {
             let mut acc = 0.0;
             for (t, kt) in k.iter().enumerate() {
-                acc += tmp[reflect(y as isize + t as isize - r, h) * w + x] * kt;
+                acc += tmp[reflect_index(y as isize + t as isize - r, h) * w + x] * kt;
             }
             out.data[y * w + x] = acc.round().clamp(0.0, 255.0) as u8;
         }

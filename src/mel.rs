@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use realfft::{RealFftPlanner, RealToComplex};
 
+use crate::imageops::reflect_index as reflect;
+
 pub const SAMPLE_RATE: u32 = 16_000;
 pub const N_FFT: usize = 400;
 pub const HOP: usize = 160;
@@ -102,19 +104,6 @@ impl Default for LogMel {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Index into `0..n` with reflection at both ends (NumPy's `reflect` padding).
-fn reflect(i: isize, n: usize) -> usize {
-    if n == 1 {
-        return 0;
-    }
-    let period = 2 * (n as isize - 1);
-    let mut j = i.rem_euclid(period);
-    if j >= n as isize {
-        j = period - j;
-    }
-    j as usize
 }
 
 impl LogMel {

@@ -3,8 +3,10 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Once;
 
+mod common;
+
+use common::init;
 use gst::prelude::*;
 use gst_check::Harness;
 use gstlivetalk::avatar::{Avatar, BBox, FrameInfo, Image, Manifest};
@@ -15,14 +17,6 @@ const W: u32 = 160;
 const H: u32 = 120;
 const N: usize = 3;
 const CROP_CAPS: &str = "video/x-raw,format=RGB,width=256,height=256,framerate=25/1";
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstlivetalk::plugin_register_static().unwrap();
-    });
-}
 
 fn info(i: usize) -> FrameInfo {
     // Face boxes of different sizes: the crop is shrunk on one axis and grown on the other.

@@ -3,8 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::{Mutex, MutexGuard};
 
+mod common;
+
+use common::{init, noise};
 use gst::prelude::*;
 use gst_check::Harness;
 use gstlivetalk::avatar::{self, Avatar, BBox, FrameInfo, Image, Manifest};
@@ -21,31 +24,11 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstlivetalk::plugin_register_static().unwrap();
-    });
-}
-
 fn models() -> (PathBuf, PathBuf) {
     let d = gstlivetalk::paths::test_models_dir();
     let (u, v) = (d.join("unet.onnx"), d.join("vae_decoder.onnx"));
     assert!(u.is_file() && v.is_file(), "run scripts/setup.sh");
     (u, v)
-}
-
-fn noise(n: usize, seed: u32, amp: f32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x as f32 / u32::MAX as f32 - 0.5) * 2.0 * amp
-        })
-        .collect()
 }
 
 fn write_avatar(dir: &Path, latents: Option<Vec<f32>>) -> Vec<f32> {

@@ -138,15 +138,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         {
             bail!("frame {i}: face box {face} is not inside its crop box {blend} within the frame");
         }
-        masks.push(imageops::crop(
-            &mask,
-            BBox::new(
-                blend.x1 - crop.x1,
-                blend.y1 - crop.y1,
-                blend.x2 - crop.x1,
-                blend.y2 - crop.y1,
-            ),
-        ));
+        masks.push(imageops::crop(&mask, blend.relative_to(&crop)));
         infos.push(FrameInfo {
             face_box: face,
             blend_box: blend,

@@ -87,6 +87,15 @@ impl BBox {
     pub fn inside(&self, width: u32, height: u32) -> bool {
         self.x1 >= 0 && self.y1 >= 0 && self.x2 <= width as i32 && self.y2 <= height as i32
     }
+    /// The box in the coordinates of an image whose top-left corner is `origin`'s.
+    pub fn relative_to(&self, origin: &BBox) -> BBox {
+        BBox::new(
+            self.x1 - origin.x1,
+            self.y1 - origin.y1,
+            self.x2 - origin.x1,
+            self.y2 - origin.y1,
+        )
+    }
     pub fn contains(&self, other: &BBox) -> bool {
         other.x1 >= self.x1 && other.y1 >= self.y1 && other.x2 <= self.x2 && other.y2 <= self.y2
     }

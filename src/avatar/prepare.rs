@@ -101,16 +101,7 @@ pub fn geometric_mask(info: &FrameInfo, o: &PrepareOptions) -> Image {
     }
     let ksize = ((0.1 * side as f64) as usize / 2) * 2 + 1;
     let blurred = imageops::gaussian_blur(&canvas, ksize);
-    let b = info.blend_box;
-    imageops::crop(
-        &blurred,
-        BBox::new(
-            b.x1 - full.x1,
-            b.y1 - full.y1,
-            b.x2 - full.x1,
-            b.y2 - full.y1,
-        ),
-    )
+    imageops::crop(&blurred, info.blend_box.relative_to(&full))
 }
 
 /// The face crop the models see: the face box resized to 256x256 (Lanczos-4, as MuseTalk).

@@ -74,3 +74,16 @@ pub fn vowel(n: usize, f0: f32, amp: f32, phase0: usize) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Deterministic white noise (xorshift) in [-amp, amp].
+pub fn noise(n: usize, seed: u32, amp: f32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32 - 0.5) * 2.0 * amp
+        })
+        .collect()
+}
