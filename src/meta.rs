@@ -3,7 +3,9 @@
 //! Put on every buffer by the lip drivers (`musetalk`, `lipwarp`) and read by `avatarblend`.
 //! It is a GStreamer custom meta (a structure named [`NAME`]) with fields `index` (u64: the
 //! avatar frame, already ping-ponged), `frame` (u64: the stream's frame counter) and
-//! `speaking` (bool; a GAP buffer carries only this meta and `speaking = false`).
+//! `speaking` (bool). A GAP buffer carries only this meta: `speaking = false` for an idle
+//! frame; `speaking = true` for a speech frame the lip driver skipped (QoS, late), which
+//! `avatarblend` shows with the last generated mouth.
 
 pub const NAME: &str = "LivetalkAvatarFrameMeta";
 

@@ -2,22 +2,16 @@
 //! latency, and bad input.
 
 use std::process::Command;
-use std::sync::Once;
 
+mod common;
+
+use common::{f32_buffer as buffer, init, noise};
 use gst::prelude::*;
 use gst_check::Harness;
 use gstlivetalk::npy::NpyF32;
 
 const AUDIO_CAPS: &str = "audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved";
 const FRAME_BYTES: usize = 50 * 384 * 4;
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstlivetalk::plugin_register_static().unwrap();
-    });
-}
 
 fn tiny_model() -> String {
     let p = gstlivetalk::paths::test_models_dir().join("whisper_encoder.onnx");
@@ -44,17 +38,6 @@ fn harness(props: &[(&str, &dyn ToValue)]) -> Harness {
     h
 }
 
-fn buffer(samples: &[f32], pts: Option<gst::ClockTime>) -> gst::Buffer {
-    let bytes: Vec<u8> = samples.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let mut buf = gst::Buffer::from_mut_slice(bytes);
-    {
-        let b = buf.get_mut().unwrap();
-        b.set_pts(pts);
-        b.set_duration(gst::ClockTime::from_nseconds(samples.len() as u64 * 62_500));
-    }
-    buf
-}
-
 fn pts_of_sample(s: u64) -> gst::ClockTime {
     gst::ClockTime::from_nseconds(s * 62_500) // 1e9 / 16000
 }
@@ -69,18 +52,6 @@ fn pull_all(h: &mut Harness) -> Vec<gst::Buffer> {
 
 fn stats(h: &Harness) -> gst::Structure {
     h.element().unwrap().property::<gst::Structure>("stats")
-}
-
-fn noise(n: usize, seed: u32, amp: f32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x as f32 / u32::MAX as f32 - 0.5) * 2.0 * amp
-        })
-        .collect()
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {

@@ -15,6 +15,7 @@
 //! directory and shared ([`Avatar::load_shared`]). Playback ping-pongs ([`mirror_index`]).
 
 mod image;
+pub mod prepare;
 
 pub use image::Image;
 
@@ -85,6 +86,15 @@ impl BBox {
     /// Whether the box lies inside a `width` x `height` image.
     pub fn inside(&self, width: u32, height: u32) -> bool {
         self.x1 >= 0 && self.y1 >= 0 && self.x2 <= width as i32 && self.y2 <= height as i32
+    }
+    /// The box in the coordinates of an image whose top-left corner is `origin`'s.
+    pub fn relative_to(&self, origin: &BBox) -> BBox {
+        BBox::new(
+            self.x1 - origin.x1,
+            self.y1 - origin.y1,
+            self.x2 - origin.x1,
+            self.y2 - origin.y1,
+        )
     }
     pub fn contains(&self, other: &BBox) -> bool {
         other.x1 >= self.x1 && other.y1 >= self.y1 && other.x2 <= self.x2 && other.y2 <= self.y2
@@ -324,6 +334,13 @@ impl Avatar {
     pub fn load_shared(dir: &Path) -> Result<Arc<Self>, AvatarError> {
         type Key = (PathBuf, Option<SystemTime>);
         static CACHE: LazyLock<Mutex<HashMap<Key, Weak<Avatar>>>> = LazyLock::new(Default::default);
+        if !dir.is_dir() {
+            return Err(err(
+                dir,
+                None,
+                "not a directory (make one with `livetalk prepare-avatar`)",
+            ));
+        }
         let canonical = dir
             .canonicalize()
             .map_err(|e| err(dir, None, format!("cannot open: {e}")))?;

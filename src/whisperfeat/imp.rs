@@ -7,6 +7,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use crate::audioclock::{Arrival, AudioClock};
 use crate::events;
 use crate::features::{self, FeatureStream, Step, StreamConfig};
 use crate::inference::{self, Device, Input, InputData, SessionRequest, SharedSession, contract};
@@ -27,11 +28,6 @@ const DEFAULT_BATCH_FRAMES: u32 = 8;
 const DEFAULT_SILENCE_THRESHOLD_DB: f64 = -50.0;
 const DEFAULT_PAD_30S: bool = false;
 const DEFAULT_THREADS: u32 = 0;
-/// A forward jump in timestamps up to this long is filled with silence; a longer one, or a
-/// backward one, restarts the frame grid.
-const MAX_FILL: gst::ClockTime = gst::ClockTime::from_seconds(10);
-/// Timestamp differences smaller than this are jitter: the sample count rules.
-const JITTER: gst::ClockTime = gst::ClockTime::from_mseconds(20);
 
 const AUDIO_CAPS: &str = "audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved";
 
@@ -82,8 +78,8 @@ impl Settings {
 
 struct State {
     stream: FeatureStream,
-    /// Timestamp of stream sample 0 (and of frame 0).
-    base: Option<gst::ClockTime>,
+    /// Timestamps of stream sample 0 (and of frame 0) onwards.
+    clock: AudioClock,
     segment: gst::FormattedSegment<gst::ClockTime>,
     /// The next buffer out is the first after a reset.
     discont: bool,
@@ -93,7 +89,7 @@ impl State {
     fn new(cfg: StreamConfig) -> Self {
         Self {
             stream: FeatureStream::new(cfg),
-            base: None,
+            clock: AudioClock::new(16_000),
             segment: gst::FormattedSegment::new(),
             discont: true,
         }
@@ -101,15 +97,16 @@ impl State {
 
     fn frame_time(&self, i: u64) -> gst::ClockTime {
         let c = self.stream.config();
-        let base = self.base.unwrap_or(gst::ClockTime::ZERO);
-        base + gst::ClockTime::from_nseconds(
-            (i as u128 * c.fps_d as u128 * 1_000_000_000 / c.fps_n as u128) as u64,
-        )
+        self.clock.frame_time(i, c.fps_n, c.fps_d)
     }
 
-    fn sample_time(&self, s: u64) -> gst::ClockTime {
-        self.base.unwrap_or(gst::ClockTime::ZERO)
-            + gst::ClockTime::from_nseconds((s as u128 * 1_000_000_000 / 16_000) as u64)
+    /// Starts a new frame grid (the old one must have been drained).
+    fn restart(&mut self) {
+        let cfg = self.stream.config().clone();
+        let stats = self.stream.stats.clone();
+        self.stream = FeatureStream::new(cfg);
+        self.stream.stats = stats;
+        self.discont = true;
     }
 }
 
@@ -266,44 +263,23 @@ impl WhisperFeat {
                 (buffer.size() / 4) as u64
             };
 
-            // Timestamps: derived from the sample count; the buffer's PTS only re-anchors
-            // after a real discontinuity.
-            let expected = state.sample_time(state.stream.total_samples());
-            match (state.base, buffer.pts()) {
-                (None, pts) => {
-                    state.base =
-                        Some(pts.unwrap_or_else(|| {
-                            state.segment.start().unwrap_or(gst::ClockTime::ZERO)
-                        }));
+            match state.clock.arrive(
+                buffer.pts(),
+                state.segment.start(),
+                state.stream.total_samples(),
+            ) {
+                Arrival::Continue => {}
+                Arrival::FillSilence(n) => {
+                    gst::debug!(CAT, imp = self, "filling {n} missing samples with silence");
+                    state.stream.push_silence(n);
                 }
-                (Some(_), Some(pts)) if pts > expected + JITTER && pts - expected <= MAX_FILL => {
-                    let fill = (pts - expected).nseconds() * 16_000 / 1_000_000_000;
-                    gst::debug!(
-                        CAT,
-                        imp = self,
-                        "filling {} of missing audio with silence",
-                        pts - expected
-                    );
-                    state.stream.push_silence(fill);
-                }
-                (Some(_), Some(pts)) if pts + JITTER < expected || pts > expected + MAX_FILL => {
-                    gst::info!(
-                        CAT,
-                        imp = self,
-                        "timestamp jump {} -> {}: new frame grid",
-                        expected,
-                        pts
-                    );
+                Arrival::Restart(pts) => {
+                    gst::info!(CAT, imp = self, "timestamp jump to {pts}: new frame grid");
                     state.stream.finish();
                     out.extend(self.drain(state)?);
-                    let cfg = state.stream.config().clone();
-                    let stats = state.stream.stats.clone();
-                    state.stream = FeatureStream::new(cfg);
-                    state.stream.stats = stats;
-                    state.base = Some(pts);
-                    state.discont = true;
+                    state.restart();
+                    state.clock.restart(pts);
                 }
-                _ => {}
             }
 
             if gap {
@@ -328,15 +304,11 @@ impl WhisperFeat {
         let out = {
             let mut guard = self.state.lock().unwrap();
             match guard.as_mut() {
-                Some(state) if state.base.is_some() => {
+                Some(state) if state.clock.is_anchored() => {
                     state.stream.finish();
                     let out = self.drain(state)?;
-                    let cfg = state.stream.config().clone();
-                    let stats = state.stream.stats.clone();
-                    state.stream = FeatureStream::new(cfg);
-                    state.stream.stats = stats;
-                    state.base = None;
-                    state.discont = true;
+                    state.restart();
+                    state.clock.reset();
                     out
                 }
                 _ => Vec::new(),

@@ -1,0 +1,130 @@
+//! `livetalk prepare-avatar`: a still portrait with detection and latents, an image without a
+//! face, and a video with a stretch of frames without a face.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gstlivetalk::avatar::{Avatar, Image};
+
+fn astronaut() -> PathBuf {
+    let p = gstlivetalk::paths::cache_dir().join("data/astronaut.png");
+    assert!(p.is_file(), "run scripts/setup.sh");
+    p
+}
+
+fn livetalk(args: &[&str], extra: &[&Path]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_livetalk"));
+    c.args(args);
+    for p in extra {
+        c.arg(p);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn still_portrait_with_idle_motion_and_latents() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a");
+    let vae = gstlivetalk::paths::test_models_dir().join("vae_encoder.onnx");
+    let o = Command::new(env!("CARGO_BIN_EXE_livetalk"))
+        .args([
+            "prepare-avatar",
+            "--seconds",
+            "1",
+            "--idle-motion",
+            "--json",
+            "--vae-encoder",
+        ])
+        .arg(&vae)
+        .arg("-o")
+        .arg(&out)
+        .arg(astronaut())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["frames"], 25);
+    assert_eq!(summary["latents"], true);
+    let a = Avatar::load(&out).unwrap();
+    assert_eq!((a.manifest.width, a.manifest.height), (512, 512));
+    // The detector finds her face (about x 173, y 68, 99x99): the box, with MuseTalk's
+    // 10 px chin margin, lies around it.
+    let f = a.manifest.frames[0].face_box;
+    assert!((f.x1 - 173).abs() < 12 && (f.y1 - 68).abs() < 12, "{f}");
+    assert!(
+        (f.width() - 99).abs() < 15 && (f.height() - 109).abs() < 15,
+        "{f}"
+    );
+    // Idle motion: frames differ, gently.
+    assert_ne!(a.frames[0], a.frames[12]);
+    let diff = gstlivetalk::mouth::region_difference(&a.frames[0], &a.frames[12], 0, 0, 512, 512);
+    assert!(diff > 0.5 && diff < 20.0, "{diff}");
+    assert_eq!(a.latents.len(), 25 * gstlivetalk::avatar::LATENT_LEN);
+}
+
+#[test]
+fn an_image_without_a_face_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.png");
+    Image::from_fn(320, 240, 3, |x, y, _| ((x + y) % 7 * 30) as u8)
+        .write_png(&blank)
+        .unwrap();
+    let o = livetalk(&["prepare-avatar", "-o"], &[&dir.path().join("a"), &blank]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no face found"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn frames_without_a_face_borrow_their_neighbours_box() {
+    gst::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let face = Image::read_png(&astronaut(), 3).unwrap();
+    let blank = Image::new(512, 512, 3);
+    for i in 0..20 {
+        let img = if (8..12).contains(&i) { &blank } else { &face };
+        img.write_png(&dir.path().join(format!("{i:05}.png")))
+            .unwrap();
+    }
+    let video = dir.path().join("v.mkv");
+    let status = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .arg("multifilesrc")
+        .arg(format!("location={}/%05d.png", dir.path().display()))
+        .args([
+            "index=0",
+            "caps=image/png,framerate=25/1",
+            "!",
+            "pngdec",
+            "!",
+            "videoconvert",
+            "!",
+            "x264enc",
+            "!",
+            "matroskamux",
+            "!",
+            "filesink",
+        ])
+        .arg(format!("location={}", video.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = dir.path().join("a");
+    let o = livetalk(&["prepare-avatar", "--json", "-o"], &[&out, &video]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["frames"], 20);
+    assert_eq!(
+        summary["frames_without_face"],
+        serde_json::json!([8, 9, 10, 11])
+    );
+    let a = Avatar::load(&out).unwrap();
+    let (b7, b9) = (a.manifest.frames[7].face_box, a.manifest.frames[9].face_box);
+    assert!(
+        (b7.x1 - b9.x1).abs() <= 2 && (b7.y1 - b9.y1).abs() <= 2,
+        "{b7} {b9}"
+    );
+}

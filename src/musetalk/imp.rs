@@ -1,0 +1,1042 @@
+// SPDX-License-Identifier: MPL-2.0
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use crate::avatar::{self, Avatar};
+use crate::events;
+use crate::features::{self, FRAME_LEN};
+use crate::inference::{self, Device, Precision, SessionRequest, contract};
+use crate::lipsync::{self, FrameInput, IMAGE_LEN, MuseTalk};
+use crate::meta::{self, AvatarFrame};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "musetalk",
+        gst::DebugColorFlags::empty(),
+        Some("MuseTalk v1.5 lip-sync inference"),
+    )
+});
+
+const DEFAULT_DEVICE: &str = "cpu";
+const DEFAULT_PRECISION: &str = "fp32";
+const DEFAULT_BATCH_SIZE: u32 = 4;
+const DEFAULT_THREADS: u32 = 0;
+const DEFAULT_FPS: gst::Fraction = gst::Fraction::from_integer(25);
+const FEATURE_BYTES: usize = FRAME_LEN * 4;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    avatar: Option<PathBuf>,
+    unet: Option<PathBuf>,
+    vae_decoder: Option<PathBuf>,
+    model_dir: Option<PathBuf>,
+    device: String,
+    precision: String,
+    batch_size: u32,
+    threads: u32,
+    ort_library: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            avatar: None,
+            unet: None,
+            vae_decoder: None,
+            model_dir: None,
+            device: DEFAULT_DEVICE.into(),
+            precision: DEFAULT_PRECISION.into(),
+            batch_size: DEFAULT_BATCH_SIZE,
+            threads: DEFAULT_THREADS,
+            ort_library: None,
+        }
+    }
+}
+
+impl Settings {
+    /// The model file: the explicit property, else `<model-dir>/<name>[_fp16].onnx`.
+    fn model_path(&self, explicit: &Option<PathBuf>, name: &str, fp16: bool) -> PathBuf {
+        if let Some(p) = explicit {
+            return p.clone();
+        }
+        let dir = self
+            .model_dir
+            .clone()
+            .unwrap_or_else(|| crate::paths::models_dir().join("musetalk"));
+        let half = dir.join(format!("{name}_fp16.onnx"));
+        if fp16 && half.is_file() {
+            half
+        } else {
+            dir.join(format!("{name}.onnx"))
+        }
+    }
+}
+
+/// What NULL->READY loads.
+struct Loaded {
+    muse: MuseTalk,
+    avatar: Arc<Avatar>,
+}
+
+/// One input frame waiting for the worker.
+struct FrameIn {
+    pts: Option<gst::ClockTime>,
+    duration: Option<gst::ClockTime>,
+    counter: u64,
+    index: u64,
+    /// `[50,384]`; `None` for an idle (GAP or interrupted) frame.
+    features: Option<Vec<f32>>,
+    discont: bool,
+}
+
+enum Item {
+    Frame(FrameIn),
+    Event(gst::Event),
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Item>,
+    flushing: bool,
+    /// The last flow return of the worker's pushes, given back to upstream.
+    flow: Option<gst::FlowError>,
+    /// Whether upstream is live (asked once per stream).
+    live: Option<bool>,
+}
+
+/// What the worker knows about time.
+struct Timing {
+    segment: gst::FormattedSegment<gst::ClockTime>,
+    fps: gst::Fraction,
+    /// The pipeline latency (LATENCY event), else upstream's plus ours.
+    latency: Option<gst::ClockTime>,
+    upstream_latency: gst::ClockTime,
+    /// Running time before which QoS says frames are late.
+    qos_earliest: Option<gst::ClockTime>,
+    /// Inference time per frame, smoothed.
+    per_frame: Option<Duration>,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            segment: gst::FormattedSegment::new(),
+            fps: DEFAULT_FPS,
+            latency: None,
+            upstream_latency: gst::ClockTime::ZERO,
+            qos_earliest: None,
+            per_frame: None,
+        }
+    }
+}
+
+impl Timing {
+    fn frame_duration(&self) -> gst::ClockTime {
+        gst::ClockTime::SECOND
+            .mul_div_round(self.fps.denom() as u64, self.fps.numer().max(1) as u64)
+            .unwrap_or(gst::ClockTime::from_mseconds(40))
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    frames: u64,
+    speech: u64,
+    idle: u64,
+    inferred: u64,
+    skipped: u64,
+    interrupted: u64,
+    batches: u64,
+    inference_ns: u64,
+}
+
+pub struct MuseTalkElement {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    loaded: Mutex<Option<Arc<Loaded>>>,
+    queue: Mutex<Queue>,
+    cond: Condvar,
+    timing: Mutex<Timing>,
+    counters: Mutex<Counters>,
+}
+
+impl MuseTalkElement {
+    fn load(&self) -> Result<(), gst::ErrorMessage> {
+        let s = self.settings.lock().unwrap().clone();
+        let device: Device = s
+            .device
+            .parse()
+            .map_err(|e: String| gst::error_msg!(gst::ResourceError::Settings, ("{e}")))?;
+        let precision: Precision = s
+            .precision
+            .parse()
+            .map_err(|e: String| gst::error_msg!(gst::ResourceError::Settings, ("{e}")))?;
+        let Some(dir) = s.avatar.clone() else {
+            return Err(gst::error_msg!(
+                gst::ResourceError::NotFound,
+                ("No avatar: set the 'avatar' property to an avatar directory")
+            ));
+        };
+        let avatar = Avatar::load_shared(&dir)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("{e}")))?;
+        if !avatar.has_latents() {
+            return Err(gst::error_msg!(
+                gst::ResourceError::OpenRead,
+                (
+                    "Avatar {} has no MuseTalk latents (latents.npy): prepare it with the VAE encoder",
+                    dir.display()
+                )
+            ));
+        }
+        let fp16 = precision == Precision::Fp16;
+        let unet_path = s.model_path(&s.unet, "unet", fp16);
+        let vae_path = s.model_path(&s.vae_decoder, "vae_decoder", fp16);
+        let load = |path: &PathBuf, c: &'static inference::ModelContract| {
+            let mut req = SessionRequest::new(path, c);
+            req.device = device;
+            req.precision = precision;
+            req.threads = s.threads as usize;
+            req.runtime_library = s.ort_library.as_deref();
+            inference::load_session(&req).map_err(|e| {
+                gst::error_msg!(
+                    gst::ResourceError::OpenRead,
+                    ("Cannot load the MuseTalk {}: {e}", c.name)
+                )
+            })
+        };
+        let unet = load(&unet_path, &contract::UNET)?;
+        let vae_decoder = load(&vae_path, &contract::VAE_DECODER)?;
+        for sess in [&unet, &vae_decoder] {
+            if let Some(why) = &sess.fallback {
+                gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{why}"));
+            }
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "UNet {} + VAE decoder {} on {}, avatar {} ({} frames)",
+            unet_path.display(),
+            vae_path.display(),
+            unet.device,
+            dir.display(),
+            avatar.len()
+        );
+        *self.loaded.lock().unwrap() = Some(Arc::new(Loaded {
+            muse: MuseTalk { unet, vae_decoder },
+            avatar,
+        }));
+        Ok(())
+    }
+
+    fn src_caps(fps: gst::Fraction) -> gst::Caps {
+        gst::Caps::builder("video/x-raw")
+            .field("format", "RGB")
+            .field("width", lipsync::IMAGE_SIDE as i32)
+            .field("height", lipsync::IMAGE_SIDE as i32)
+            .field("framerate", fps)
+            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+            .build()
+    }
+
+    /// Frame counter of a features buffer: its offset (whisperfeat's frame number), else its
+    /// timestamp on the frame grid.
+    fn counter(&self, buffer: &gst::BufferRef) -> u64 {
+        if let Some(off) = Some(buffer.offset()).filter(|o| *o != gst::ffi::GST_BUFFER_OFFSET_NONE)
+        {
+            return off;
+        }
+        let fps = self.timing.lock().unwrap().fps;
+        let (n, d) = (fps.numer() as u128, fps.denom() as u128 * 1_000_000_000);
+        buffer
+            .pts()
+            .map(|p| ((p.nseconds() as u128 * n + d / 2) / d) as u64)
+            .unwrap_or(0)
+    }
+
+    fn sink_chain(
+        &self,
+        _pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let loaded = self
+            .loaded
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or(gst::FlowError::Flushing)?;
+        let gap = buffer.flags().contains(gst::BufferFlags::GAP) || buffer.size() == 0;
+        let features = if gap {
+            None
+        } else {
+            if buffer.size() != FEATURE_BYTES {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    (
+                        "Features buffer has {} bytes, expected {FEATURE_BYTES} ([{},{}] f32): musetalk takes whisperfeat's output",
+                        buffer.size(),
+                        features::ROWS,
+                        features::DIM
+                    )
+                );
+                return Err(gst::FlowError::Error);
+            }
+            let map = buffer.map_readable().map_err(|_| {
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot map buffer"));
+                gst::FlowError::Error
+            })?;
+            let v: Vec<f32> = map
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            if v.iter().any(|x| !x.is_finite()) {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    ("Features buffer contains NaN or infinity")
+                );
+                return Err(gst::FlowError::Error);
+            }
+            Some(v)
+        };
+        let counter = self.counter(&buffer);
+        let frame = FrameIn {
+            pts: buffer.pts(),
+            duration: buffer.duration(),
+            counter,
+            index: avatar::mirror_index(loaded.avatar.len(), counter) as u64,
+            features,
+            discont: buffer.flags().contains(gst::BufferFlags::DISCONT),
+        };
+
+        if self.queue.lock().unwrap().live.is_none() {
+            let mut q = gst::query::Latency::new();
+            let live = self.sinkpad.peer_query(&mut q) && q.result().0;
+            self.queue.lock().unwrap().live = Some(live);
+        }
+        let max = self.settings.lock().unwrap().batch_size as usize * 2 + 8;
+        let mut q = self.queue.lock().unwrap();
+        loop {
+            if q.flushing {
+                return Err(gst::FlowError::Flushing);
+            }
+            if let Some(err) = q.flow {
+                return Err(err);
+            }
+            if q.items.len() < max {
+                break;
+            }
+            q = self.cond.wait(q).unwrap();
+        }
+        q.items.push_back(Item::Frame(frame));
+        self.cond.notify_all();
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn enqueue_event(&self, event: gst::Event) -> bool {
+        let mut q = self.queue.lock().unwrap();
+        if q.flushing {
+            return false;
+        }
+        q.items.push_back(Item::Event(event));
+        self.cond.notify_all();
+        true
+    }
+
+    fn start_task(&self) {
+        let weak = self.obj().downgrade();
+        let res = self.srcpad.start_task(move || {
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().work();
+            }
+        });
+        if let Err(e) = res {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Thread,
+                ("Cannot start the inference thread: {e}")
+            );
+        }
+    }
+
+    fn stop_task(&self) {
+        {
+            let mut q = self.queue.lock().unwrap();
+            q.flushing = true;
+            self.cond.notify_all();
+        }
+        let _ = self.srcpad.stop_task();
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        gst::log!(CAT, obj = pad, "event {:?}", event.type_());
+        match event.view() {
+            EventView::FlushStart(_) => {
+                {
+                    let mut q = self.queue.lock().unwrap();
+                    q.flushing = true;
+                    self.cond.notify_all();
+                }
+                let ret = self.srcpad.push_event(event);
+                let _ = self.srcpad.pause_task();
+                return ret;
+            }
+            EventView::FlushStop(_) => {
+                {
+                    let mut q = self.queue.lock().unwrap();
+                    q.items.clear();
+                    q.flushing = false;
+                    q.flow = None;
+                    q.live = None;
+                }
+                self.timing.lock().unwrap().qos_earliest = None;
+                let ret = self.srcpad.push_event(event);
+                self.start_task();
+                return ret;
+            }
+            EventView::Caps(e) => {
+                let fps = e
+                    .caps()
+                    .structure(0)
+                    .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+                    .filter(|f| f.numer() > 0)
+                    .unwrap_or(DEFAULT_FPS);
+                self.timing.lock().unwrap().fps = fps;
+                return self.enqueue_event(gst::event::Caps::new(&Self::src_caps(fps)));
+            }
+            EventView::CustomDownstream(_) if events::is_interrupt(&event) => {
+                let mut n = 0;
+                {
+                    let mut q = self.queue.lock().unwrap();
+                    for item in q.items.iter_mut() {
+                        if let Item::Frame(f) = item
+                            && f.features.take().is_some()
+                        {
+                            n += 1;
+                        }
+                    }
+                }
+                self.counters.lock().unwrap().interrupted += n;
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "interrupt: {n} pending speech frames dropped"
+                );
+                return self.enqueue_event(event);
+            }
+            _ => {}
+        }
+        if event.is_serialized() {
+            self.enqueue_event(event)
+        } else {
+            gst::Pad::event_default(pad, Some(&*self.obj()), event)
+        }
+    }
+
+    fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        match event.view() {
+            EventView::Latency(e) => {
+                self.timing.lock().unwrap().latency = Some(e.latency());
+            }
+            EventView::Qos(e) => {
+                let (_, _, diff, ts) = e.get();
+                let mut t = self.timing.lock().unwrap();
+                t.qos_earliest = match ts {
+                    Some(ts) if diff > 0 => Some(ts + gst::ClockTime::from_nseconds(diff as u64)),
+                    _ => None,
+                };
+            }
+            _ => {}
+        }
+        gst::Pad::event_default(pad, Some(&*self.obj()), event)
+    }
+
+    fn our_latency(&self) -> gst::ClockTime {
+        let b = self.settings.lock().unwrap().batch_size as u64;
+        self.timing.lock().unwrap().frame_duration() * b
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            let mut upstream = gst::query::Latency::new();
+            if !self.sinkpad.peer_query(&mut upstream) {
+                return false;
+            }
+            let (live, min, max) = upstream.result();
+            let ours = if live {
+                self.our_latency()
+            } else {
+                gst::ClockTime::ZERO
+            };
+            self.timing.lock().unwrap().upstream_latency = min;
+            gst::debug!(CAT, imp = self, "latency: upstream {min} ours {ours}");
+            q.set(live, min + ours, max.map(|m| m + ours));
+            return true;
+        }
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
+    /// When a frame must leave this element, as a clock time (live pipelines only).
+    fn deadline(&self, pts: Option<gst::ClockTime>) -> Option<gst::ClockTime> {
+        let obj = self.obj();
+        let base = obj.base_time()?;
+        let t = self.timing.lock().unwrap();
+        let rt = t.segment.to_running_time(pts?)?;
+        let latency = t
+            .latency
+            .unwrap_or_else(|| t.upstream_latency + t.frame_duration());
+        // Half a frame for what comes downstream.
+        Some((base + rt + latency).saturating_sub(t.frame_duration() / 2))
+    }
+
+    fn now(&self) -> Option<gst::ClockTime> {
+        self.obj().clock().map(|c| c.time())
+    }
+
+    fn estimate(&self, frames: usize) -> gst::ClockTime {
+        let t = self.timing.lock().unwrap();
+        let per = t.per_frame.unwrap_or_default();
+        gst::ClockTime::from_nseconds((per * frames as u32).as_nanos() as u64)
+    }
+
+    /// One turn of the worker: waits for something to do, does it.
+    fn work(&self) {
+        let batch_size = self.settings.lock().unwrap().batch_size.max(1) as usize;
+        let mut q = self.queue.lock().unwrap();
+        let job = loop {
+            if q.flushing {
+                drop(q);
+                let _ = self.srcpad.pause_task();
+                return;
+            }
+            let Some(front) = q.items.front() else {
+                q = self.cond.wait(q).unwrap();
+                continue;
+            };
+            match front {
+                Item::Event(_) | Item::Frame(FrameIn { features: None, .. }) => {
+                    break vec![q.items.pop_front().unwrap()];
+                }
+                Item::Frame(_) => {}
+            }
+            let speech = q
+                .items
+                .iter()
+                .take(batch_size)
+                .take_while(|i| {
+                    matches!(
+                        i,
+                        Item::Frame(FrameIn {
+                            features: Some(_),
+                            ..
+                        })
+                    )
+                })
+                .count();
+            let complete = speech == batch_size || q.items.len() > speech;
+            if !complete {
+                let live = q.live.unwrap_or(false);
+                if !live {
+                    // Offline: every frame is made, in full batches.
+                    q = self.cond.wait(q).unwrap();
+                    continue;
+                }
+                let Item::Frame(first) = q.items.front().unwrap() else {
+                    unreachable!()
+                };
+                let pts = first.pts;
+                drop(q);
+                let est = self.estimate(batch_size);
+                let wait = match (self.deadline(pts), self.now()) {
+                    (Some(deadline), Some(now)) => deadline.saturating_sub(est).checked_sub(now),
+                    _ => None,
+                };
+                q = self.queue.lock().unwrap();
+                match wait {
+                    Some(w) if !w.is_zero() => {
+                        // Wait for more frames, but not past the first one's deadline.
+                        let w = Duration::from_nanos(w.nseconds()).min(Duration::from_millis(500));
+                        q = self.cond.wait_timeout(q, w).unwrap().0;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            break q.items.drain(..speech).collect();
+        };
+        let live = q.live.unwrap_or(false);
+        self.cond.notify_all();
+        drop(q);
+
+        let res = match job.first() {
+            Some(Item::Event(_)) => {
+                let Some(Item::Event(event)) = job.into_iter().next() else {
+                    unreachable!()
+                };
+                if let gst::EventView::Segment(e) = event.view()
+                    && let Ok(seg) = e.segment().clone().downcast::<gst::ClockTime>()
+                {
+                    self.timing.lock().unwrap().segment = seg;
+                }
+                self.srcpad.push_event(event);
+                Ok(())
+            }
+            _ => {
+                let frames: Vec<FrameIn> = job
+                    .into_iter()
+                    .map(|i| match i {
+                        Item::Frame(f) => f,
+                        Item::Event(_) => unreachable!(),
+                    })
+                    .collect();
+                self.process(frames, live)
+            }
+        };
+        if let Err(err) = res {
+            let mut q = self.queue.lock().unwrap();
+            if err != gst::FlowError::Flushing {
+                gst::debug!(CAT, imp = self, "pausing: {err:?}");
+                q.flow = Some(err);
+            }
+            self.cond.notify_all();
+            drop(q);
+            if matches!(
+                err,
+                gst::FlowError::Error | gst::FlowError::NotNegotiated | gst::FlowError::NotLinked
+            ) {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Internal data stream error"),
+                    ["streaming stopped, reason {err:?}"]
+                );
+            }
+            let _ = self.srcpad.pause_task();
+        }
+    }
+
+    fn meta_buffer(&self, f: &FrameIn, data: Option<Vec<u8>>, speaking: bool) -> gst::Buffer {
+        let gap = data.is_none();
+        let mut buf = match data {
+            Some(d) => gst::Buffer::from_mut_slice(d),
+            None => gst::Buffer::new(),
+        };
+        let b = buf.get_mut().unwrap();
+        b.set_pts(f.pts);
+        b.set_duration(f.duration);
+        b.set_offset(f.counter);
+        b.set_offset_end(f.counter + 1);
+        if gap {
+            b.set_flags(gst::BufferFlags::GAP | gst::BufferFlags::DROPPABLE);
+        }
+        if f.discont {
+            b.set_flags(gst::BufferFlags::DISCONT);
+        }
+        meta::add(
+            b,
+            AvatarFrame {
+                index: f.index,
+                frame: f.counter,
+                speaking,
+            },
+        );
+        buf
+    }
+
+    /// Makes and pushes a run of frames: one idle frame, or a batch of speech frames.
+    fn process(&self, frames: Vec<FrameIn>, live: bool) -> Result<(), gst::FlowError> {
+        let loaded = self
+            .loaded
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or(gst::FlowError::Flushing)?;
+        // Which speech frames would be late: skipped (QoS), still pushed as GAP with the meta.
+        let mut late = vec![false; frames.len()];
+        if live {
+            let est = self.estimate(frames.len());
+            let now = self.now();
+            let earliest = self.timing.lock().unwrap().qos_earliest;
+            for (k, f) in frames.iter().enumerate() {
+                if f.features.is_none() {
+                    continue;
+                }
+                let behind =
+                    matches!((self.deadline(f.pts), now), (Some(d), Some(n)) if n + est > d);
+                let qos = {
+                    let seg = &self.timing.lock().unwrap().segment;
+                    matches!((earliest, f.pts.and_then(|p| seg.to_running_time(p))), (Some(e), Some(rt)) if rt < e)
+                };
+                late[k] = behind || qos;
+            }
+        }
+        let inputs: Vec<FrameInput<'_>> = frames
+            .iter()
+            .zip(&late)
+            .filter(|(f, l)| f.features.is_some() && !**l)
+            .map(|(f, _)| FrameInput {
+                latent: loaded.avatar.latent(f.index as usize),
+                audio: f.features.as_deref().unwrap(),
+            })
+            .collect();
+        let mut images = Vec::new();
+        if !inputs.is_empty() {
+            let start = Instant::now();
+            images = loaded.muse.run(&inputs).map_err(|e| {
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Failed,
+                    ("MuseTalk inference failed: {e}")
+                );
+                gst::FlowError::Error
+            })?;
+            let took = start.elapsed();
+            let per = took / inputs.len() as u32;
+            {
+                let mut t = self.timing.lock().unwrap();
+                t.per_frame = Some(match t.per_frame {
+                    Some(p) => (p * 3 + per) / 4,
+                    None => per,
+                });
+            }
+            let mut c = self.counters.lock().unwrap();
+            c.batches += 1;
+            c.inferred += inputs.len() as u64;
+            c.inference_ns += took.as_nanos() as u64;
+        }
+        let mut out = Vec::with_capacity(frames.len());
+        let mut next_image = 0;
+        {
+            let mut c = self.counters.lock().unwrap();
+            for (f, &l) in frames.iter().zip(&late) {
+                c.frames += 1;
+                let buf = match (&f.features, l) {
+                    (None, _) => {
+                        c.idle += 1;
+                        self.meta_buffer(f, None, false)
+                    }
+                    (Some(_), true) => {
+                        c.speech += 1;
+                        c.skipped += 1;
+                        self.meta_buffer(f, None, true)
+                    }
+                    (Some(_), false) => {
+                        c.speech += 1;
+                        let img = &images[next_image * IMAGE_LEN..(next_image + 1) * IMAGE_LEN];
+                        next_image += 1;
+                        let mut rgb = vec![0u8; lipsync::RGB_LEN];
+                        lipsync::image_to_rgb(img, &mut rgb, lipsync::IMAGE_SIDE * 3);
+                        self.meta_buffer(f, Some(rgb), true)
+                    }
+                };
+                out.push(buf);
+            }
+        }
+        if late.iter().any(|l| *l) {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "behind real time: skipped {} of {} frames",
+                late.iter().filter(|l| **l).count(),
+                frames.len()
+            );
+        }
+        for b in out {
+            self.srcpad.push(b)?;
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let c = self.counters.lock().unwrap();
+        gst::Structure::builder("musetalk-stats")
+            .field("frames", c.frames)
+            .field("speech-frames", c.speech)
+            .field("idle-frames", c.idle)
+            .field("inferred-frames", c.inferred)
+            .field("skipped-frames", c.skipped)
+            .field("interrupted-frames", c.interrupted)
+            .field("batches", c.batches)
+            .field(
+                "inference-time",
+                gst::ClockTime::from_nseconds(c.inference_ns),
+            )
+            .build()
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for MuseTalkElement {
+    const NAME: &'static str = "GstMuseTalk";
+    type Type = super::MuseTalk;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass.pad_template("sink").unwrap();
+        let sinkpad = gst::Pad::builder_from_template(&templ)
+            .chain_function(|pad, parent, buffer| {
+                MuseTalkElement::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain(pad, buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                MuseTalkElement::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
+            })
+            .build();
+        let templ = klass.pad_template("src").unwrap();
+        let srcpad = gst::Pad::builder_from_template(&templ)
+            .event_function(|pad, parent, event| {
+                MuseTalkElement::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_event(pad, event),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                MuseTalkElement::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_query(pad, query),
+                )
+            })
+            .build();
+        Self {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            loaded: Mutex::new(None),
+            queue: Mutex::new(Queue::default()),
+            cond: Condvar::new(),
+            timing: Mutex::new(Timing::default()),
+            counters: Mutex::new(Counters::default()),
+        }
+    }
+}
+
+impl ObjectImpl for MuseTalkElement {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("avatar")
+                    .nick("Avatar")
+                    .blurb("Avatar directory (format v1) with MuseTalk latents (latents.npy [N,8,32,32])")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("model-dir")
+                    .nick("Model directory")
+                    .blurb("Folder with unet.onnx and vae_decoder.onnx (and *_fp16.onnx, used when precision=fp16), \
+                            as models/export_musetalk.py writes them; default: <set-up cache>/models/musetalk")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("unet")
+                    .nick("UNet")
+                    .blurb("MuseTalk UNet ONNX (sample [B,8,32,32], timestep [B], encoder_hidden_states [B,50,384] -> latent [B,4,32,32]); overrides model-dir")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("vae-decoder")
+                    .nick("VAE decoder")
+                    .blurb("sd-vae-ft-mse decoder ONNX (latent [B,4,32,32] -> image [B,3,256,256]); overrides model-dir")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device")
+                    .nick("Device")
+                    .blurb("cpu, cuda, cuda:N or tensorrt (an unavailable GPU falls back to cpu with a warning)")
+                    .default_value(Some(DEFAULT_DEVICE))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("precision")
+                    .nick("Precision")
+                    .blurb("fp32 or fp16 (fp16: the *_fp16.onnx files of model-dir, and TensorRT's fp16 kernels)")
+                    .default_value(Some(DEFAULT_PRECISION))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-size")
+                    .nick("Batch size")
+                    .blurb("Speech frames per inference run at most; a live pipeline never waits past a frame's deadline \
+                            to fill a batch (adds batch-size frames of latency when live)")
+                    .minimum(1)
+                    .maximum(64)
+                    .default_value(DEFAULT_BATCH_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("threads")
+                    .nick("Threads")
+                    .blurb("Intra-op threads on CPU (0: ONNX Runtime's default)")
+                    .maximum(256)
+                    .default_value(DEFAULT_THREADS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("ort-library")
+                    .nick("ONNX Runtime library")
+                    .blurb("Path of libonnxruntime.so (default: ORT_DYLIB_PATH, the set-up cache, the system)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("frames, speech-frames, idle-frames, inferred-frames, skipped-frames (late, QoS), \
+                            interrupted-frames, batches, inference-time")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        let path = |v: &glib::Value| -> Option<PathBuf> {
+            v.get::<Option<String>>()
+                .unwrap()
+                .filter(|p| !p.is_empty())
+                .map(Into::into)
+        };
+        match pspec.name() {
+            "avatar" => s.avatar = path(value),
+            "model-dir" => s.model_dir = path(value),
+            "unet" => s.unet = path(value),
+            "vae-decoder" => s.vae_decoder = path(value),
+            "device" => {
+                s.device = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .unwrap_or_else(|| DEFAULT_DEVICE.into())
+            }
+            "precision" => {
+                s.precision = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .unwrap_or_else(|| DEFAULT_PRECISION.into())
+            }
+            "batch-size" => s.batch_size = value.get().unwrap(),
+            "threads" => s.threads = value.get().unwrap(),
+            "ort-library" => s.ort_library = path(value),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap();
+        let show = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        match pspec.name() {
+            "avatar" => show(&s.avatar).to_value(),
+            "model-dir" => show(&s.model_dir).to_value(),
+            "unet" => show(&s.unet).to_value(),
+            "vae-decoder" => show(&s.vae_decoder).to_value(),
+            "device" => s.device.to_value(),
+            "precision" => s.precision.to_value(),
+            "batch-size" => s.batch_size.to_value(),
+            "threads" => s.threads.to_value(),
+            "ort-library" => show(&s.ort_library).to_value(),
+            "stats" => {
+                drop(s);
+                self.stats().to_value()
+            }
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).unwrap();
+        obj.add_pad(&self.srcpad).unwrap();
+    }
+}
+
+impl GstObjectImpl for MuseTalkElement {}
+
+impl ElementImpl for MuseTalkElement {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "MuseTalk lip-sync",
+                "Filter/Converter/Video",
+                "MuseTalk v1.5: whisper features + avatar latents -> 256x256 RGB face crops (UNet + VAE decoder)",
+                "livetalk developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let fps = gst::FractionRange::new(gst::Fraction::new(1, 1), gst::Fraction::new(120, 1));
+            let sink_caps = gst::Caps::builder(features::CAPS_NAME)
+                .field("framerate", fps)
+                .field("rows", features::ROWS as i32)
+                .field("dims", features::DIM as i32)
+                .build();
+            let src_caps = gst::Caps::builder("video/x-raw")
+                .field("format", "RGB")
+                .field("width", lipsync::IMAGE_SIDE as i32)
+                .field("height", lipsync::IMAGE_SIDE as i32)
+                .field("framerate", fps)
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &sink_caps,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &src_caps,
+                )
+                .unwrap(),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        gst::trace!(CAT, imp = self, "changing state {transition:?}");
+        match transition {
+            gst::StateChange::NullToReady => {
+                if let Err(msg) = self.load() {
+                    self.post_error_message(msg);
+                    return Err(gst::StateChangeError);
+                }
+            }
+            gst::StateChange::ReadyToPaused => {
+                *self.counters.lock().unwrap() = Counters::default();
+                *self.queue.lock().unwrap() = Queue::default();
+                *self.timing.lock().unwrap() = Timing::default();
+            }
+            gst::StateChange::PausedToReady => self.stop_task(),
+            _ => {}
+        }
+        let ret = self.parent_change_state(transition)?;
+        match transition {
+            gst::StateChange::ReadyToPaused => self.start_task(),
+            gst::StateChange::PausedToReady => {
+                *self.queue.lock().unwrap() = Queue::default();
+            }
+            gst::StateChange::ReadyToNull => *self.loaded.lock().unwrap() = None,
+            _ => {}
+        }
+        Ok(ret)
+    }
+}

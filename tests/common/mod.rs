@@ -1,0 +1,89 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Once;
+
+use gstlivetalk::avatar::{Avatar, BBox, FrameInfo, Image, Manifest, prepare};
+
+pub fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstlivetalk::plugin_register_static().unwrap();
+    });
+}
+
+/// A small synthetic avatar (textured frames, a face box, MuseTalk geometry and masks);
+/// `latents` adds deterministic [N,8,32,32] latents.
+pub fn write_test_avatar(dir: &Path, frames: usize, width: u32, height: u32, latents: bool) {
+    let face = BBox::new(
+        width as i32 / 4,
+        height as i32 / 5,
+        width as i32 * 3 / 4,
+        height as i32 * 7 / 10,
+    );
+    let opts = prepare::PrepareOptions::default();
+    let infos: Vec<FrameInfo> = (0..frames)
+        .map(|_| prepare::frame_info(face, width, height, &opts).unwrap())
+        .collect();
+    let imgs: Vec<Image> = (0..frames)
+        .map(|i| {
+            Image::from_fn(width, height, 3, |x, y, c| {
+                ((x * 5 + y * 3 + c as u32 * 70 + i as u32 * 9) % 251) as u8
+            })
+        })
+        .collect();
+    let masks: Vec<Image> = infos
+        .iter()
+        .map(|i| prepare::geometric_mask(i, &opts))
+        .collect();
+    let lat: Option<Vec<f32>> = latents.then(|| {
+        (0..frames * gstlivetalk::avatar::LATENT_LEN)
+            .map(|k| ((k % 113) as f32 - 56.0) / 40.0)
+            .collect()
+    });
+    Avatar::write(
+        dir,
+        &Manifest::new(25, width, height, "synthetic", infos),
+        &imgs,
+        &masks,
+        lat.as_deref(),
+    )
+    .unwrap();
+}
+
+pub fn f32_buffer(samples: &[f32], pts: Option<gst::ClockTime>) -> gst::Buffer {
+    let bytes: Vec<u8> = samples.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut buf = gst::Buffer::from_mut_slice(bytes);
+    {
+        let b = buf.get_mut().unwrap();
+        b.set_pts(pts);
+        b.set_duration(gst::ClockTime::from_nseconds(samples.len() as u64 * 62_500));
+    }
+    buf
+}
+
+/// A vowel-like sound: a few harmonics of `f0` with amplitude `amp`.
+pub fn vowel(n: usize, f0: f32, amp: f32, phase0: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let t = (i + phase0) as f32 / 16000.0;
+            let w = 2.0 * std::f32::consts::PI * f0 * t;
+            amp * (0.6 * w.sin() + 0.3 * (2.0 * w).sin() + 0.2 * (3.0 * w).sin())
+        })
+        .collect()
+}
+
+/// Deterministic white noise (xorshift) in [-amp, amp].
+pub fn noise(n: usize, seed: u32, amp: f32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32 - 0.5) * 2.0 * amp
+        })
+        .collect()
+}
