@@ -21,7 +21,7 @@ echo "== cargo test"
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
 set +e
-cargo test --release --workspace --all-targets 2>&1 | tee "$LOG"
+cargo test --release --workspace --lib --bins --tests 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run (cargo's last line is that of its last test binary).
