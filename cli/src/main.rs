@@ -5,6 +5,7 @@ mod features;
 mod prepare;
 mod progress;
 mod render;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,8 @@ enum Command {
     PrepareAvatar(prepare::Args),
     /// Render text or an audio file to a talking-avatar MP4 (offline).
     Render(render::Args),
+    /// Serve live avatars: WebRTC (page + signalling), RTMP, an HTTP API, many sessions.
+    Serve(Box<serve::Args>),
 }
 
 fn main() {
@@ -46,6 +49,7 @@ fn main() {
         Command::Bench(a) => bench::run(a),
         Command::PrepareAvatar(a) => prepare::run(a),
         Command::Render(a) => render::run(a),
+        Command::Serve(a) => serve::run(*a),
     };
     if let Err(e) = result {
         eprintln!("livetalk: {e:#}");
