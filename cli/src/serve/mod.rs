@@ -382,7 +382,12 @@ async fn serve(cfg: Arc<Config>, rtmp: Option<String>) -> anyhow::Result<()> {
             let s = ender.sessions.lock().unwrap().remove(&id);
             if let Some(s) = s {
                 eprintln!("livetalk serve: session {id} ends ({})", reason.as_str());
-                let _ = tokio::task::spawn_blocking(move || s.shutdown(reason)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    s.shutdown(reason);
+                    drop(s);
+                    release_freed_memory();
+                })
+                .await;
             }
         }
     });
@@ -433,6 +438,16 @@ async fn serve(cfg: Arc<Config>, rtmp: Option<String>) -> anyhow::Result<()> {
     .await?;
     drop(page);
     Ok(())
+}
+
+/// A session's pipeline frees hundreds of MB (frames, encoders, jitter buffers) across many
+/// threads; glibc keeps freed memory in per-thread arenas. Give it back to the system once a
+/// session has gone, so that a long-running server's footprint follows its sessions.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks glibc's own heap structures.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// A pipeline holding only a webrtcsink that runs the signalling server and the web server.

@@ -220,7 +220,7 @@ def cycles(n):
                 time.sleep(0.05)
             if sid in session_ids():
                 raise RuntimeError("session %s did not end after its page left" % sid)
-            time.sleep(0.3)
+            time.sleep(1.0)  # the session leaves the list first, then its pipeline goes
             h = api("GET", "/health")
             out["health"].append({"threads": h["threads"], "rss_kb": h["rss_kb"],
                                   "sessions": h["sessions"]})
