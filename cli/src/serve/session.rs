@@ -141,7 +141,7 @@ fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>
         Output::Rtmp => d.push_str(&format!(
             "vt. ! queue ! x264enc tune=zerolatency speed-preset=veryfast bframes=0 key-int-max=50 ! \
                video/x-h264,profile=baseline ! h264parse ! queue ! flv.video \
-             at. ! queue ! avenc_aac ! aacparse ! queue ! flv.audio \
+             at. ! queue ! audioconvert ! avenc_aac ! aacparse ! queue ! flv.audio \
              flvmux name=flv streamable=true latency=100000000 ! rtmp2sink location=\"{}\" async-connect=true",
             rtmp.unwrap_or_default().replace('"', "")
         )),
