@@ -18,6 +18,7 @@ DEB_PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice
   espeak-ng python3-venv python3-pip unzip
+  chromium chromium-driver nginx libnginx-mod-rtmp npm
 )
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
@@ -130,6 +131,19 @@ if ! { [ -f "$DEMO_AVATAR/avatar.json" ] && stamp_ok demo-avatar "${AVATAR_INPUT
   "$ROOT/target/release/livetalk" prepare-avatar "$ASTRONAUT" --seconds 4 --idle-motion \
     -o "$DEMO_AVATAR" --json >/dev/null
   stamp_set demo-avatar "${AVATAR_INPUTS[@]}"
+fi
+
+# --- livetalk serve: the page's gstwebrtc-api (npm), Selenium for the browser test -----------
+GSTWEBRTC_API_VERSION=3.0.0
+if [ ! -f "$CACHE/web/node_modules/gstwebrtc-api/dist/gstwebrtc-api-$GSTWEBRTC_API_VERSION.min.js" ]; then
+  say "installing gstwebrtc-api $GSTWEBRTC_API_VERSION from npm"
+  mkdir -p "$CACHE/web"
+  (cd "$CACHE/web" && npm install --no-audit --no-fund --silent "gstwebrtc-api@$GSTWEBRTC_API_VERSION")
+fi
+if ! stamp_ok web-test "$ROOT/web/requirements-test.txt"; then
+  say "installing Python packages for the browser test (web/requirements-test.txt)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/web/requirements-test.txt"
+  stamp_set web-test "$ROOT/web/requirements-test.txt"
 fi
 
 say "ready (cache: $CACHE)"

@@ -6,6 +6,7 @@ mod import;
 mod prepare;
 mod progress;
 mod render;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,8 @@ enum Command {
     ImportAvatar(import::Args),
     /// Render text or an audio file to a talking-avatar MP4 (offline).
     Render(render::Args),
+    /// Serve live avatars: WebRTC (page + signalling), RTMP, an HTTP API, many sessions.
+    Serve(Box<serve::Args>),
 }
 
 fn main() {
@@ -50,6 +53,7 @@ fn main() {
         Command::PrepareAvatar(a) => prepare::run(a),
         Command::Render(a) => render::run(a),
         Command::ImportAvatar(a) => import::run(a),
+        Command::Serve(a) => serve::run(*a),
     };
     if let Err(e) = result {
         eprintln!("livetalk: {e:#}");

@@ -1,0 +1,477 @@
+//! `livetalk serve`: live talking avatars over WebRTC (and RTMP), an HTTP API compatible with
+//! LiveTalking's where it makes sense, a browser page, many sessions.
+//!
+//! - A "host" webrtcsink that carries no media runs the built-in signalling server and the
+//!   web server (the page, with gstwebrtc-api) for the whole process.
+//! - Each session is its own pipeline ending in a webrtcsink producer on that signalling
+//!   server, its meta `{livetalk-session: ID}` naming the session; the page creates a session
+//!   through the API, then consumes that producer. The session ends when its peer leaves.
+//! - `--rtmp URL` adds a session that pushes to an RTMP server for the server's lifetime.
+
+mod api;
+pub mod llm;
+mod session;
+mod web;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use gst::prelude::*;
+use tokio::sync::mpsc;
+
+use session::{EndReason, Output, Session};
+
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    /// Address the HTTP API, the signalling server and the page bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen: IpAddr,
+    /// HTTP API port.
+    #[arg(long, default_value_t = 8010)]
+    pub port: u16,
+    /// WebRTC signalling server port (websocket).
+    #[arg(long, default_value_t = 8443)]
+    pub signalling_port: u16,
+    /// Port of the web server that serves the page.
+    #[arg(long, default_value_t = 8080)]
+    pub web_port: u16,
+    /// STUN server for WebRTC (stun://host:port); none by default.
+    #[arg(long)]
+    pub stun: Option<String>,
+    /// TURN server for WebRTC (turn://user:password@host:port); repeatable.
+    #[arg(long)]
+    pub turn: Vec<String>,
+    /// Bearer token the HTTP API requires (also read from LIVETALK_TOKEN).
+    #[arg(long, env = "LIVETALK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Folder of avatar directories; an avatar's id is its folder name.
+    #[arg(long)]
+    pub avatars: Option<PathBuf>,
+    /// The avatar a session gets when it names none.
+    #[arg(long, default_value = "astronaut")]
+    pub default_avatar: String,
+    /// Lip driver: lipwarp (weight-free, CPU) or musetalk.
+    #[arg(long, default_value = "lipwarp", value_parser = ["lipwarp", "musetalk"])]
+    pub driver: String,
+    /// MuseTalk models (unet.onnx, vae_decoder.onnx); default: the set-up cache's musetalk/.
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    /// Device for the models.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Text-to-speech: piper (offline) or edge (the online Edge voices).
+    #[arg(long, default_value = "piper", value_parser = ["piper", "edge"])]
+    pub tts: String,
+    /// Piper voice (.onnx with its .onnx.json); default: the set-up cache's.
+    #[arg(long)]
+    pub voice: Option<PathBuf>,
+    /// Edge voice name (with --tts edge).
+    #[arg(long)]
+    pub edge_voice: Option<String>,
+    /// Action clips JSON for avatarblend (`/set_audiotype` plays them).
+    #[arg(long)]
+    pub actions: Option<PathBuf>,
+    /// Most sessions at once.
+    #[arg(long, default_value_t = 4)]
+    pub max_sessions: usize,
+    /// Seconds a new WebRTC session waits for its peer before it ends.
+    #[arg(long, default_value_t = 30)]
+    pub peer_timeout: u64,
+    /// Also push one session to this RTMP URL (flvmux + rtmp2sink) while the server runs.
+    #[arg(long)]
+    pub rtmp: Option<String>,
+    /// OpenAI-compatible endpoint for type=chat (e.g. http://127.0.0.1:8000/v1); its key is
+    /// read from LIVETALK_LLM_KEY or OPENAI_API_KEY.
+    #[arg(long)]
+    pub llm_url: Option<String>,
+    /// Model name sent to the LLM endpoint.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    pub llm_model: String,
+    /// System prompt for chat.
+    #[arg(long)]
+    pub llm_system: Option<String>,
+    /// Folder for `/record` MP4 files (default: recordings/ in the set-up cache).
+    #[arg(long)]
+    pub record_dir: Option<PathBuf>,
+    /// The gstwebrtc-api script (default: the one set-up installed from npm).
+    #[arg(long)]
+    pub gstwebrtc_api: Option<PathBuf>,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_body: usize,
+    /// WebRTC congestion control: gcc, homegrown or disabled.
+    #[arg(long, default_value = "gcc", value_parser = ["gcc", "homegrown", "disabled"])]
+    pub congestion_control: String,
+}
+
+/// What every part of the server reads; fixed at start.
+pub struct Config {
+    pub listen: IpAddr,
+    pub port: u16,
+    pub signalling_port: u16,
+    pub web_port: u16,
+    pub stun: Option<String>,
+    pub turn: Vec<String>,
+    pub token: Option<String>,
+    pub avatars: PathBuf,
+    pub default_avatar: String,
+    pub driver: String,
+    pub model_dir: PathBuf,
+    pub device: String,
+    pub tts: String,
+    pub voice: Option<PathBuf>,
+    pub edge_voice: Option<String>,
+    pub actions: Option<PathBuf>,
+    pub action_names: Vec<String>,
+    pub max_sessions: usize,
+    pub peer_timeout: Duration,
+    pub llm: Option<llm::LlmConfig>,
+    pub record_dir: PathBuf,
+    pub max_body: usize,
+    pub congestion_control: String,
+}
+
+fn host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+impl Config {
+    /// The signalling server as the session producers reach it.
+    pub fn signalling_uri(&self) -> String {
+        let h = if self.listen.is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            host(self.listen)
+        };
+        format!("ws://{h}:{}", self.signalling_port)
+    }
+
+    /// The avatar directory of an avatar id: a plain folder name inside the avatars folder.
+    pub fn avatar_dir(&self, id: &str) -> Result<PathBuf, api::ApiError> {
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            && !id.starts_with('.');
+        if !ok {
+            return Err(api::ApiError::bad_request(
+                "bad_avatar",
+                "an avatar id is a folder name: letters, digits, '-', '_', '.', not starting with '.'",
+            ));
+        }
+        let dir = self.avatars.join(id);
+        if !dir.join("avatar.json").is_file() {
+            return Err(api::ApiError::not_found(
+                "unknown_avatar",
+                &format!("no avatar '{id}'"),
+            ));
+        }
+        Ok(dir)
+    }
+}
+
+/// The running server: its sessions and the channel that ends them.
+pub struct Server {
+    pub cfg: Arc<Config>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    end_tx: mpsc::UnboundedSender<(String, EndReason)>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Server {
+    pub fn session(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions.lock().unwrap().get(id).cloned()
+    }
+
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        let mut v: Vec<_> = self.sessions.lock().unwrap().values().cloned().collect();
+        v.sort_by_key(|s| s.created);
+        v
+    }
+
+    fn new_id(&self) -> String {
+        // LiveTalking's session ids are numbers; a counter plus random bits keeps them unique
+        // and not guessable from one another.
+        let n = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let r = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos() as u64;
+        let mix = (r ^ (n.wrapping_mul(0x9E37_79B9_7F4A_7C15))) % 1_000_000;
+        format!("{n}{mix:06}")
+    }
+
+    /// Starts a session (blocking: builds a pipeline); refuses past `max_sessions`.
+    pub fn create_session(
+        &self,
+        avatar: &str,
+        output: Output,
+        rtmp: Option<&str>,
+    ) -> Result<Arc<Session>, api::ApiError> {
+        let dir = self.cfg.avatar_dir(avatar)?;
+        // Reserve the slot under the lock, build outside it.
+        let id = {
+            let sessions = self.sessions.lock().unwrap();
+            if sessions.len() >= self.cfg.max_sessions {
+                return Err(api::ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_sessions",
+                    &format!("{} sessions already (--max-sessions)", sessions.len()),
+                ));
+            }
+            self.new_id()
+        };
+        let session = Session::start(
+            &self.cfg,
+            id.clone(),
+            avatar.to_string(),
+            &dir,
+            output,
+            rtmp,
+            self.end_tx.clone(),
+        )
+        .map_err(|e| api::ApiError::internal(&format!("{e:#}")))?;
+        {
+            let mut sessions = self.sessions.lock().unwrap();
+            if sessions.len() >= self.cfg.max_sessions {
+                drop(sessions);
+                session.shutdown(EndReason::Closed);
+                return Err(api::ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_sessions",
+                    "the server filled up meanwhile (--max-sessions)",
+                ));
+            }
+            sessions.insert(id.clone(), session.clone());
+        }
+        if let Err(e) = session.play(self.cfg.peer_timeout, self.end_tx.clone()) {
+            self.sessions.lock().unwrap().remove(&id);
+            session.shutdown(EndReason::Error);
+            return Err(api::ApiError::internal(&format!("{e:#}")));
+        }
+        Ok(session)
+    }
+
+    /// Asks for a session's end (the end task tears it down).
+    pub fn end_session(&self, id: &str, reason: EndReason) {
+        let _ = self.end_tx.send((id.to_string(), reason));
+    }
+}
+
+fn default_record_dir() -> PathBuf {
+    gstlivetalk::paths::cache_dir().join("recordings")
+}
+
+fn read_action_names(path: &Path) -> anyhow::Result<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", path.display()))?;
+    Ok(v["clips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    gstwebrtc::plugin_register_static().context("registering gst-plugin-webrtc")?;
+    gstrsrtp::plugin_register_static().context("registering gst-plugin-rtp")?;
+    for f in ["webrtcsink", "rtpgccbwe", "lipwarp", "avatarblend"] {
+        if gst::ElementFactory::find(f).is_none() {
+            bail!("GStreamer element {f} is missing");
+        }
+    }
+    let tts_factory = if a.tts == "edge" {
+        "edgettssrc"
+    } else {
+        "piperttssrc"
+    };
+    if gst::ElementFactory::find(tts_factory).is_none() {
+        bail!("{tts_factory} is not available in this build");
+    }
+    let avatars = a.avatars.clone().unwrap_or_else(|| {
+        crate::render::default_avatar()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    });
+    let llm = a.llm_url.as_ref().map(|url| llm::LlmConfig {
+        url: url.clone(),
+        model: a.llm_model.clone(),
+        key: std::env::var("LIVETALK_LLM_KEY")
+            .or_else(|_| std::env::var("OPENAI_API_KEY"))
+            .ok()
+            .filter(|k| !k.is_empty()),
+        system: a.llm_system.clone(),
+    });
+    let cfg = Arc::new(Config {
+        listen: a.listen,
+        port: a.port,
+        signalling_port: a.signalling_port,
+        web_port: a.web_port,
+        stun: a.stun.clone(),
+        turn: a.turn.clone(),
+        token: a.token.clone().filter(|t| !t.is_empty()),
+        action_names: a
+            .actions
+            .as_deref()
+            .map(read_action_names)
+            .transpose()?
+            .unwrap_or_default(),
+        avatars,
+        default_avatar: a.default_avatar.clone(),
+        driver: a.driver.clone(),
+        model_dir: a
+            .model_dir
+            .clone()
+            .unwrap_or_else(|| gstlivetalk::paths::models_dir().join("musetalk")),
+        device: a.device.clone(),
+        tts: a.tts.clone(),
+        voice: a.voice.clone(),
+        edge_voice: a.edge_voice.clone(),
+        actions: a.actions.clone(),
+        max_sessions: a.max_sessions.max(1),
+        peer_timeout: Duration::from_secs(a.peer_timeout.max(1)),
+        llm,
+        record_dir: a.record_dir.clone().unwrap_or_else(default_record_dir),
+        max_body: a.max_body,
+        congestion_control: a.congestion_control.clone(),
+    });
+    // The default avatar must exist (a typo should fail at start, not at the first session).
+    cfg.avatar_dir(&cfg.default_avatar)
+        .map_err(|e| anyhow::anyhow!("--default-avatar: {}", e.msg))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(cfg, a.rtmp))
+}
+
+async fn serve(cfg: Arc<Config>, rtmp: Option<String>) -> anyhow::Result<()> {
+    let page = web::PageDir::assemble(&cfg, None)?;
+    // The host sink: signalling server + web server for the process, no media.
+    let host_pl = host_pipeline(&cfg, page.path())?;
+
+    let (end_tx, mut end_rx) = mpsc::unbounded_channel::<(String, EndReason)>();
+    let server = Arc::new(Server {
+        cfg: cfg.clone(),
+        sessions: Mutex::new(HashMap::new()),
+        end_tx,
+        next_id: std::sync::atomic::AtomicU64::new(1),
+    });
+
+    // Ends sessions, off the streaming threads and off the request handlers.
+    let ender = server.clone();
+    let end_task = tokio::spawn(async move {
+        while let Some((id, reason)) = end_rx.recv().await {
+            let s = ender.sessions.lock().unwrap().remove(&id);
+            if let Some(s) = s {
+                eprintln!("livetalk serve: session {id} ends ({})", reason.as_str());
+                let _ = tokio::task::spawn_blocking(move || {
+                    s.shutdown(reason);
+                    drop(s);
+                    release_freed_memory();
+                })
+                .await;
+            }
+        }
+    });
+
+    if let Some(url) = rtmp {
+        let s = server.clone();
+        let avatar = cfg.default_avatar.clone();
+        let session = tokio::task::spawn_blocking(move || {
+            s.create_session(&avatar, Output::Rtmp, Some(&url))
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("the RTMP session: {}", e.msg))?;
+        eprintln!("livetalk serve: RTMP session {}", session.id);
+    }
+
+    let app = api::router(server.clone());
+    let listener = tokio::net::TcpListener::bind((cfg.listen, cfg.port))
+        .await
+        .with_context(|| format!("binding the HTTP API to {}:{}", cfg.listen, cfg.port))?;
+    eprintln!(
+        "livetalk serve: page http://{h}:{w}/  API http://{h}:{p}/  signalling {s}",
+        h = host(cfg.listen),
+        w = cfg.web_port,
+        p = cfg.port,
+        s = cfg.signalling_uri()
+    );
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+
+    eprintln!("livetalk serve: stopping");
+    end_task.abort();
+    let all: Vec<_> = server.sessions.lock().unwrap().drain().collect();
+    tokio::task::spawn_blocking(move || {
+        for (_, s) in all {
+            s.shutdown(EndReason::Shutdown);
+        }
+        let _ = host_pl.set_state(gst::State::Null);
+    })
+    .await?;
+    drop(page);
+    Ok(())
+}
+
+/// A session's pipeline frees hundreds of MB (frames, encoders, jitter buffers) across many
+/// threads; glibc keeps freed memory in per-thread arenas. Give it back to the system once a
+/// session has gone, so that a long-running server's footprint follows its sessions.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks glibc's own heap structures.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// A pipeline holding only a webrtcsink that runs the signalling server and the web server.
+fn host_pipeline(cfg: &Config, page_dir: &Path) -> anyhow::Result<gst::Pipeline> {
+    let ws = gst::ElementFactory::make("webrtcsink")
+        .name("host")
+        .property("run-signalling-server", true)
+        .property("signalling-server-host", cfg.listen.to_string())
+        .property("signalling-server-port", cfg.signalling_port as u32)
+        .property("run-web-server", true)
+        .property("web-server-directory", page_dir.to_string_lossy().as_ref())
+        .property(
+            "web-server-host-addr",
+            format!("http://{}:{}/", host(cfg.listen), cfg.web_port),
+        )
+        .build()
+        .context("webrtcsink (gst-plugin-webrtc) is not registered")?;
+    ws.set_property("stun-server", None::<String>);
+    let pipeline = gst::Pipeline::with_name("livetalk-host");
+    pipeline.add(&ws)?;
+    // READY -> PAUSED prepares the sink: it starts both servers. With no input it never
+    // prerolls, which is what a host needs.
+    pipeline
+        .set_state(gst::State::Paused)
+        .context("starting the signalling and web servers")?;
+    Ok(pipeline)
+}

@@ -1,0 +1,546 @@
+//! One live avatar session: a pipeline `TTS -> lip driver -> avatarblend -> outputs`, where the
+//! outputs are a webrtcsink producer (one browser), an RTMP push, and an optional MP4 recording
+//! that the API starts and stops while the session runs.
+//!
+//! Nothing here holds a lock while GStreamer pushes: the signal handlers only touch atomics and
+//! channels, and the pipeline is torn down by the server's end task, never from a streaming
+//! thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, anyhow};
+use futures::StreamExt;
+use gst::prelude::*;
+use tokio::sync::{broadcast, mpsc};
+
+use super::Config;
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Its WebRTC peer left.
+    PeerLeft,
+    /// No peer connected in time.
+    NoPeer,
+    /// Closed through the API.
+    Closed,
+    /// The pipeline failed.
+    Error,
+    /// The server stops.
+    Shutdown,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::PeerLeft => "peer-left",
+            EndReason::NoPeer => "no-peer",
+            EndReason::Closed => "closed",
+            EndReason::Error => "error",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    Webrtc,
+    Rtmp,
+}
+
+/// An MP4 recording branch hanging off the session's raw audio and video tees.
+struct Recording {
+    bin: gst::Bin,
+    file: PathBuf,
+    video_pad: gst::Pad,
+    audio_pad: gst::Pad,
+}
+
+pub struct Session {
+    pub id: String,
+    pub avatar: String,
+    pub output: Output,
+    pub created: Instant,
+    pipeline: gst::Pipeline,
+    tts: gst::Element,
+    blend: gst::Element,
+    vtee: gst::Element,
+    atee: gst::Element,
+    /// Speech, word and session events for the SSE subscribers (JSON objects).
+    pub events: broadcast::Sender<serde_json::Value>,
+    pub consumers: Arc<AtomicUsize>,
+    pub ever_connected: Arc<AtomicBool>,
+    /// The LLM stream feeding this session, if any.
+    pub chat: Mutex<Option<tokio::task::AbortHandle>>,
+    recording: Mutex<Option<Recording>>,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    ended: AtomicBool,
+}
+
+fn quote(p: &Path) -> String {
+    format!(
+        "\"{}\"",
+        p.display()
+            .to_string()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+    )
+}
+
+/// The session's pipeline description; `webrtcsink` is added by code (its signaller needs
+/// configuring before the pipeline starts).
+fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>) -> String {
+    let av = quote(avatar_dir);
+    let tts = match cfg.tts.as_str() {
+        "edge" => format!(
+            "edgettssrc name=tts is-live=true{}",
+            cfg.edge_voice
+                .as_ref()
+                .map(|v| format!(" voice=\"{v}\""))
+                .unwrap_or_default()
+        ),
+        _ => format!(
+            "piperttssrc name=tts is-live=true{}",
+            cfg.voice
+                .as_ref()
+                .map(|v| format!(" model={}", quote(v)))
+                .unwrap_or_default()
+        ),
+    };
+    let lips = match cfg.driver.as_str() {
+        "musetalk" => format!(
+            "whisperfeat device={d} ! musetalk avatar={av} model-dir={m} device={d}",
+            d = cfg.device,
+            m = quote(&cfg.model_dir)
+        ),
+        _ => format!("lipwarp avatar={av}"),
+    };
+    let actions = cfg
+        .actions
+        .as_ref()
+        .map(|a| format!(" actions={}", quote(a)))
+        .unwrap_or_default();
+    let mut d = format!(
+        "{tts} ! audioconvert ! audioresample ! tee name=t \
+         t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! audioconvert ! audioresample ! \
+           audio/x-raw,format=F32LE,rate=16000,channels=1 ! {lips} ! \
+           avatarblend name=blend avatar={av}{actions} ! videoconvert ! video/x-raw,format=I420 ! \
+           tee name=vt allow-not-linked=true \
+         t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! audioconvert ! audioresample ! \
+           audio/x-raw,format=S16LE,rate=48000,channels=1 ! tee name=at allow-not-linked=true "
+    );
+    match output {
+        Output::Webrtc => d.push_str(
+            "vt. ! queue name=wsv max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 \
+             at. ! queue name=wsa max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ",
+        ),
+        Output::Rtmp => d.push_str(&format!(
+            "vt. ! queue ! x264enc tune=zerolatency speed-preset=veryfast bframes=0 key-int-max=50 ! \
+               video/x-h264,profile=baseline ! h264parse ! queue ! flv.video \
+             at. ! queue ! audioconvert ! avenc_aac ! aacparse ! queue ! flv.audio \
+             flvmux name=flv streamable=true latency=100000000 ! rtmp2sink location=\"{}\" async-connect=true",
+            rtmp.unwrap_or_default().replace('"', "")
+        )),
+    }
+    d
+}
+
+impl Session {
+    /// Builds a session (not started: see [`Session::play`]). `end` is told when the session
+    /// should end.
+    pub fn start(
+        cfg: &Arc<Config>,
+        id: String,
+        avatar: String,
+        avatar_dir: &Path,
+        output: Output,
+        rtmp: Option<&str>,
+        end: mpsc::UnboundedSender<(String, EndReason)>,
+    ) -> anyhow::Result<Arc<Session>> {
+        let desc = describe(cfg, avatar_dir, &output, rtmp);
+        let pipeline = gst::parse::launch(&desc)
+            .with_context(|| format!("building the session pipeline: {desc}"))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| anyhow!("not a pipeline"))?;
+        pipeline.set_property("name", format!("session-{id}"));
+        let by_name = |n: &str| {
+            pipeline
+                .by_name(n)
+                .ok_or_else(|| anyhow!("no element {n} in the session pipeline"))
+        };
+        let (tts, blend, vtee, atee) = (
+            by_name("tts")?,
+            by_name("blend")?,
+            by_name("vt")?,
+            by_name("at")?,
+        );
+        let consumers = Arc::new(AtomicUsize::new(0));
+        let ever_connected = Arc::new(AtomicBool::new(false));
+        if output == Output::Webrtc {
+            let ws = make_webrtcsink(cfg, &id, &consumers, &ever_connected, &end)?;
+            pipeline.add(&ws)?;
+            by_name("wsv")?.link_pads(Some("src"), &ws, Some("video_%u"))?;
+            by_name("wsa")?.link_pads(Some("src"), &ws, Some("audio_%u"))?;
+        }
+        let (events, _) = broadcast::channel(256);
+        let session = Arc::new(Session {
+            id: id.clone(),
+            avatar,
+            output,
+            created: Instant::now(),
+            pipeline: pipeline.clone(),
+            tts,
+            blend,
+            vtee,
+            atee,
+            events: events.clone(),
+            consumers,
+            ever_connected,
+            chat: Mutex::new(None),
+            recording: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+            ended: AtomicBool::new(false),
+        });
+
+        // Bus: speech/word messages to the SSE subscribers, errors end the session.
+        let bus = pipeline.bus().context("pipeline without a bus")?;
+        let mut stream = bus.stream();
+        let (bus_id, bus_end, bus_events) = (id.clone(), end.clone(), events);
+        let bus_task = tokio::spawn(async move {
+            while let Some(msg) = stream.next().await {
+                match msg.view() {
+                    gst::MessageView::Element(e) => {
+                        if let Some(ev) = e.structure().and_then(event_json) {
+                            let _ = bus_events.send(ev);
+                        }
+                    }
+                    gst::MessageView::Error(e) => {
+                        eprintln!(
+                            "livetalk serve: session {bus_id}: {} ({})",
+                            e.error(),
+                            e.debug().map(|d| d.to_string()).unwrap_or_default()
+                        );
+                        let _ = bus_end.send((bus_id.clone(), EndReason::Error));
+                        break;
+                    }
+                    gst::MessageView::Eos(_) => {
+                        let _ = bus_end.send((bus_id.clone(), EndReason::Error));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        session.tasks.lock().unwrap().push(bus_task.abort_handle());
+
+        Ok(session)
+    }
+
+    /// Starts the pipeline (once the server knows the session, so that an early end finds
+    /// it); a WebRTC session that no peer joins ends after the peer timeout.
+    pub fn play(
+        &self,
+        peer_timeout: std::time::Duration,
+        end: mpsc::UnboundedSender<(String, EndReason)>,
+    ) -> anyhow::Result<()> {
+        self.pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| anyhow!("the session pipeline does not start: {e}"))?;
+        if self.output == Output::Webrtc {
+            let (id, ever) = (self.id.clone(), self.ever_connected.clone());
+            let t = tokio::spawn(async move {
+                tokio::time::sleep(peer_timeout).await;
+                if !ever.load(Ordering::SeqCst) {
+                    let _ = end.send((id, EndReason::NoPeer));
+                }
+            });
+            self.tasks.lock().unwrap().push(t.abort_handle());
+        }
+        Ok(())
+    }
+
+    pub fn speak(&self, text: &str) {
+        self.tts.emit_by_name::<()>("speak", &[&text]);
+    }
+
+    pub fn push_fragment(&self, text: &str) {
+        self.tts.emit_by_name::<()>("push-fragment", &[&text]);
+    }
+
+    pub fn end_fragments(&self) {
+        self.tts.emit_by_name::<()>("end-fragments", &[]);
+    }
+
+    /// Cancels the LLM stream, if any, and drops queued and in-flight speech.
+    pub fn interrupt(&self) {
+        if let Some(h) = self.chat.lock().unwrap().take() {
+            h.abort();
+        }
+        self.tts.emit_by_name::<()>("flush", &[]);
+    }
+
+    pub fn is_speaking(&self) -> bool {
+        self.tts.property::<bool>("speaking")
+    }
+
+    pub fn play_action(&self, name: &str) -> bool {
+        self.blend.emit_by_name::<bool>("play-action", &[&name])
+    }
+
+    pub fn stop_action(&self) {
+        self.blend.emit_by_name::<()>("stop-action", &[]);
+    }
+
+    pub fn recording_file(&self) -> Option<PathBuf> {
+        self.recording
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|r| r.file.clone())
+    }
+
+    /// Starts recording the session's audio and video into `dir`; returns the file.
+    pub fn start_recording(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let mut rec = self.recording.lock().unwrap();
+        if let Some(r) = rec.as_ref() {
+            anyhow::bail!("already recording into {}", r.file.display());
+        }
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the recording folder {}", dir.display()))?;
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let file = dir.join(format!("{}-{stamp}.mp4", self.id));
+        let bin = gst::parse::bin_from_description(
+            &format!(
+                "queue name=rv max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! videoconvert ! \
+                   x264enc tune=zerolatency speed-preset=veryfast bframes=0 key-int-max=50 ! h264parse ! queue ! mux. \
+                 queue name=ra max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! audioconvert ! \
+                   audioresample ! audio/x-raw,rate=48000 ! avenc_aac ! aacparse ! queue ! mux. \
+                 mp4mux name=mux ! filesink name=file location={}",
+                quote(&file)
+            ),
+            false,
+        )?;
+        let ghost = |inner: &str, name: &str| -> anyhow::Result<gst::Pad> {
+            let pad = bin
+                .by_name(inner)
+                .and_then(|e| e.static_pad("sink"))
+                .ok_or_else(|| anyhow!("recording bin without {inner}"))?;
+            let g = gst::GhostPad::builder_with_target(&pad)?.name(name).build();
+            bin.add_pad(&g)?;
+            Ok(g.upcast())
+        };
+        let (gv, ga) = (ghost("rv", "video")?, ghost("ra", "audio")?);
+        self.pipeline.add(&bin)?;
+        bin.sync_state_with_parent()?;
+        let video_pad = self
+            .vtee
+            .request_pad_simple("src_%u")
+            .ok_or_else(|| anyhow!("no tee pad"))?;
+        let audio_pad = self
+            .atee
+            .request_pad_simple("src_%u")
+            .ok_or_else(|| anyhow!("no tee pad"))?;
+        video_pad.link(&gv)?;
+        audio_pad.link(&ga)?;
+        *rec = Some(Recording {
+            bin,
+            file: file.clone(),
+            video_pad,
+            audio_pad,
+        });
+        Ok(file)
+    }
+
+    /// Ends the recording: unlinks it from the tees, sends EOS through it so that mp4mux
+    /// writes its index, then removes it. Blocking (up to a few seconds): call off the async
+    /// runtime.
+    pub fn stop_recording(&self) -> anyhow::Result<PathBuf> {
+        let rec = self
+            .recording
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| anyhow!("not recording"))?;
+        finish_recording(&self.pipeline, &self.vtee, &self.atee, rec)
+    }
+
+    /// Ends the session: the LLM stream, the tasks, the recording (finalised), the pipeline.
+    /// Blocking; idempotent.
+    pub fn shutdown(&self, reason: EndReason) {
+        if self.ended.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = self
+            .events
+            .send(serde_json::json!({"type": "session-end", "reason": reason.as_str()}));
+        if let Some(h) = self.chat.lock().unwrap().take() {
+            h.abort();
+        }
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+        if let Some(rec) = self.recording.lock().unwrap().take() {
+            let _ = finish_recording(&self.pipeline, &self.vtee, &self.atee, rec);
+        }
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn finish_recording(
+    pipeline: &gst::Pipeline,
+    vtee: &gst::Element,
+    atee: &gst::Element,
+    rec: Recording,
+) -> anyhow::Result<PathBuf> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let tx = Mutex::new(Some(tx));
+    let sink_pad = rec
+        .bin
+        .by_name("file")
+        .and_then(|f| f.static_pad("sink"))
+        .ok_or_else(|| anyhow!("recording bin without its file sink"))?;
+    sink_pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        if let Some(gst::PadProbeData::Event(ev)) = &info.data
+            && ev.type_() == gst::EventType::Eos
+            && let Some(tx) = tx.lock().unwrap().take()
+        {
+            let _ = tx.send(());
+        }
+        gst::PadProbeReturn::Ok
+    });
+    for (tee, pad) in [(vtee, &rec.video_pad), (atee, &rec.audio_pad)] {
+        if let Some(peer) = pad.peer() {
+            let _ = pad.unlink(&peer);
+            peer.send_event(gst::event::Eos::new());
+        }
+        tee.release_request_pad(pad);
+    }
+    let finished = rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok();
+    let _ = rec.bin.set_state(gst::State::Null);
+    let _ = pipeline.remove(&rec.bin);
+    if !finished {
+        anyhow::bail!(
+            "the recording {} did not finish in time",
+            rec.file.display()
+        );
+    }
+    Ok(rec.file)
+}
+
+/// A webrtcsink producer for one session, on the server's signalling server. Its meta names
+/// the session so that the page finds it among the producers.
+fn make_webrtcsink(
+    cfg: &Config,
+    id: &str,
+    consumers: &Arc<AtomicUsize>,
+    ever_connected: &Arc<AtomicBool>,
+    end: &mpsc::UnboundedSender<(String, EndReason)>,
+) -> anyhow::Result<gst::Element> {
+    let ws = gst::ElementFactory::make("webrtcsink")
+        .name("ws")
+        .property(
+            "meta",
+            gst::Structure::builder("meta")
+                .field("livetalk-session", id)
+                .build(),
+        )
+        .property_from_str("congestion-control", &cfg.congestion_control)
+        .property("video-caps", gst::Caps::builder("video/x-vp8").build())
+        .property("audio-caps", gst::Caps::builder("audio/x-opus").build())
+        .build()
+        .context("webrtcsink (gst-plugin-webrtc) is not registered")?;
+    ws.set_property("stun-server", cfg.stun.as_deref());
+    if !cfg.turn.is_empty() {
+        ws.set_property("turn-servers", gst::Array::new(cfg.turn.iter()));
+    }
+    let signaller = ws.property::<glib::Object>("signaller");
+    signaller.set_property("uri", cfg.signalling_uri());
+
+    let loopback = cfg.listen.is_loopback();
+    let (c, ever) = (consumers.clone(), ever_connected.clone());
+    ws.connect("consumer-added", false, move |args| {
+        c.fetch_add(1, Ordering::SeqCst);
+        ever.store(true, Ordering::SeqCst);
+        if loopback && let Ok(webrtcbin) = args[2].get::<gst::Element>() {
+            // Loopback candidates are hidden unless asked for (see FACTS: webrtcsink on
+            // loopback needs 127.0.0.1 as a local address of the ICE agent).
+            let agent = webrtcbin.property::<glib::Object>("ice-agent");
+            agent.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
+        }
+        None
+    });
+    let (c, end, sid) = (consumers.clone(), end.clone(), id.to_string());
+    ws.connect("consumer-removed", false, move |_| {
+        if c.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let _ = end.send((sid.clone(), EndReason::PeerLeft));
+        }
+        None
+    });
+    Ok(ws)
+}
+
+/// A `livetalk-speech` / `livetalk-word` message as the JSON the SSE stream sends.
+pub fn event_json(s: &gst::StructureRef) -> Option<serde_json::Value> {
+    let text = s.get::<String>("text").unwrap_or_default();
+    let ms = |f: &str| s.get::<gst::ClockTime>(f).ok().map(|t| t.mseconds());
+    match s.name().as_str() {
+        gstlivetalk::events::SPEECH => Some(serde_json::json!({
+            "type": "speech",
+            "status": s.get::<String>("status").unwrap_or_default(),
+            "text": text,
+            "interrupted": s.get::<bool>("interrupted").unwrap_or(false),
+            "running_time_ms": ms("running-time"),
+        })),
+        gstlivetalk::events::WORD => Some(serde_json::json!({
+            "type": "word",
+            "text": text,
+            "offset_ms": ms("offset"),
+            "duration_ms": ms("duration"),
+            "running_time_ms": ms("running-time"),
+        })),
+        _ => None,
+    }
+}
+
+use gst::glib;
+
+#[cfg(test)]
+mod tests {
+    use gstlivetalk::events::{self, SpeechStatus};
+
+    #[test]
+    fn bus_messages_become_sse_json() {
+        gst::init().unwrap();
+        let t = gst::ClockTime::from_mseconds;
+        let v =
+            super::event_json(&events::word_structure("Hello", t(120), t(300), t(5120))).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "word", "text": "Hello", "offset_ms": 120,
+                "duration_ms": 300, "running_time_ms": 5120})
+        );
+        let v = super::event_json(&events::speech_structure(
+            SpeechStatus::End,
+            "Hi.",
+            t(9),
+            true,
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                v["type"].as_str(),
+                v["status"].as_str(),
+                v["interrupted"].as_bool()
+            ),
+            (Some("speech"), Some("end"), Some(true))
+        );
+        assert!(super::event_json(&gst::Structure::new_empty("other")).is_none());
+    }
+}

@@ -1,0 +1,238 @@
+"""Drives the livetalk page in headless Chromium (Debian's chromium + chromedriver, through
+Selenium) and prints what it saw as one JSON object. The Rust test decides pass or fail.
+
+usage: page_check.py PAGE_URL API_URL MODE
+  MODE "play":  video plays, frames advance, the audio track is live, /human moves the mouth,
+                /interrupt_talk silences the audio, closing the page ends the session.
+  MODE "cycles:N": N connect / disconnect cycles; the server's threads and memory after each.
+"""
+
+import json
+import sys
+import tempfile
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+PAGE, API, MODE = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def api(method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(API + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return json.loads(e.read())
+
+
+def browser():
+    profile = tempfile.mkdtemp(prefix="livetalk-chromium-")
+    o = webdriver.ChromeOptions()
+    o.binary_location = "/usr/bin/chromium"
+    for a in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
+              "--allow-loopback-in-peer-connection",
+              "--disable-features=WebRtcHideLocalIpsWithMdns",
+              "--user-data-dir=" + profile]:
+        o.add_argument(a)
+    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+    d.set_script_timeout(60)
+    return d
+
+
+def wait(d, js, timeout, what):
+    t = time.time()
+    while time.time() - t < timeout:
+        v = d.execute_script(js)
+        if v:
+            return v
+        time.sleep(0.05)
+    state = d.execute_script(
+        "const s = window.livetalk || {}; return {id: s.sessionId, error: s.error, "
+        "connected: s.connected, frames: s.frames, status: document.getElementById('status')"
+        ".textContent};")
+    raise RuntimeError("timed out waiting for %s: %s" % (what, json.dumps(state)))
+
+
+# In-page helpers: audio stats of the peer connection; motion of the mouth and of the eyes
+# between consecutive video frames, sampled through a canvas.
+HELPERS = r"""
+window.lt = {
+  async audio() {
+    const pc = window.livetalk.consumer && window.livetalk.consumer.rtcPeerConnection;
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    let r = null;
+    stats.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "audio") {
+        r = {packets: s.packetsReceived, level: s.audioLevel || 0,
+             energy: s.totalAudioEnergy || 0, samples: s.totalSamplesReceived || 0};
+      }
+    });
+    const v = document.getElementById("video");
+    const tracks = v.srcObject ? v.srcObject.getAudioTracks() : [];
+    if (r) r.track = tracks.length ? tracks[0].readyState : "none";
+    return r;
+  },
+  regions() {
+    const a = window.livetalk.avatars.find((x) => x.id === document.getElementById("avatar").value)
+      || window.livetalk.avatars[0];
+    const [x1, y1, x2, y2] = a.face_box;
+    const w = x2 - x1, h = y2 - y1;
+    return {
+      mouth: [x1 + w / 4, y1 + h * 0.6, w / 2, h * 0.4],
+      eyes: [x1 + w / 4, y1, w / 2, h * 0.4],
+    };
+  },
+  grab() {
+    const v = document.getElementById("video");
+    if (!this.canvas) this.canvas = document.createElement("canvas");
+    const c = this.canvas;
+    c.width = v.videoWidth; c.height = v.videoHeight;
+    const ctx = c.getContext("2d", {willReadFrequently: true});
+    ctx.drawImage(v, 0, 0);
+    const r = this.regions();
+    const get = (b) => ctx.getImageData(Math.round(b[0]), Math.round(b[1]),
+                                        Math.round(b[2]), Math.round(b[3])).data;
+    return {mouth: get(r.mouth), eyes: get(r.eyes)};
+  },
+  diff(a, b) {
+    let s = 0;
+    for (let i = 0; i < a.length; i += 4) {
+      s += Math.abs(a[i] - b[i]) + Math.abs(a[i + 1] - b[i + 1]) + Math.abs(a[i + 2] - b[i + 2]);
+    }
+    return s / (a.length / 4) / 3;
+  },
+  // Samples motion against the frame before, once per presented video frame, for ms.
+  async motion(ms) {
+    const v = document.getElementById("video");
+    const out = [];
+    let prev = this.grab();
+    const t0 = performance.now();
+    while (performance.now() - t0 < ms) {
+      await new Promise((res) => v.requestVideoFrameCallback(() => res()));
+      const cur = this.grab();
+      out.push({t: Date.now(), mouth: this.diff(prev.mouth, cur.mouth),
+                eyes: this.diff(prev.eyes, cur.eyes)});
+      prev = cur;
+    }
+    return out;
+  },
+};
+"""
+
+
+def start_page(d):
+    d.get(PAGE)
+    wait(d, "return window.livetalk && window.livetalk.connected && window.livetalk.frames > 5",
+         30, "video frames")
+    d.execute_script(HELPERS)
+    return d.execute_script("return window.livetalk.sessionId")
+
+
+def session_ids():
+    return [s["sessionid"] for s in api("GET", "/sessions")["data"]]
+
+
+def play():
+    d = browser()
+    out = {}
+    try:
+        t_load = time.time()
+        sid = start_page(d)
+        out["first_frames_s"] = time.time() - t_load
+        out["session"] = sid
+        v = d.execute_script(
+            "const v = document.getElementById('video'); return {paused: v.paused, "
+            "ready: v.readyState, w: v.videoWidth, h: v.videoHeight, frames: window.livetalk.frames};")
+        time.sleep(1.0)
+        out["video"] = v
+        out["frames_in_1s"] = d.execute_script("return window.livetalk.frames") - v["frames"]
+        a0 = d.execute_async_script("lt.audio().then(arguments[0])")
+        time.sleep(0.5)
+        a1 = d.execute_async_script("lt.audio().then(arguments[0])")
+        out["audio"] = [a0, a1]
+
+        # Idle motion, then speech: the mouth region changes between frames while speaking.
+        out["idle"] = d.execute_async_script("lt.motion(2000).then(arguments[0])")
+        d.execute_script("window.ltSpeech = lt.motion(4000)")
+        t_post = time.time()
+        out["human"] = api("POST", "/human", {"sessionid": sid, "text":
+                           "Hello there! I am talking now, watch my lips move."})
+        out["t_post_ms"] = t_post * 1000
+        out["speech"] = d.execute_async_script("window.ltSpeech.then(arguments[0])")
+
+        # Interruption: wait for sound, interrupt, time until the audio level falls silent.
+        api("POST", "/human", {"sessionid": sid, "text":
+            "This sentence is long so that it is still being spoken when it is interrupted by "
+            "the test, which then measures how quickly the sound stops at the browser."})
+        t = time.time()
+        while time.time() - t < 15:
+            a = d.execute_async_script("lt.audio().then(arguments[0])")
+            if a and a["level"] > 0.02:
+                break
+            time.sleep(0.02)
+        out["level_before_interrupt"] = a["level"] if a else None
+        before = []
+        t = time.time()
+        while time.time() - t < 0.5:
+            a = d.execute_async_script("lt.audio().then(arguments[0])")
+            before.append(a["level"] if a else None)
+            time.sleep(0.01)
+        out["levels_before_interrupt"] = before
+        t_int = time.time()
+        out["interrupt"] = api("POST", "/interrupt_talk", {"sessionid": sid})
+        levels = []
+        while time.time() - t_int < 3:
+            a = d.execute_async_script("lt.audio().then(arguments[0])")
+            levels.append([(time.time() - t_int) * 1000, a["level"] if a else None])
+            time.sleep(0.01)
+        out["levels_after_interrupt"] = levels
+        out["is_speaking_after"] = api("POST", "/is_speaking", {"sessionid": sid})
+
+        # The page leaves: the session ends.
+        d.get("about:blank")
+        t = time.time()
+        while sid in session_ids() and time.time() - t < 20:
+            time.sleep(0.1)
+        out["session_gone_s"] = time.time() - t
+        out["sessions_after"] = session_ids()
+    finally:
+        d.quit()
+    return out
+
+
+def cycles(n):
+    d = browser()
+    out = {"health": []}
+    try:
+        for i in range(n):
+            sid = start_page(d)
+            d.get("about:blank")
+            t = time.time()
+            while sid in session_ids() and time.time() - t < 20:
+                time.sleep(0.05)
+            if sid in session_ids():
+                raise RuntimeError("session %s did not end after its page left" % sid)
+            time.sleep(1.0)  # the session leaves the list first, then its pipeline goes
+            h = api("GET", "/health")
+            out["health"].append({"threads": h["threads"], "rss_kb": h["rss_kb"],
+                                  "sessions": h["sessions"]})
+    finally:
+        d.quit()
+    return out
+
+
+if MODE == "play":
+    result = play()
+elif MODE.startswith("cycles:"):
+    result = cycles(int(MODE.split(":")[1]))
+else:
+    raise SystemExit("unknown mode " + MODE)
+print(json.dumps(result))

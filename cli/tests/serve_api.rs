@@ -1,0 +1,459 @@
+//! `livetalk serve` HTTP API without a browser: sessions, speech events, interruption, chat
+//! through a stub LLM, recording, and the bad-input / security cases.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{Server, raw_request};
+
+const LONG_TEXT: &str = "This is a long answer. It goes on for quite a while, sentence after \
+    sentence, so that there is plenty of time to interrupt it. Here is one more sentence. \
+    And another one, to be sure that the speech is still going when we stop it.";
+
+#[test]
+fn echo_speaks_with_events_and_interrupt_stops_it() {
+    let server = Server::start(&[]);
+    let id = server.new_session();
+    assert_eq!(server.session_ids(), vec![id.clone()]);
+    let events = server.events(&id);
+    // LiveTalking sends numeric session ids.
+    let (status, v) = server.post(
+        "/human",
+        json!({"sessionid": id.parse::<u64>().unwrap(), "text": "Hello there. How are you?", "type": "echo"}),
+    );
+    assert_eq!((status, &v["code"]), (200, &json!(0)), "{v}");
+    let start = events
+        .wait(Duration::from_secs(20), |e| {
+            e["type"] == "speech" && e["status"] == "start"
+        })
+        .expect("no speech start event");
+    assert_eq!(start["text"], "Hello there.");
+    // (Word events come from TTS engines that give word boundaries: edgettssrc; piper gives
+    // none. Their JSON is checked by the unit tests of the server's event conversion.)
+    let (_, v) = server.post("/is_speaking", json!({"sessionid": id}));
+    assert_eq!(v["data"], true, "{v}");
+    let end = events
+        .wait(Duration::from_secs(20), |e| {
+            e["type"] == "speech" && e["status"] == "end" && e["text"] == "How are you?"
+        })
+        .expect("no end of the second sentence");
+    assert_eq!(end["interrupted"], false);
+    server.wait_for("speaking false", Duration::from_secs(5), || {
+        server.post("/is_speaking", json!({"sessionid": id})).1["data"] == false
+    });
+
+    // Interrupt a long text: the sentence playing ends, interrupted, and nothing follows.
+    server.post("/human", json!({"sessionid": id, "text": LONG_TEXT}));
+    events
+        .wait(Duration::from_secs(20), |e| {
+            e["type"] == "speech" && e["status"] == "start"
+        })
+        .expect("no speech start");
+    let (status, _) = server.post("/interrupt_talk", json!({"sessionid": id}));
+    assert_eq!(status, 200);
+    let end = events
+        .wait(Duration::from_secs(5), |e| {
+            e["type"] == "speech" && e["status"] == "end"
+        })
+        .expect("no speech end after the interrupt");
+    assert_eq!(end["interrupted"], true, "{end}");
+    assert!(
+        events
+            .wait(Duration::from_secs(2), |e| e["type"] == "speech"
+                && e["status"] == "start")
+            .is_none(),
+        "speech went on after the interrupt"
+    );
+    assert_eq!(
+        server.post("/is_speaking", json!({"sessionid": id})).1["data"],
+        false
+    );
+
+    // Closing through the API ends the event stream with session-end.
+    let (status, _) = server.request("DELETE", &format!("/sessions/{id}"), None);
+    assert_eq!(status, 200);
+    let end = events
+        .wait(Duration::from_secs(10), |e| e["type"] == "session-end")
+        .expect("no session-end event");
+    assert_eq!(end["reason"], "closed");
+    server.wait_for("no sessions", Duration::from_secs(10), || {
+        server.session_ids().is_empty()
+    });
+}
+
+#[test]
+fn bad_input_gets_json_errors_and_the_server_keeps_serving() {
+    let server = Server::start(&["--max-sessions", "1"]);
+    let id = server.new_session();
+    let raw = |body: &str| raw_request(server.port, "POST", "/human", Some(body), "").unwrap();
+
+    let (status, v) = raw("{\"sessionid\": ");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("bad_json")),
+        "{v}"
+    );
+    assert_eq!(v["code"], 400);
+    let (status, v) = raw("{\"text\": \"no session\"}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (422, Some("bad_fields")),
+        "{v}"
+    );
+    let (status, v) = raw_request(server.port, "POST", "/human", None, "").unwrap();
+    assert!(status == 400 || status == 415, "{status} {v}");
+    let (status, v) = server.post("/human", json!({"sessionid": "4242", "text": "hi"}));
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (404, Some("unknown_session")),
+        "{v}"
+    );
+    let (status, v) = server.post("/human", json!({"sessionid": id, "text": "  "}));
+    assert_eq!((status, v["error"].as_str()), (400, Some("empty_text")));
+    let (status, v) = server.post(
+        "/human",
+        json!({"sessionid": id, "text": "hi", "type": "sing"}),
+    );
+    assert_eq!((status, v["error"].as_str()), (400, Some("bad_type")));
+    let (status, v) = server.post(
+        "/human",
+        json!({"sessionid": id, "text": "hi", "type": "chat"}),
+    );
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("chat_unavailable"))
+    );
+    for bad in ["../astronaut", "..", "a/b", "/etc", ".hidden"] {
+        let (status, v) = server.post("/session", json!({"avatar": bad}));
+        assert_eq!(
+            (status, v["error"].as_str()),
+            (400, Some("bad_avatar")),
+            "{bad}: {v}"
+        );
+    }
+    let (status, v) = server.request("GET", "/nowhere", None);
+    assert_eq!((status, v["error"].as_str()), (404, Some("no_route")));
+
+    // 10 MB body: refused with 413 before it is read into memory.
+    let big = format!(
+        "{{\"sessionid\": \"{id}\", \"text\": \"{}\"}}",
+        "a".repeat(10 << 20)
+    );
+    let (status, v) = big_request(server.port, &big);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (413, Some("body_too_large")),
+        "{v}"
+    );
+
+    // --max-sessions 1: a second session is refused until the first one is closed.
+    let (status, v) = server.post("/session", json!({}));
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (503, Some("too_many_sessions"))
+    );
+    server.request("DELETE", &format!("/sessions/{id}"), None);
+    server.wait_for("the session to end", Duration::from_secs(10), || {
+        server.session_ids().is_empty()
+    });
+    let (status, v) = server.post("/session", json!({"avatar": "no-such-avatar"}));
+    assert_eq!((status, v["error"].as_str()), (404, Some("unknown_avatar")));
+    let id2 = server.new_session();
+    // Still serving: speech works on the new session.
+    let events = server.events(&id2);
+    server.post("/human", json!({"sessionid": id2, "text": "Still here."}));
+    assert!(
+        events
+            .wait(Duration::from_secs(20), |e| e["type"] == "speech")
+            .is_some()
+    );
+}
+
+/// Sends a large body, tolerating the server closing early; returns its answer.
+fn big_request(port: u16, body: &str) -> (u16, serde_json::Value) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "POST /human HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body.as_bytes());
+    support::read_response(&mut s).expect("no answer to the 10 MB request")
+}
+
+#[test]
+fn bearer_token_guards_the_api() {
+    let server = Server::start(&["--token", "s3cret-token"]);
+    let (status, _) = raw_request(server.port, "GET", "/health", None, "").unwrap();
+    assert_eq!(status, 200, "health needs no token");
+    let (status, v) = raw_request(server.port, "GET", "/sessions", None, "").unwrap();
+    assert_eq!((status, v["error"].as_str()), (401, Some("needs_token")));
+    let (status, v) = raw_request(
+        server.port,
+        "POST",
+        "/session",
+        Some("{}"),
+        "Authorization: Bearer wrong\r\n",
+    )
+    .unwrap();
+    assert_eq!((status, v["error"].as_str()), (401, Some("bad_token")));
+    assert!(
+        server.session_ids().is_empty(),
+        "refused request made a session"
+    );
+    let (status, _) = server.request("GET", "/sessions", None);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_session_nobody_joins_ends() {
+    let server = Server::start(&["--peer-timeout", "2"]);
+    let id = server.new_session();
+    let events = server.events(&id);
+    let end = events
+        .wait(Duration::from_secs(15), |e| e["type"] == "session-end")
+        .expect("the session did not end");
+    assert_eq!(end["reason"], "no-peer");
+    assert!(server.session_ids().is_empty());
+}
+
+/// A stub OpenAI-compatible endpoint: streams `fragments` as SSE chunks, one every `gap`,
+/// then `[DONE]`. Records whether a client hung up before the end.
+struct StubLlm {
+    port: u16,
+    requests: Arc<Mutex<Vec<serde_json::Value>>>,
+    hung_up: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl StubLlm {
+    fn start(fragments: Vec<String>, gap: Duration) -> StubLlm {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let hung_up = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, h, st) = (requests.clone(), hung_up.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                let (r, h, fragments) = (r.clone(), h.clone(), fragments.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end().to_ascii_lowercase();
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        if l.is_empty() {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body).unwrap();
+                    r.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap());
+                    let mut w = stream;
+                    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                                Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+                    if w.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut send = |s: &str| -> bool {
+                        w.write_all(format!("{:x}\r\n{s}\r\n", s.len()).as_bytes())
+                            .and_then(|_| w.flush())
+                            .is_ok()
+                    };
+                    for f in &fragments {
+                        let chunk = json!({"choices": [{"index": 0, "delta": {"content": f}}]});
+                        if !send(&format!("data: {chunk}\n\n")) {
+                            h.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        std::thread::sleep(gap);
+                    }
+                    send("data: [DONE]\n\n");
+                    send("");
+                });
+            }
+        });
+        StubLlm {
+            port,
+            requests,
+            hung_up,
+            stop,
+        }
+    }
+}
+
+impl Drop for StubLlm {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn chat_streams_llm_fragments_into_speech_and_interrupt_cancels_both() {
+    // The stub answers in small pieces, a sentence every ~0.6 s, for ~20 s in all.
+    let mut fragments = vec!["Hello".to_string(), " from".into(), " the stub.".into()];
+    for i in 0..30 {
+        fragments.push(format!(" Sentence number {i} is"));
+        fragments.push(" here.".into());
+    }
+    let stub = StubLlm::start(fragments, Duration::from_millis(300));
+    let url = format!("http://127.0.0.1:{}/v1", stub.port);
+    let server = Server::start(&["--llm-url", &url, "--llm-model", "stub-model"]);
+    let id = server.new_session();
+    let events = server.events(&id);
+    let (status, v) = server.post(
+        "/human",
+        json!({"sessionid": id, "text": "Say hello", "type": "chat"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let start = events
+        .wait(Duration::from_secs(20), |e| {
+            e["type"] == "speech" && e["status"] == "start"
+        })
+        .expect("the LLM answer was not spoken");
+    assert_eq!(start["text"], "Hello from the stub.");
+    {
+        let reqs = stub.requests.lock().unwrap();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0]["model"], "stub-model");
+        assert_eq!(reqs[0]["stream"], true);
+        assert_eq!(reqs[0]["messages"][0]["content"], "Say hello");
+    }
+    let (status, _) = server.post("/interrupt_talk", json!({"sessionid": id}));
+    assert_eq!(status, 200);
+    let end = events
+        .wait(Duration::from_secs(5), |e| {
+            e["type"] == "speech" && e["status"] == "end"
+        })
+        .expect("no speech end after the interrupt");
+    assert_eq!(end["interrupted"], true);
+    // The LLM stream is cancelled too: the stub sees the client hang up, and no more
+    // fragments are spoken.
+    let t = Instant::now();
+    while !stub.hung_up.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        stub.hung_up.load(Ordering::SeqCst),
+        "the LLM stream was not cancelled"
+    );
+    events.drain();
+    assert!(
+        events
+            .wait(Duration::from_secs(2), |e| e["type"] == "chat"
+                || e["type"] == "speech")
+            .is_none(),
+        "chat went on after the interrupt"
+    );
+}
+
+#[test]
+fn a_dead_llm_endpoint_is_a_502_and_echo_still_works() {
+    let dead = support::free_port(); // nothing listens there
+    let url = format!("http://127.0.0.1:{dead}/v1");
+    let server = Server::start(&["--llm-url", &url]);
+    let id = server.new_session();
+    let (status, v) = server.post(
+        "/human",
+        json!({"sessionid": id, "text": "Anyone there?", "type": "chat"}),
+    );
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (502, Some("llm_unreachable")),
+        "{v}"
+    );
+    let events = server.events(&id);
+    server.post(
+        "/human",
+        json!({"sessionid": id, "text": "Echo still works."}),
+    );
+    assert!(
+        events
+            .wait(Duration::from_secs(20), |e| e["type"] == "speech")
+            .is_some()
+    );
+}
+
+#[test]
+fn record_writes_an_mp4_of_the_session() {
+    let server = Server::start(&[]);
+    let id = server.new_session();
+    let (status, v) = server.post("/record", json!({"sessionid": id, "type": "start_record"}));
+    assert_eq!(status, 200, "{v}");
+    let (status, v2) = server.post("/record", json!({"sessionid": id, "type": "start_record"}));
+    assert_eq!((status, v2["error"].as_str()), (409, Some("record_failed")));
+    let events = server.events(&id);
+    server.post(
+        "/human",
+        json!({"sessionid": id, "text": "Recording this."}),
+    );
+    events
+        .wait(Duration::from_secs(20), |e| {
+            e["type"] == "speech" && e["status"] == "end"
+        })
+        .expect("no speech");
+    let (status, v) = server.post("/record", json!({"sessionid": id, "type": "end_record"}));
+    assert_eq!(status, 200, "{v}");
+    let file = std::path::PathBuf::from(v["data"]["file"].as_str().unwrap());
+    assert!(file.is_file());
+    let (video, audio, duration) = probe(&file);
+    assert!(video && audio, "video {video}, audio {audio}");
+    assert!(
+        duration > Duration::from_millis(800),
+        "recording lasts {duration:?}"
+    );
+    let (status, v) = server.post("/record", json!({"sessionid": id, "type": "end_record"}));
+    assert_eq!((status, v["error"].as_str()), (409, Some("record_failed")));
+}
+
+/// Which streams a file has and how long it is.
+fn probe(path: &std::path::Path) -> (bool, bool, Duration) {
+    use gst::prelude::*;
+    gst::init().unwrap();
+    let p = gst::parse::launch(&format!(
+        "filesrc location=\"{}\" ! qtdemux name=d d.video_0 ! queue ! fakesink name=v d.audio_0 ! queue ! fakesink name=a",
+        path.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    p.set_state(gst::State::Paused).unwrap();
+    let _ = p.state(gst::ClockTime::from_seconds(10));
+    let dur = p
+        .query_duration::<gst::ClockTime>()
+        .unwrap_or(gst::ClockTime::ZERO);
+    let linked = |n: &str| {
+        p.by_name(n)
+            .and_then(|e| e.static_pad("sink"))
+            .is_some_and(|pad| pad.is_linked())
+    };
+    let r = (
+        linked("v"),
+        linked("a"),
+        Duration::from_nanos(dur.nseconds()),
+    );
+    p.set_state(gst::State::Null).unwrap();
+    r
+}

@@ -1,0 +1,291 @@
+//! Helpers for the `livetalk serve` tests: a server process on loopback ports, a tiny HTTP
+//! client, a server-sent-events reader. Everything binds 127.0.0.1 and is stopped on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn cache_dir() -> PathBuf {
+    gstlivetalk::paths::cache_dir()
+}
+
+pub fn require_setup() {
+    assert!(
+        cache_dir().join("avatars/astronaut/avatar.json").is_file(),
+        "run scripts/setup.sh (it makes the demo avatar)"
+    );
+    assert!(
+        cache_dir()
+            .join("web/node_modules/gstwebrtc-api/dist")
+            .is_dir(),
+        "run scripts/setup.sh (it installs gstwebrtc-api from npm)"
+    );
+}
+
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub signalling_port: u16,
+    pub web_port: u16,
+    pub token: Option<String>,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `livetalk serve` with `extra` arguments and waits for `/health`.
+    pub fn start(extra: &[&str]) -> Server {
+        require_setup();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serve.log");
+        let (port, signalling_port, web_port) = (free_port(), free_port(), free_port());
+        let token = extra
+            .iter()
+            .position(|a| *a == "--token")
+            .map(|i| extra[i + 1].to_string());
+        let child = Command::new(env!("CARGO_BIN_EXE_livetalk"))
+            .arg("serve")
+            .args(["--port", &port.to_string()])
+            .args(["--signalling-port", &signalling_port.to_string()])
+            .args(["--web-port", &web_port.to_string()])
+            .arg("--record-dir")
+            .arg(dir.path().join("recordings"))
+            .args(extra)
+            .env_remove("LIVETALK_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut s = Server {
+            child,
+            port,
+            signalling_port,
+            web_port,
+            token,
+            log,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("livetalk serve exited ({status}): {}", s.log_text());
+            }
+            if let Ok((200, _)) = s.try_request("GET", "/health", None) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "livetalk serve did not come up: {}",
+                s.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> std::io::Result<(u16, Value)> {
+        let auth = self
+            .token
+            .as_ref()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        raw_request(self.port, method, path, body, &auth)
+    }
+
+    /// A request with the server's token (if any); returns the status and the JSON body.
+    pub fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string());
+        self.try_request(method, path, body.as_deref())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.request("POST", path, Some(body))
+    }
+
+    /// Creates a WebRTC session; returns its id.
+    pub fn new_session(&self) -> String {
+        let (status, v) = self.post("/session", serde_json::json!({}));
+        assert_eq!(status, 200, "{v}");
+        v["sessionid"].as_str().unwrap().to_string()
+    }
+
+    pub fn session_ids(&self) -> Vec<String> {
+        let (status, v) = self.request("GET", "/sessions", None);
+        assert_eq!(status, 200, "{v}");
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["sessionid"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Waits (bounded) until `f` holds.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}; server log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Subscribes to a session's server-sent events.
+    pub fn events(&self, session: &str) -> Events {
+        Events::open(self.port, session, self.token.as_deref())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM for a clean stop, then make sure.
+        unsafe_kill(self.child.id(), 15);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal to one process (ours) with the `kill` command.
+pub fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+pub fn raw_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    extra_headers: &str,
+) -> std::io::Result<(u16, Value)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.unwrap_or("");
+    let ct = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/json\r\n".to_string()
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{ct}{extra_headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    read_response(&mut s)
+}
+
+pub fn read_response(s: &mut TcpStream) -> std::io::Result<(u16, Value)> {
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP response: {text:.200}")))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let v = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
+    Ok((status, v))
+}
+
+/// A server-sent events subscription, read on its own thread.
+pub struct Events {
+    rx: mpsc::Receiver<Value>,
+    stream: TcpStream,
+}
+
+impl Events {
+    pub fn open(port: u16, session: &str, token: Option<&str>) -> Events {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "GET /events?sessionid={session} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{auth}\r\n"
+        )
+        .unwrap();
+        let reader = s.try_clone().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let r = BufReader::new(reader);
+            for line in r.lines() {
+                let Ok(line) = line else { break };
+                // Chunked framing lines and SSE fields: only "data:" lines matter here.
+                if let Some(d) = line.strip_prefix("data: ")
+                    && let Ok(v) = serde_json::from_str::<Value>(d)
+                    && tx.send(v).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Events { rx, stream: s }
+    }
+
+    /// The next event that satisfies `f`, within `timeout`.
+    pub fn wait(&self, timeout: Duration, f: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.rx.recv_timeout(left) {
+                Ok(v) if f(&v) => return Some(v),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Every event received so far.
+    pub fn drain(&self) -> Vec<Value> {
+        self.rx.try_iter().collect()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
