@@ -18,8 +18,11 @@ DEB_PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice
   espeak-ng python3-venv python3-pip unzip
-  chromium chromium-driver nginx libnginx-mod-rtmp npm
+  chromium chromium-driver nginx libnginx-mod-rtmp
 )
+# npm: Debian's package only where no npm is installed (a NodeSource node brings its own, and
+# Debian's npm then conflicts with it).
+command -v npm >/dev/null || DEB_PACKAGES+=(npm)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,7 @@
 mod bench;
 mod features;
 mod import;
+mod launch;
 mod prepare;
 mod progress;
 mod render;

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::launch::quote;
 use anyhow::{Context, bail};
 use gst::prelude::*;
 use gstlivetalk::avatar::Avatar;
@@ -95,16 +96,6 @@ pub fn choose_driver(
 /// with x264's defaults) is not compensated by the muxer either.
 const AAC_RATE: u64 = 48_000;
 
-fn quote(p: &Path) -> String {
-    format!(
-        "\"{}\"",
-        p.display()
-            .to_string()
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-    )
-}
-
 #[derive(serde::Serialize)]
 struct Summary {
     output: String,
@@ -159,7 +150,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
          t. ! queue ! audioconvert ! audioresample ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! \
            {lips} ! avatarblend avatar={av} ! videoconvert ! videoscale ! \
            video/x-raw,format=I420,width={w},height={h} ! x264enc speed-preset=veryfast bframes=0 ! h264parse ! queue ! mux. \
-         t. ! queue ! audioconvert ! audioresample ! audio/x-raw,rate={AAC_RATE} ! avenc_aac ! aacparse ! queue ! mux. \
+         t. ! queue ! audioconvert ! audioresample ! capsfilter name=aacin caps=audio/x-raw,rate={AAC_RATE} ! avenc_aac ! aacparse ! queue ! mux. \
          mp4mux name=mux ! filesink location={o}",
         av = quote(&avatar_dir),
         o = quote(out)

@@ -71,6 +71,11 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self._dir.path().join("logs/error.log"))
+                .unwrap_or_default();
+            eprintln!("nginx log:\n{log}");
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use crate::launch::quote;
 use anyhow::{Context, anyhow};
 use futures::StreamExt;
 use gst::prelude::*;
@@ -81,16 +82,6 @@ pub struct Session {
     ended: AtomicBool,
 }
 
-fn quote(p: &Path) -> String {
-    format!(
-        "\"{}\"",
-        p.display()
-            .to_string()
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-    )
-}
-
 /// The session's pipeline description; `webrtcsink` is added by code (its signaller needs
 /// configuring before the pipeline starts).
 fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>) -> String {
@@ -141,7 +132,7 @@ fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>
         Output::Rtmp => d.push_str(&format!(
             "vt. ! queue ! x264enc tune=zerolatency speed-preset=veryfast bframes=0 key-int-max=50 ! \
                video/x-h264,profile=baseline ! h264parse ! queue ! flv.video \
-             at. ! queue ! audioconvert ! avenc_aac ! aacparse ! queue ! flv.audio \
+             at. ! queue ! audioconvert name=rtmpaudio ! avenc_aac ! aacparse ! queue ! flv.audio \
              flvmux name=flv streamable=true latency=100000000 ! rtmp2sink location=\"{}\" async-connect=true",
             rtmp.unwrap_or_default().replace('"', "")
         )),
@@ -167,6 +158,9 @@ impl Session {
             .downcast::<gst::Pipeline>()
             .map_err(|_| anyhow!("not a pipeline"))?;
         pipeline.set_property("name", format!("session-{id}"));
+        if matches!(output, Output::Rtmp) {
+            crate::launch::encode_gaps_as_silence(&pipeline, "rtmpaudio")?;
+        }
         let by_name = |n: &str| {
             pipeline
                 .by_name(n)
