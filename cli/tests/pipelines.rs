@@ -84,7 +84,6 @@ fn file_pipeline_writes_a_talking_mp4() {
 }
 
 #[test]
-#[ignore = "nginx-rtmp on loopback accepts the publisher and answers play with NetStream.Play.Start, but relays no data to rtmp2src here (even from videotestsrc); unresolved"]
 fn rtmp_pipeline_pushes_to_nginx() {
     support::require_setup();
     let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";

@@ -86,7 +86,6 @@ struct Pulled {
 }
 
 #[test]
-#[ignore = "nginx-rtmp on loopback accepts the publisher and answers play with NetStream.Play.Start, but relays no data to rtmp2src here (even from videotestsrc); unresolved"]
 fn rtmp_push_arrives_with_audio_and_video_in_sync() {
     gst::init().unwrap();
     let nginx = Nginx::start();
