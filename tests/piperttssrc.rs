@@ -414,6 +414,24 @@ fn element_messages(bus: &gst::Bus) -> Vec<gst::Structure> {
 }
 
 #[test]
+fn gap_silence_false_keeps_idle_silence_as_plain_audio() {
+    init();
+    voice();
+    let src = gst::ElementFactory::make("piperttssrc")
+        .property("gap-silence", false)
+        .build()
+        .unwrap();
+    let mut h = Harness::with_element(&src, None, Some("src"));
+    h.play();
+    for i in 0..5 {
+        let b = crank(&mut h);
+        assert!(!b.flags().contains(gst::BufferFlags::GAP), "buffer {i}");
+        assert_eq!(samples_of(&b).len(), 441);
+        assert!(samples_of(&b).iter().all(|&s| s == 0));
+    }
+}
+
+#[test]
 fn live_idle_output_is_gap_silence_in_real_time_steps() {
     let (mut h, src, _bus) = live_harness();
     let mut next = gst::ClockTime::ZERO;

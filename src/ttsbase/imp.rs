@@ -24,6 +24,7 @@ pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const DEFAULT_IS_LIVE: bool = true;
+const DEFAULT_GAP_SILENCE: bool = true;
 /// Audio per buffer.
 const BUFFER_MS: u64 = 20;
 /// Sentences synthesized ahead of the one playing.
@@ -35,6 +36,7 @@ const PREBUFFER_MS: u64 = 500;
 struct Settings {
     text: Option<String>,
     is_live: bool,
+    gap_silence: bool,
 }
 
 impl Default for Settings {
@@ -42,6 +44,7 @@ impl Default for Settings {
         Self {
             text: None,
             is_live: DEFAULT_IS_LIVE,
+            gap_silence: DEFAULT_GAP_SILENCE,
         }
     }
 }
@@ -435,7 +438,7 @@ impl TtsSrc {
             if state.offset == 0 {
                 b.set_flags(gst::BufferFlags::DISCONT);
             }
-            if gap {
+            if gap && self.settings.lock().unwrap().gap_silence {
                 b.set_flags(gst::BufferFlags::GAP);
             }
         }
@@ -654,6 +657,17 @@ impl ObjectImpl for TtsSrc {
                     .default_value(DEFAULT_IS_LIVE)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("gap-silence")
+                    .nick("GAP silence")
+                    .blurb(
+                        "Flag the silence between sentences as GAP, so that downstream elements \
+                         skip work on it. Set false when the audio goes straight to an encoder \
+                         that drops GAP buffers (avenc_aac for FLV/RTMP, MP4): silence then \
+                         stays in the stream",
+                    )
+                    .default_value(DEFAULT_GAP_SILENCE)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("speaking")
                     .nick("Speaking")
                     .blurb("Whether speech (not idle silence) is being produced (notifies)")
@@ -708,6 +722,7 @@ impl ObjectImpl for TtsSrc {
                 // BaseSrc reads it when going to PAUSED, before `start`.
                 self.obj().set_live(s.is_live);
             }
+            "gap-silence" => s.gap_silence = value.get().expect("type checked"),
             _ => unimplemented!(),
         }
     }
@@ -716,6 +731,7 @@ impl ObjectImpl for TtsSrc {
         match pspec.name() {
             "text" => self.settings.lock().unwrap().text.to_value(),
             "is-live" => self.settings.lock().unwrap().is_live.to_value(),
+            "gap-silence" => self.settings.lock().unwrap().gap_silence.to_value(),
             "speaking" => self.speaking.load(Ordering::SeqCst).to_value(),
             _ => unimplemented!(),
         }
