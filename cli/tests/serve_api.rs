@@ -457,3 +457,54 @@ fn probe(path: &std::path::Path) -> (bool, bool, Duration) {
     p.set_state(gst::State::Null).unwrap();
     r
 }
+
+#[test]
+fn set_audiotype_maps_names_and_numbers_to_action_clips() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("wave")).unwrap();
+    let avatar =
+        gstlivetalk::avatar::Avatar::load(&support::cache_dir().join("avatars/astronaut")).unwrap();
+    for i in 0..3 {
+        avatar.frames[i]
+            .write_png(&dir.path().join(format!("wave/{i:02}.png")))
+            .unwrap();
+    }
+    let actions = dir.path().join("actions.json");
+    std::fs::write(
+        &actions,
+        r#"{"clips": [{"name": "wave", "frames": "wave/", "mode": "loop"}]}"#,
+    )
+    .unwrap();
+    let server = Server::start(&["--actions", actions.to_str().unwrap()]);
+    let id = server.new_session();
+
+    for audiotype in [json!("wave"), json!(1), json!("idle"), json!(0)] {
+        let (status, v) = server.post(
+            "/set_audiotype",
+            json!({"sessionid": id, "audiotype": audiotype}),
+        );
+        assert_eq!((status, &v["code"]), (200, &json!(0)), "{audiotype}: {v}");
+    }
+    for (audiotype, status, code) in [
+        (json!("dance"), 404, "unknown_action"),
+        (json!(2), 404, "unknown_action"),
+        (json!(true), 400, "bad_fields"),
+    ] {
+        let (s, v) = server.post(
+            "/set_audiotype",
+            json!({"sessionid": id, "audiotype": audiotype}),
+        );
+        assert_eq!(
+            (s, v["error"].as_str().unwrap()),
+            (status, code),
+            "{audiotype}: {v}"
+        );
+    }
+    let (s, v) = server.post(
+        "/set_audiotype",
+        json!({"sessionid": "nope", "audiotype": "wave"}),
+    );
+    assert_eq!(s, 404, "{v}");
+    // (A clip waits for the idle cycle and speech stops it: avatarblend's, tested in
+    // tests/avatarblend.rs.)
+}

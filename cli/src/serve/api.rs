@@ -485,7 +485,7 @@ async fn set_audiotype(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "action_refused",
-            "the avatar is speaking: actions play while idle",
+            "the session is not ready to play actions yet",
         ));
     }
     ok(json!({}))
