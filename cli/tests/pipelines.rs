@@ -86,39 +86,8 @@ fn file_pipeline_writes_a_talking_mp4() {
 #[test]
 fn rtmp_pipeline_pushes_to_nginx() {
     support::require_setup();
-    let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
-    assert!(
-        Path::new(module).exists(),
-        "run scripts/setup.sh (nginx-rtmp)"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
-    let d = dir.path().display();
-    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
-    std::fs::write(
-        dir.path().join("nginx.conf"),
-        format!(
-            "load_module {module};\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\n\
-             error_log {d}/logs/error.log;\nevents {{ worker_connections 64; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n"
-        ),
-    )
-    .unwrap();
-    let mut nginx = Command::new("/usr/sbin/nginx")
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-e")
-        .arg(dir.path().join("logs/error.log"))
-        .arg("-c")
-        .arg(dir.path().join("nginx.conf"))
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "nginx did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let url = format!("rtmp://127.0.0.1:{port}/live/p");
+    let nginx = support::Nginx::start();
+    let url = format!("rtmp://127.0.0.1:{}/live/p", nginx.port);
     let mut push = script("rtmp.sh")
         .env("RTMP_URL", &url)
         .arg("-q")
@@ -129,10 +98,10 @@ fn rtmp_pipeline_pushes_to_nginx() {
     // Pull: both streams must come back with frames.
     gst::init().unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let pull = gst::parse::launch(&format!(
-        "rtmp2src location={url} ! flvdemux name=d \
-         d.video ! queue ! decodebin ! fakesink name=v signal-handoffs=true \
-         d.audio ! queue ! decodebin ! fakesink name=a signal-handoffs=true"
+    let pull = gst::parse::launch(&support::rtmp_pull(
+        &url,
+        "fakesink name=v signal-handoffs=true",
+        "fakesink name=a signal-handoffs=true",
     ))
     .unwrap()
     .downcast::<gst::Pipeline>()
@@ -161,8 +130,6 @@ fn rtmp_pipeline_pushes_to_nginx() {
     pull.set_state(gst::State::Null).unwrap();
     let _ = push.kill();
     let _ = push.wait();
-    let _ = nginx.kill();
-    let _ = nginx.wait();
     let (v, a) = (
         counts[0].load(std::sync::atomic::Ordering::SeqCst),
         counts[1].load(std::sync::atomic::Ordering::SeqCst),

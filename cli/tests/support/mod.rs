@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -288,4 +288,85 @@ impl Drop for Events {
     fn drop(&mut self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
+}
+
+/// nginx with libnginx-mod-rtmp on a free loopback port, `application live`; stopped on drop
+/// (its error log is printed when the test panics).
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start() -> Nginx {
+        let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+        assert!(
+            Path::new(module).exists() && Path::new("/usr/sbin/nginx").exists(),
+            "nginx with libnginx-mod-rtmp is missing: run scripts/setup.sh"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        let conf = format!(
+            "load_module {module};\n\
+             daemon off;\nmaster_process off;\nworker_processes 1;\n\
+             pid {d}/nginx.pid;\nerror_log {d}/logs/error.log info;\n\
+             events {{ worker_connections 64; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
+               application live {{ live on; record off; }} }} }}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("logs/error.log"))
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nginx did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self._dir.path().join("logs/error.log"))
+                .unwrap_or_default();
+            eprintln!("nginx log:\n{log}");
+        }
+    }
+}
+
+/// A pull-back of an RTMP stream: `rtmp2src ! flvdemux`, each track through decodebin into
+/// the given tail. nginx-rtmp starts a new viewer's video at the next keyframe (up to one
+/// GOP, 2 s here) while its audio flows at once, so the queues must hold more than a GOP of
+/// audio: with queue's 1 s default the audio sink prerolls, the audio queue fills, flvdemux
+/// blocks and the video sink never prerolls.
+pub fn rtmp_pull(url: &str, video_tail: &str, audio_tail: &str) -> String {
+    let q = "queue max-size-time=10000000000 max-size-buffers=0 max-size-bytes=0";
+    format!(
+        "rtmp2src location={url} ! flvdemux name=d \
+         d.video ! {q} ! decodebin ! {video_tail} \
+         d.audio ! {q} ! decodebin ! {audio_tail}"
+    )
 }
