@@ -46,6 +46,10 @@ CONTRACTS = {
         [("image", "tensor(float)", ["batch", 3, 256, 256])],
         [("latent", "tensor(float)", ["batch", 4, 32, 32])],
     ),
+    "face_parsing.onnx": (
+        [("image", "tensor(float)", ["batch", 3, 512, 512])],
+        [("logits", "tensor(float)", ["batch", 19, 512, 512])],
+    ),
 }
 
 
@@ -215,11 +219,32 @@ def check_vae_encoder(c, sess, rng):
     batch_consistent(c, "vae_encoder", run, {"image": img(3)})
 
 
+def check_face_parsing(c, sess, rng):
+    run = lambda feeds: sess.run(["logits"], feeds)[0]
+    mean = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
+    std = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
+    norm = lambda rgb: ((rgb / 255.0 - mean) / std).astype(np.float32)
+    for b in (1, 2):
+        x = norm(rng.uniform(0, 255, (b, 3, 512, 512)))
+        y = run({"image": x})
+        c.check(y.shape == (b, 19, 512, 512), f"B={b}: output shape {y.shape}")
+        finite(c, f"B={b}", y)
+    # Skin-coloured left half, hair-coloured right half.
+    img = np.zeros((1, 3, 512, 512), np.float32)
+    img[:, :, :, :256] = np.array([225, 160, 130], np.float32).reshape(1, 3, 1, 1)
+    img[:, :, :, 256:] = np.array([45, 30, 25], np.float32).reshape(1, 3, 1, 1)
+    cls = run({"image": norm(img)})[0].argmax(0)
+    c.check((cls[:, :256] == 1).all() and (cls[:, 256:] == 17).all(),
+            "skin colour parses as class 1 (skin), dark brown as 17 (hair)")
+    batch_consistent(c, "face_parsing", run, {"image": norm(rng.uniform(0, 255, (3, 3, 512, 512)))})
+
+
 CHECKS = {
     "whisper_encoder.onnx": check_whisper,
     "unet.onnx": check_unet,
     "vae_decoder.onnx": check_vae_decoder,
     "vae_encoder.onnx": check_vae_encoder,
+    "face_parsing.onnx": check_face_parsing,
 }
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate tiny, deterministic, random-weight ONNX stand-ins for livetalk's models.
 
-The four files written have exactly the input/output contracts (names, dtypes,
+The files written have exactly the input/output contracts (names, dtypes,
 ranks, symbolic dimension names) of the real models, so the Rust elements can be
 tested end to end without downloading anything:
 
@@ -10,6 +10,8 @@ tested end to end without downloading anything:
                         encoder_hidden_states [batch,50,384] -> latent [batch,4,32,32]
   vae_decoder.onnx      latent [batch,4,32,32] -> image [batch,3,256,256] in [-1,1]
   vae_encoder.onnx      image [batch,3,256,256] -> latent [batch,4,32,32]
+  face_parsing.onnx     image [batch,3,512,512] (ImageNet-normalised RGB)
+                        -> logits [batch,19,512,512]
 
 Graphs are built directly with onnx.helper from numpy arrays (no torch).
 Output is byte-for-byte deterministic for a given --seed.
@@ -252,11 +254,68 @@ def make_vae_encoder(seed):
     return g.model(inputs, outputs, "Tiny random-weight stand-in for the VAE encoder (test only).")
 
 
+# ---------------------------------------------------------------------------
+# 5. face parsing (BiSeNet's contract; a nearest-colour classifier inside)
+# ---------------------------------------------------------------------------
+
+# Prototype colours (RGB 0..255) of the CelebAMask-HQ classes the tiny parser knows; every
+# other class never wins. Nearest prototype = argmax of 2 p.x - |p|^2, a 1x1 convolution on
+# the un-normalised colour. Coarse, but on a portrait it finds skin, lips and hair, so the
+# jaw mask built on it is face-shaped.
+PARSING_PROTOTYPES = {
+    0: [(20, 20, 40), (90, 110, 150), (200, 185, 185), (225, 215, 215)],  # background
+    1: [(225, 160, 130), (190, 120, 95), (215, 175, 155)],  # skin
+    10: [(250, 215, 200)],  # nose (lighter skin)
+    12: [(195, 100, 100)],  # upper lip
+    13: [(165, 70, 75)],  # lower lip
+    11: [(80, 25, 30)],  # mouth inside
+    14: [(205, 140, 110)],  # neck
+    16: [(240, 240, 240)],  # cloth
+    17: [(45, 30, 25), (90, 60, 40), (130, 95, 65), (160, 125, 90)],  # hair
+}
+
+
+def make_face_parsing(seed):
+    del seed  # designed weights, nothing random
+    g = GraphBuilder("tiny_face_parsing", None)
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(1, 3, 1, 1)
+    # Back to 0..255 RGB: x * std * 255 + mean * 255.
+    rgb = g.op("Add", [g.op("Mul", ["image", g.const(std * 255.0, "std255")]),
+                       g.const(mean * 255.0, "mean255")])
+    # One 1x1 conv per prototype (scaled down to keep the logits moderate), then the max over
+    # a class's prototypes.
+    classes = []
+    for cls in range(19):
+        protos = PARSING_PROTOTYPES.get(cls)
+        if protos is None:
+            classes.append(None)
+            continue
+        p = np.array(protos, dtype=np.float64)
+        w = (2.0 * p / 1000.0).astype(np.float32).reshape(len(protos), 3, 1, 1)
+        b = (-(p ** 2).sum(axis=1) / 1000.0).astype(np.float32)
+        scores = g.op("Conv", [rgb, g.const(w, f"proto_w{cls}"), g.const(b, f"proto_b{cls}")],
+                      kernel_shape=[1, 1])
+        classes.append(g.op("ReduceMax", [scores], axes=[1], keepdims=1))
+    # Classes without a prototype: far below any other score.
+    never = g.op("Add", [g.op("Mul", [classes[0], g.const(np.array(0.0, dtype=np.float32), "zero")]),
+                         g.const(np.array(-1e4, dtype=np.float32), "never")])
+    g.op("Concat", [c if c is not None else never for c in classes], "logits", axis=1)
+    inputs = [helper.make_tensor_value_info("image", F32, ["batch", 3, 512, 512])]
+    outputs = [helper.make_tensor_value_info("logits", F32, ["batch", 19, 512, 512])]
+    return g.model(
+        inputs,
+        outputs,
+        "Tiny face-parsing stand-in (BiSeNet's contract): per-pixel nearest prototype colour.",
+    )
+
+
 MODELS = [
     ("whisper_encoder.onnx", make_whisper_encoder),
     ("unet.onnx", make_unet),
     ("vae_decoder.onnx", make_vae_decoder),
     ("vae_encoder.onnx", make_vae_encoder),
+    ("face_parsing.onnx", make_face_parsing),
 ]
 
 

@@ -103,6 +103,145 @@ pub fn crop(src: &Image, b: BBox) -> Image {
     out
 }
 
+/// The pixels of `b`, which may reach outside the image: what lies outside is black (as
+/// PIL's `Image.crop`, which MuseTalk uses for its face-parsing crop).
+pub fn crop_padded(src: &Image, b: BBox) -> Image {
+    assert!(!b.is_empty(), "empty crop {b}");
+    let c = src.channels as usize;
+    let (w, h) = (b.width() as usize, b.height() as usize);
+    let mut out = Image::new(w as u32, h as u32, src.channels);
+    let (x0, x1) = (b.x1.max(0), b.x2.min(src.width as i32));
+    if x0 >= x1 {
+        return out;
+    }
+    for y in b.y1.max(0)..b.y2.min(src.height as i32) {
+        let s = (y as usize * src.width as usize + x0 as usize) * c;
+        let d = ((y - b.y1) as usize * w + (x0 - b.x1) as usize) * c;
+        let n = (x1 - x0) as usize * c;
+        out.data[d..d + n].copy_from_slice(&src.data[s..s + n]);
+    }
+    out
+}
+
+/// Pillow's resampling filters (`Image.resize`), which MuseTalk's face parsing uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PilFilter {
+    /// `Image.BILINEAR`: triangle, support 1 (scaled when reducing).
+    Bilinear,
+    /// `Image.BICUBIC`: cubic with a = -0.5, support 2 (scaled when reducing); Pillow's
+    /// default for `resize`.
+    Bicubic,
+}
+
+impl PilFilter {
+    fn support(self) -> f64 {
+        match self {
+            PilFilter::Bilinear => 1.0,
+            PilFilter::Bicubic => 2.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        let x = x.abs();
+        match self {
+            PilFilter::Bilinear => (1.0 - x).max(0.0),
+            PilFilter::Bicubic => {
+                const A: f64 = -0.5;
+                if x < 1.0 {
+                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+/// Pillow keeps 8-bit resampling coefficients in fixed point with this many fraction bits.
+const PIL_PRECISION: u32 = 22;
+
+/// Per output position along one axis: first source index and fixed-point coefficients, as
+/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` make them (the filter is stretched
+/// by the reduction factor, so reducing averages instead of skipping).
+fn pil_axis(src: usize, dst: usize, filter: PilFilter) -> Vec<(usize, Vec<i32>)> {
+    let scale = src as f64 / dst as f64;
+    let filterscale = scale.max(1.0);
+    let support = filter.support() * filterscale;
+    (0..dst)
+        .map(|d| {
+            let centre = (d as f64 + 0.5) * scale;
+            let xmin = ((centre - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((centre + support + 0.5) as i64).min(src as i64) as usize;
+            let w: Vec<f64> = (xmin..xmax)
+                .map(|x| filter.weight((x as f64 - centre + 0.5) / filterscale))
+                .collect();
+            let sum: f64 = w.iter().sum();
+            let fixed = w
+                .iter()
+                .map(|&v| {
+                    let v = if sum != 0.0 { v / sum } else { v };
+                    let f = v * (1u32 << PIL_PRECISION) as f64;
+                    (if f < 0.0 { f - 0.5 } else { f + 0.5 }) as i32
+                })
+                .collect();
+            (xmin, fixed)
+        })
+        .collect()
+}
+
+#[inline]
+fn pil_clip8(acc: i32) -> u8 {
+    if acc >= (1 << PIL_PRECISION) << 8 {
+        255
+    } else if acc <= 0 {
+        0
+    } else {
+        (acc >> PIL_PRECISION) as u8
+    }
+}
+
+/// Resizes as Pillow's `Image.resize(size, filter)` does for 8-bit images, bit for bit:
+/// horizontal pass first into 8 bits, then vertical, fixed-point arithmetic.
+pub fn resize_pil(src: &Image, width: u32, height: u32, filter: PilFilter) -> Image {
+    let c = src.channels as usize;
+    let (sw, sh) = (src.width as usize, src.height as usize);
+    let (dw, dh) = (width as usize, height as usize);
+    let mut tmp = src.clone();
+    if dw != sw {
+        let xw = pil_axis(sw, dw, filter);
+        tmp = Image::new(width, src.height, src.channels);
+        for y in 0..sh {
+            let row = &src.data[y * sw * c..(y + 1) * sw * c];
+            for (x, (x0, k)) in xw.iter().enumerate() {
+                for ch in 0..c {
+                    let mut acc = 1i32 << (PIL_PRECISION - 1);
+                    for (i, &ki) in k.iter().enumerate() {
+                        acc += row[(x0 + i) * c + ch] as i32 * ki;
+                    }
+                    tmp.data[(y * dw + x) * c + ch] = pil_clip8(acc);
+                }
+            }
+        }
+    }
+    if dh == sh {
+        return tmp;
+    }
+    let yw = pil_axis(sh, dh, filter);
+    let mut out = Image::new(width, height, src.channels);
+    for (y, (y0, k)) in yw.iter().enumerate() {
+        for x in 0..dw * c {
+            let mut acc = 1i32 << (PIL_PRECISION - 1);
+            for (i, &ki) in k.iter().enumerate() {
+                acc += tmp.data[(y0 + i) * dw * c + x] as i32 * ki;
+            }
+            out.data[y * dw * c + x] = pil_clip8(acc);
+        }
+    }
+    out
+}
+
 /// Gaussian kernel as OpenCV builds it for `ksize` (odd) and sigma 0: fixed binomial tables
 /// up to 7 taps, else `sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8`.
 pub fn gaussian_kernel(ksize: usize) -> Vec<f32> {

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use gst::prelude::*;
+use gstlivetalk::avatar::parsing::{self, ParsingOptions};
 use gstlivetalk::avatar::prepare::{self, PrepareOptions};
 use gstlivetalk::avatar::{Avatar, BBox, FrameInfo, Image, LATENT_LEN, Manifest};
 use gstlivetalk::imageops;
@@ -46,7 +47,21 @@ pub struct Args {
     /// VAE encoder ONNX for the MuseTalk latents (without it: no latents; lipwarp still works).
     #[arg(long)]
     pub vae_encoder: Option<PathBuf>,
-    /// Device for the VAE encoder.
+    /// Face-parsing ONNX (BiSeNet, see models/export_face_parsing.py) for MuseTalk's parsed
+    /// paste-back mask; without it the mask is a geometric lower-face ellipse.
+    #[arg(long)]
+    pub face_parsing: Option<PathBuf>,
+    /// Which parsed regions make the mask: jaw (MuseTalk v1.5), raw (v1.0) or neck.
+    #[arg(long, default_value = "jaw")]
+    pub parsing_mode: parsing::Mode,
+    /// Jaw mode: half-width in parsing pixels (of 512) of the band left of the centre where
+    /// the jaw keeps its full dilation (MuseTalk's left_cheek_width).
+    #[arg(long, default_value_t = 90)]
+    pub left_cheek_width: u32,
+    /// Jaw mode: the same right of the centre (MuseTalk's right_cheek_width).
+    #[arg(long, default_value_t = 90)]
+    pub right_cheek_width: u32,
+    /// Device for the VAE encoder and the face parser.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print a JSON summary at the end.
@@ -208,9 +223,26 @@ struct Summary {
     height: u32,
     fps: u32,
     latents: bool,
+    /// "face-parsing (jaw)" or "geometric".
+    mask: String,
     frames_without_face: Vec<usize>,
     seconds: f64,
     seconds_per_frame: f64,
+}
+
+/// Loads a model for `device` (falling back to CPU with a warning when the GPU is missing).
+fn load(
+    path: &Path,
+    c: &'static contract::ModelContract,
+    device: &str,
+) -> anyhow::Result<std::sync::Arc<inference::SharedSession>> {
+    let mut req = SessionRequest::new(path, c);
+    req.device = device.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let session = inference::load_session(&req)?;
+    if let Some(why) = &session.fallback {
+        eprintln!("warning: {why}");
+    }
+    Ok(session)
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -290,20 +322,42 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("frame {i}: face box {f} is outside the {w}x{h} frame"))
         })
         .collect::<anyhow::Result<_>>()?;
-    let masks: Vec<Image> = infos
-        .iter()
-        .map(|i| prepare::geometric_mask(i, &opts))
-        .collect();
+    let masks: Vec<Image> = match &a.face_parsing {
+        None => infos
+            .iter()
+            .map(|i| prepare::geometric_mask(i, &opts))
+            .collect(),
+        Some(path) => {
+            let session = load(path, &contract::FACE_PARSING, &a.device)?;
+            let po = ParsingOptions {
+                mode: a.parsing_mode,
+                left_cheek_width: a.left_cheek_width,
+                right_cheek_width: a.right_cheek_width,
+            };
+            let side = parsing::SIZE as usize;
+            let mut p = Progress::new("face parsing", frames.len() as u64, quiet);
+            let mut masks = Vec::with_capacity(frames.len());
+            for (frame, info) in frames.iter().zip(&infos) {
+                let input = parsing::network_input(frame, info, &opts);
+                let out = session.run(&[Input {
+                    name: "image",
+                    shape: &[1, 3, side, side],
+                    data: InputData::F32(&input),
+                }])?;
+                let classes = parsing::argmax(&out[0].data, parsing::CLASSES);
+                let region = parsing::region(&classes, &po);
+                masks.push(parsing::blend_mask(&region, info, &opts));
+                p.inc(1);
+            }
+            p.finish();
+            masks
+        }
+    };
 
     let latents = match &a.vae_encoder {
         None => None,
         Some(path) => {
-            let mut req = SessionRequest::new(path, &contract::VAE_ENCODER);
-            req.device = a.device.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-            let session = inference::load_session(&req)?;
-            if let Some(why) = &session.fallback {
-                eprintln!("warning: {why}");
-            }
+            let session = load(path, &contract::VAE_ENCODER, &a.device)?;
             let mut p = Progress::new("latents", frames.len() as u64, quiet);
             let mut all = Vec::with_capacity(frames.len() * LATENT_LEN);
             for (frame, info) in frames.iter().zip(&infos) {
@@ -354,6 +408,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         height: h,
         fps: a.fps,
         latents: latents.is_some(),
+        mask: match &a.face_parsing {
+            Some(_) => format!("face-parsing ({:?})", a.parsing_mode).to_lowercase(),
+            None => "geometric".into(),
+        },
         frames_without_face: missing,
         seconds: secs,
         seconds_per_frame: secs / frames.len() as f64,
@@ -362,12 +420,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         eprintln!(
-            "avatar {}: {} frames {}x{} at {} fps{} in {:.1} s ({:.3} s/frame)",
+            "avatar {}: {} frames {}x{} at {} fps, {} mask{} in {:.1} s ({:.3} s/frame)",
             summary.output,
             summary.frames,
             w,
             h,
             a.fps,
+            summary.mask,
             if summary.latents {
                 ", with latents"
             } else {

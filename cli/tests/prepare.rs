@@ -128,3 +128,71 @@ fn frames_without_a_face_borrow_their_neighbours_box() {
         "{b7} {b9}"
     );
 }
+
+#[test]
+fn face_parsing_gives_musetalks_jaw_mask() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = gstlivetalk::paths::test_models_dir();
+    let run = |out: &Path, extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_livetalk"))
+            .args(["prepare-avatar", "--seconds", "0.2", "--json"])
+            .args(extra)
+            .arg("-o")
+            .arg(out)
+            .arg(astronaut())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let parser = models.join("face_parsing.onnx");
+    let parser = parser.to_str().unwrap();
+    let (geo, jaw) = (dir.path().join("geo"), dir.path().join("jaw"));
+    assert_eq!(run(&geo, &[])["mask"], "geometric");
+    assert_eq!(
+        run(&jaw, &["--face-parsing", parser])["mask"],
+        "face-parsing (jaw)"
+    );
+    let (g, j) = (Avatar::load(&geo).unwrap(), Avatar::load(&jaw).unwrap());
+    let info = j.manifest.frames[0];
+    let (gm, jm) = (&g.masks[0], &j.masks[0]);
+    assert_eq!((gm.width, gm.height), (jm.width, jm.height));
+    // Same geometry (upper boundary at half the crop box), a different region inside it.
+    let b = info.blend_box;
+    let row_sum = |m: &Image, y: i32| -> u32 {
+        (0..m.width)
+            .map(|x| m.data[((y - b.y1) as u32 * m.width + x) as usize] as u32)
+            .sum()
+    };
+    let top = info.face_box.y1;
+    assert_eq!(row_sum(jm, top), 0, "the forehead is never pasted");
+    let lit = |m: &Image| m.data.iter().filter(|&&v| v > 128).count();
+    assert!(lit(jm) > 500, "jaw mask nearly empty: {}", lit(jm));
+    let differ = gm.data.iter().zip(&jm.data).filter(|(a, b)| a != b).count();
+    assert!(differ > gm.data.len() / 10, "the masks barely differ");
+
+    // A model with another contract is refused, naming what was expected.
+    let o = livetalk(
+        &["prepare-avatar", "--seconds", "0.2", "--face-parsing"],
+        &[
+            &models.join("vae_encoder.onnx"),
+            Path::new("-o"),
+            &dir.path().join("bad"),
+            &astronaut(),
+        ],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("face parsing"), "{err}");
+    // An unknown mode is a usage error.
+    let o = livetalk(
+        &["prepare-avatar", "--parsing-mode", "chin", "-o"],
+        &[&dir.path().join("bad2"), &astronaut()],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("jaw, raw or neck"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

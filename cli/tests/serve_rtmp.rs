@@ -5,7 +5,7 @@
 mod support;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gst::prelude::*;
 use gstlivetalk::avatar::{Avatar, Image};

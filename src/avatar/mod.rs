@@ -15,6 +15,7 @@
 //! directory and shared ([`Avatar::load_shared`]). Playback ping-pongs ([`mirror_index`]).
 
 mod image;
+pub mod parsing;
 pub mod prepare;
 
 pub use image::Image;

@@ -263,6 +263,22 @@ pub const VAE_ENCODER: ModelContract = ModelContract {
     }],
 };
 
+/// BiSeNet face parsing (MuseTalk's paste-back mask): ImageNet-normalised RGB in, logits of
+/// the 19 CelebAMask-HQ classes out, both at 512x512.
+pub const FACE_PARSING: ModelContract = ModelContract {
+    name: "face parsing",
+    inputs: &[TensorSpec {
+        name: "image",
+        elem: ElemType::F32,
+        dims: &[Symbolic("batch"), Fixed(3), Fixed(512), Fixed(512)],
+    }],
+    outputs: &[TensorSpec {
+        name: "logits",
+        elem: ElemType::F32,
+        dims: &[Symbolic("batch"), Fixed(19), Fixed(512), Fixed(512)],
+    }],
+};
+
 const PIPER_INPUTS: [TensorSpec; 3] = [
     TensorSpec {
         name: "input",
