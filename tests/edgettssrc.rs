@@ -555,7 +555,7 @@ fn crank(h: &mut Harness) -> gst::Buffer {
 fn live_faults_never_stall_the_silence() {
     let server = Server::start(&[Behavior::Forbidden, Behavior::Forbidden]);
     let (mut h, src, bus) = live(&server, 1000);
-    src.emit_by_name::<()>("speak", &[&"Refused twice, skipped."]);
+    src.emit_by_name::<()>("speak", &[&"Refused twice and skipped."]);
     let mut warnings = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut n = 0;

@@ -461,7 +461,7 @@ impl TtsSrc {
         let n = (state.rate as u64 * BUFFER_MS / 1000) as usize;
         let need = state.samples_of_ns(PREBUFFER_MS * 1_000_000) as usize;
         let mut samples = vec![0i16; n];
-        let gap;
+        let (gap, queued);
         {
             let mut inner = self.shared.inner.lock().unwrap();
             if inner.unlocked {
@@ -470,10 +470,12 @@ impl TtsSrc {
             self.handle_flush(&mut inner, state, &mut out);
             self.next_sentence(&mut inner, state, &mut out, need);
             gap = state.playing.is_none();
+            queued = !inner.pending.is_empty() || !inner.ready.is_empty();
         }
         // Underruns of a sentence still arriving and the tail after its end stay silent.
         self.play(state, &mut out, &mut samples);
-        let speaking = !gap;
+        // Still speaking between two sentences while the next one is being synthesized.
+        let speaking = !gap || queued;
         let buffer = self.make_buffer(state, &samples, gap);
         drop(state_guard);
         self.send(out);
@@ -598,22 +600,10 @@ fn worker(
         };
         let started = std::time::Instant::now();
         let result = engine.synthesize(&sentence.text, &mut sink);
-        let failed = match result {
-            Ok(()) => false,
-            Err(SynthError::Cancelled) => true,
-            Err(SynthError::Failed(msg)) => {
-                if !sink.cancelled()
-                    && let Some(element) = element.upgrade()
-                {
-                    gst::element_warning!(
-                        element,
-                        gst::StreamError::Failed,
-                        ("Could not synthesize a sentence, skipped: {msg}"),
-                        ["sentence: {:?}", sentence.text]
-                    );
-                }
-                true
-            }
+        let (failed, warning) = match result {
+            Ok(()) => (false, None),
+            Err(SynthError::Cancelled) => (true, None),
+            Err(SynthError::Failed(msg)) => (true, (!sink.cancelled()).then_some(msg)),
         };
         {
             let mut d = sentence.data.lock().unwrap();
@@ -629,6 +619,18 @@ fn worker(
             );
         }
         shared.notify();
+        // Posted once the sentence is marked done: whoever reacts to the warning sees it
+        // skipped.
+        if let Some(msg) = warning
+            && let Some(element) = element.upgrade()
+        {
+            gst::element_warning!(
+                element,
+                gst::StreamError::Failed,
+                ("Could not synthesize a sentence, skipped: {msg}"),
+                ["sentence: {:?}", sentence.text]
+            );
+        }
     }
 }
 
@@ -670,7 +672,7 @@ impl ObjectImpl for TtsSrc {
                     .build(),
                 glib::ParamSpecBoolean::builder("speaking")
                     .nick("Speaking")
-                    .blurb("Whether speech (not idle silence) is being produced (notifies)")
+                    .blurb("Whether speech is playing or queued to play, not idle (notifies)")
                     .default_value(false)
                     .read_only()
                     .build(),

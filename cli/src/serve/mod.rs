@@ -9,6 +9,7 @@
 //! - `--rtmp URL` adds a session that pushes to an RTMP server for the server's lifetime.
 
 mod api;
+mod gccleak;
 pub mod llm;
 mod session;
 mod web;
@@ -302,6 +303,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     if gst::ElementFactory::find(tts_factory).is_none() {
         bail!("{tts_factory} is not available in this build");
+    }
+    api::start_object_tracking();
+    if a.congestion_control == "gcc" {
+        gccleak::start_reaper();
     }
     let avatars = a.avatars.clone().unwrap_or_else(|| {
         crate::render::default_avatar()

@@ -462,6 +462,11 @@ fn make_webrtcsink(
     ws.connect("consumer-added", false, move |args| {
         c.fetch_add(1, Ordering::SeqCst);
         ever.store(true, Ordering::SeqCst);
+        if let (Ok(ws), Ok(webrtcbin)) =
+            (args[0].get::<gst::Element>(), args[2].get::<gst::Element>())
+        {
+            super::gccleak::watch(&ws, &webrtcbin);
+        }
         if loopback && let Ok(webrtcbin) = args[2].get::<gst::Element>() {
             // Loopback candidates are hidden unless asked for (see FACTS: webrtcsink on
             // loopback needs 127.0.0.1 as a local address of the ICE agent).

@@ -223,7 +223,8 @@ def cycles(n):
             time.sleep(1.0)  # the session leaves the list first, then its pipeline goes
             h = api("GET", "/health")
             out["health"].append({"threads": h["threads"], "rss_kb": h["rss_kb"],
-                                  "sessions": h["sessions"]})
+                                  "sessions": h["sessions"],
+                                  "live_objects": h.get("live_objects")})
     finally:
         d.quit()
     return out

@@ -49,6 +49,11 @@ pub struct Server {
 impl Server {
     /// Starts `livetalk serve` with `extra` arguments and waits for `/health`.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_with_env(extra, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables for the server process.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         require_setup();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("serve.log");
@@ -66,6 +71,7 @@ impl Server {
             .arg(dir.path().join("recordings"))
             .args(extra)
             .env_remove("LIVETALK_TOKEN")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
