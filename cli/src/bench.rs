@@ -4,6 +4,8 @@
 //! audio; our encoder (ONNX Runtime, 1 thread) vs CTranslate2 (1 thread) on the same 30 s
 //! window; whisperfeat's real-time factor at default settings with a 1-thread encoder.
 //! Run it under `taskset -c 0` for one core.
+//!
+//! `livetalk bench sessions`: live sessions at 25 fps on this machine (see bench_sessions.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,11 +19,15 @@ use gstlivetalk::npy::NpyF32;
 #[derive(clap::Args)]
 pub struct Args {
     /// What to measure.
-    #[arg(value_parser = ["whisper"])]
+    #[arg(value_parser = ["whisper", "sessions"])]
     what: String,
-    /// Seconds of speech for the mel and whole-element figures.
-    #[arg(long, default_value_t = 60.0)]
-    seconds: f64,
+    /// sessions: the most sessions to try.
+    #[arg(long, default_value_t = 8)]
+    max_sessions: usize,
+    /// Seconds of speech for the mel and whole-element figures (whisper; default 60), or of
+    /// measurement per session count (sessions; default 15).
+    #[arg(long)]
+    seconds: Option<f64>,
 }
 
 fn venv_python() -> anyhow::Result<PathBuf> {
@@ -66,10 +72,15 @@ fn best<T>(n: usize, mut f: impl FnMut() -> T) -> f64 {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.what == "sessions" {
+        gst::init()?;
+        return crate::bench_sessions::run(a.max_sessions, a.seconds.unwrap_or(15.0));
+    }
+    let seconds = a.seconds.unwrap_or(60.0);
     let dir = std::env::temp_dir().join(format!("livetalk-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let audio_path = dir.join("audio.npy");
-    let secs = format!("{}", a.seconds);
+    let secs = format!("{seconds}");
     python(&[
         "audio",
         "--seconds",

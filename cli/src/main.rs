@@ -1,6 +1,7 @@
 //! The `livetalk` command.
 
 mod bench;
+mod bench_sessions;
 mod features;
 mod import;
 mod launch;
@@ -26,7 +27,8 @@ struct Cli {
 enum Command {
     /// Dump whisper log-mel or per-frame features of an audio file to .npy (for debugging).
     Features(features::Args),
-    /// Benchmarks: whisper front end, encoder and whisperfeat against their peers.
+    /// Benchmarks: whisper front end, encoder and whisperfeat against their peers; live
+    /// sessions at 25 fps.
     Bench(bench::Args),
     /// Make an avatar directory (format v1) from a video or a still image.
     PrepareAvatar(prepare::Args),

@@ -11,7 +11,7 @@
 mod api;
 mod gccleak;
 pub mod llm;
-mod session;
+pub mod session;
 mod web;
 
 use std::collections::HashMap;

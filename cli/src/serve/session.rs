@@ -82,6 +82,20 @@ pub struct Session {
     ended: AtomicBool,
 }
 
+/// What every session runs: TTS -> lips -> avatarblend -> I420 into tee `vt`, and the same
+/// speech as 48 kHz mono S16 into tee `at` (`livetalk bench sessions` runs it too).
+pub fn media_chain(tts: &str, lips: &str, av: &str, actions: &str) -> String {
+    format!(
+        "{tts} ! audioconvert ! audioresample ! tee name=t \
+         t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! audioconvert ! audioresample ! \
+           audio/x-raw,format=F32LE,rate=16000,channels=1 ! {lips} ! \
+           avatarblend name=blend avatar={av}{actions} ! videoconvert ! video/x-raw,format=I420 ! \
+           tee name=vt allow-not-linked=true \
+         t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! audioconvert ! audioresample ! \
+           audio/x-raw,format=S16LE,rate=48000,channels=1 ! tee name=at allow-not-linked=true "
+    )
+}
+
 /// The session's pipeline description; `webrtcsink` is added by code (its signaller needs
 /// configuring before the pipeline starts).
 fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>) -> String {
@@ -115,15 +129,7 @@ fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>
         .as_ref()
         .map(|a| format!(" actions={}", quote(a)))
         .unwrap_or_default();
-    let mut d = format!(
-        "{tts} ! audioconvert ! audioresample ! tee name=t \
-         t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! audioconvert ! audioresample ! \
-           audio/x-raw,format=F32LE,rate=16000,channels=1 ! {lips} ! \
-           avatarblend name=blend avatar={av}{actions} ! videoconvert ! video/x-raw,format=I420 ! \
-           tee name=vt allow-not-linked=true \
-         t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! audioconvert ! audioresample ! \
-           audio/x-raw,format=S16LE,rate=48000,channels=1 ! tee name=at allow-not-linked=true "
-    );
+    let mut d = media_chain(&tts, &lips, &av, &actions);
     match output {
         Output::Webrtc => d.push_str(
             "vt. ! queue name=wsv max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 \

@@ -1,0 +1,177 @@
+//! `livetalk bench sessions`: how many live sessions this machine sustains at 25 fps.
+//!
+//! Each session is the pipeline `livetalk serve` runs for a browser (the same media chain:
+//! piperttssrc -> lipwarp -> avatarblend, and the same encoders with webrtcsink's VP8 settings
+//! and RTP payloaders), ending in clock-synchronised fakesinks instead of webrtcsink, and
+//! talking all the time. For 1, 2, ... sessions at once it reports the frames per second
+//! each session encodes on time (within 100 ms of their due time at the sink), and the CPU
+//! the process used, and the share of time each session's TTS was producing speech (when
+//! synthesis cannot keep up, sentences start late and gaps open). It stops after the first
+//! count where a session falls below 24 fps or below 90% of one session's speech share.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use gst::prelude::*;
+
+use crate::launch::quote;
+use crate::serve::session::media_chain;
+
+/// What webrtcsink sets on vp8enc, and its payloaders.
+const VIDEO_OUT: &str = "vp8enc deadline=1 cpu-used=-16 target-bitrate=2048000 \
+    keyframe-max-dist=2000 keyframe-mode=disabled end-usage=cbr buffer-initial-size=100 \
+    buffer-optimal-size=120 buffer-size=150 max-intra-bitrate=250 error-resilient=default \
+    lag-in-frames=0 name=venc ! rtpvp8pay ! fakesink sync=true";
+const AUDIO_OUT: &str = "opusenc ! rtpopuspay ! fakesink sync=true";
+
+const TEXT: &str = "Good evening, and welcome to the show. Tonight we talk about the weather, \
+    the markets and the news from around the world. It has been a busy week, with storms in \
+    the north and sunshine in the south. Stay with us for the details after this short \
+    introduction, and do not forget to send us your questions. ";
+
+#[derive(Default)]
+struct Counts {
+    frames: AtomicU64,
+    on_time: AtomicU64,
+    /// Nanoseconds of speech (not GAP silence) the TTS produced.
+    speech_ns: AtomicU64,
+}
+
+struct Running {
+    pipeline: gst::Pipeline,
+    counts: Arc<Counts>,
+}
+
+fn start_session(avatar: &str) -> anyhow::Result<Running> {
+    let chain = media_chain(
+        "piperttssrc name=tts is-live=true",
+        &format!("lipwarp avatar={avatar}"),
+        avatar,
+        "",
+    );
+    let q = "queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000";
+    let desc = format!("{chain} vt. ! {q} ! {VIDEO_OUT} at. ! {q} ! {AUDIO_OUT}");
+    let pipeline = gst::parse::launch(&desc)
+        .context("building the session pipeline")?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let counts = Arc::new(Counts::default());
+    // Encoded frames, one buffer each (after the payloader they come as lists of packets).
+    let enc = pipeline.by_name("venc").context("no video encoder")?;
+    let pad = enc.static_pad("src").context("no encoder pad")?;
+    let (c, weak) = (counts.clone(), pipeline.downgrade());
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        c.frames.fetch_add(1, Ordering::Relaxed);
+        let due = info.buffer().and_then(|b| b.pts()).and_then(|pts| {
+            let ev = pad.sticky_event::<gst::event::Segment>(0)?;
+            let seg = ev.segment().downcast_ref::<gst::ClockTime>()?;
+            seg.to_running_time(pts)
+        });
+        let now = weak.upgrade().and_then(|p| {
+            let clock = p.clock()?;
+            Some((clock.time().saturating_sub(p.base_time()?), p.latency()))
+        });
+        if let (Some(due), Some((now, latency))) = (due, now) {
+            let deadline = due + latency.unwrap_or(gst::ClockTime::ZERO);
+            if now <= deadline + gst::ClockTime::from_mseconds(100) {
+                c.on_time.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    let tts = pipeline.by_name("tts").context("no tts")?;
+    let c = counts.clone();
+    tts.static_pad("src").context("no tts pad")?.add_probe(
+        gst::PadProbeType::BUFFER,
+        move |_, info| {
+            if let Some(b) = info.buffer()
+                && !b.flags().contains(gst::BufferFlags::GAP)
+            {
+                let d = b.duration().map_or(0, |d| d.nseconds());
+                c.speech_ns.fetch_add(d, Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    pipeline.set_state(gst::State::Playing)?;
+    tts.emit_by_name::<()>("speak", &[&TEXT.repeat(4)]);
+    Ok(Running { pipeline, counts })
+}
+
+/// User + system CPU seconds of this process.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 14th field.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let ticks = (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64;
+    ticks / 100.0
+}
+
+pub fn run(max: usize, seconds: f64) -> anyhow::Result<()> {
+    let avatar = quote(&crate::render::default_avatar());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "sessions (lipwarp, VP8 + Opus as webrtcsink, always talking), {seconds:.0} s each \
+         after 4 s of warm-up, {cores} cores:"
+    );
+    println!(
+        "sessions  on-time fps per session (min / mean)  delivered fps (min)  speech (min)  CPU cores"
+    );
+    let mut baseline_speech = None;
+    for n in 1..=max {
+        let sessions: Vec<Running> = (0..n)
+            .map(|_| start_session(&avatar))
+            .collect::<anyhow::Result<_>>()?;
+        std::thread::sleep(Duration::from_secs(4));
+        let snap = |s: &Running| {
+            (
+                s.counts.frames.load(Ordering::Relaxed),
+                s.counts.on_time.load(Ordering::Relaxed),
+                s.counts.speech_ns.load(Ordering::Relaxed),
+            )
+        };
+        let before: Vec<(u64, u64, u64)> = sessions.iter().map(snap).collect();
+        let (t0, c0) = (Instant::now(), cpu_seconds());
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = (cpu_seconds() - c0) / wall;
+        let after: Vec<(u64, u64, u64)> = sessions.iter().map(snap).collect();
+        for s in &sessions {
+            let _ = s.pipeline.set_state(gst::State::Null);
+        }
+        drop(sessions);
+        // The TTS synthesis threads finish their sentence after the stop: let them, so that
+        // they neither load the next round nor run into the process exit.
+        std::thread::sleep(Duration::from_secs(2));
+        let fps: Vec<(f64, f64, f64)> = before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| {
+                (
+                    (a.0 - b.0) as f64 / wall,
+                    (a.1 - b.1) as f64 / wall,
+                    (a.2 - b.2) as f64 / 1e9 / wall,
+                )
+            })
+            .collect();
+        let min_speech = fps.iter().map(|f| f.2).fold(f64::INFINITY, f64::min);
+        let min_on = fps.iter().map(|f| f.1).fold(f64::INFINITY, f64::min);
+        let mean_on = fps.iter().map(|f| f.1).sum::<f64>() / n as f64;
+        let min_all = fps.iter().map(|f| f.0).fold(f64::INFINITY, f64::min);
+        println!(
+            "{n:>8}  {min_on:>14.1} / {mean_on:<14.1}          {min_all:>14.1}  {:>10.0}%  {cpu:>9.2}",
+            min_speech * 100.0
+        );
+        if min_on < 24.0 || min_speech < 0.9 * baseline_speech.unwrap_or(min_speech) {
+            break;
+        }
+        baseline_speech.get_or_insert(min_speech);
+    }
+    Ok(())
+}
