@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 const SENTENCES: &[&str] = &[
     "Hello, I am your digital assistant.",
     "The weather today is sunny with a light breeze from the west.",
@@ -34,13 +37,7 @@ fn live_pipeline(threads: u32) -> (gst::Pipeline, gst::Element, Arc<Mutex<Probe>
         .property("threads", threads)
         .build()
         .unwrap();
-    let sink = gst::ElementFactory::make("fakesink")
-        .property("sync", true)
-        .build()
-        .unwrap();
-    let pipeline = gst::Pipeline::new();
-    pipeline.add_many([&src, &sink]).unwrap();
-    src.link(&sink).unwrap();
+    let (pipeline, sink) = common::src_to_fakesink(&src, true);
     let probe = Arc::new(Mutex::new(Probe::default()));
     let p = probe.clone();
     sink.static_pad("sink")
@@ -53,11 +50,7 @@ fn live_pipeline(threads: u32) -> (gst::Pipeline, gst::Element, Arc<Mutex<Probe>
             let mut p = p.lock().unwrap();
             let gap = b.flags().contains(gst::BufferFlags::GAP);
             if !gap && p.first_voice.is_none() {
-                let map = b.map_readable().unwrap();
-                let samples: Vec<i16> = map
-                    .chunks_exact(2)
-                    .map(|c| i16::from_le_bytes([c[0], c[1]]))
-                    .collect();
+                let samples = common::s16_samples(b);
                 if let Some(i) = samples.iter().position(|s| s.unsigned_abs() > 300) {
                     let t = b.pts().unwrap()
                         + gst::ClockTime::from_nseconds(i as u64 * 1_000_000_000 / 22050);
@@ -171,13 +164,7 @@ fn main() {
             .property("text", &text)
             .build()
             .unwrap();
-        let sink = gst::ElementFactory::make("fakesink")
-            .property("sync", false)
-            .build()
-            .unwrap();
-        let pipeline = gst::Pipeline::new();
-        pipeline.add_many([&src, &sink]).unwrap();
-        src.link(&sink).unwrap();
+        let (pipeline, sink) = common::src_to_fakesink(&src, false);
         let samples = Arc::new(Mutex::new(0u64));
         let s = samples.clone();
         sink.static_pad("sink")

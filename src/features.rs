@@ -76,6 +76,14 @@ pub fn db_to_power(db: f64) -> f32 {
 pub const MIN_CONTEXT: u64 = STEPS_BEFORE * SAMPLES_PER_STEP;
 
 impl StreamConfig {
+    /// The configuration a stream runs with: contexts of at least 80 ms, batches of at least
+    /// one frame.
+    pub fn with_minimums(mut self) -> Self {
+        self.context_left = self.context_left.max(MIN_CONTEXT);
+        self.context_right = self.context_right.max(MIN_CONTEXT);
+        self.batch_frames = self.batch_frames.max(1);
+        self
+    }
     /// First sample of frame `i`.
     pub fn frame_start(&self, i: u64) -> u64 {
         mul_div(i, SAMPLE_RATE * self.fps_d, self.fps_n)
@@ -147,12 +155,9 @@ pub struct FeatureStream {
 }
 
 impl FeatureStream {
-    pub fn new(mut cfg: StreamConfig) -> Self {
-        cfg.context_left = cfg.context_left.max(MIN_CONTEXT);
-        cfg.context_right = cfg.context_right.max(MIN_CONTEXT);
-        cfg.batch_frames = cfg.batch_frames.max(1);
+    pub fn new(cfg: StreamConfig) -> Self {
         Self {
-            cfg,
+            cfg: cfg.with_minimums(),
             mel: LogMel::new(),
             samples: Vec::new(),
             base: 0,

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
@@ -13,13 +13,8 @@ use gst_check::Harness;
 use gstlivetalk::tts::edge_protocol as proto;
 use tungstenite::Message;
 
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstlivetalk::plugin_register_static().unwrap();
-    });
-}
+mod common;
+use common::init;
 
 /// One second of a 440 Hz sine at 24 kHz, MP3 48 kbit/s (lamemp3enc).
 fn mp3() -> &'static [u8] {
@@ -251,24 +246,14 @@ fn run_offline(server: &Server, text: &str, props: &[(&str, &dyn ToValue)]) -> R
         b = b.property(k, v.to_value());
     }
     let src = b.build().unwrap();
-    let sink = gst::ElementFactory::make("fakesink")
-        .property("sync", false)
-        .build()
-        .unwrap();
-    let pipeline = gst::Pipeline::new();
-    pipeline.add_many([&src, &sink]).unwrap();
-    src.link(&sink).unwrap();
+    let (pipeline, sink) = common::src_to_fakesink(&src, false);
     let samples = Arc::new(Mutex::new(Vec::new()));
     let s2 = samples.clone();
     sink.static_pad("sink")
         .unwrap()
         .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
-                let map = b.map_readable().unwrap();
-                s2.lock().unwrap().extend(
-                    map.chunks_exact(2)
-                        .map(|c| i16::from_le_bytes([c[0], c[1]])),
-                );
+                s2.lock().unwrap().extend(common::s16_samples(b));
             }
             gst::PadProbeReturn::Ok
         });
@@ -510,10 +495,7 @@ fn bad_settings_fail_at_start_with_a_message() {
             .property(prop, value)
             .build()
             .unwrap();
-        let sink = gst::ElementFactory::make("fakesink").build().unwrap();
-        let pipeline = gst::Pipeline::new();
-        pipeline.add_many([&src, &sink]).unwrap();
-        src.link(&sink).unwrap();
+        let (pipeline, _sink) = common::src_to_fakesink(&src, false);
         assert!(pipeline.set_state(gst::State::Paused).is_err(), "{prop}");
         let msg = pipeline
             .bus()

@@ -376,6 +376,26 @@ fn build_session(
     builder.commit_from_file(model).map_err(|e| e.to_string())
 }
 
+/// [`load_session`] for an element: a failure becomes a GStreamer error message naming
+/// `what` ("whisper encoder", "Piper voice", ...), and a fallback from the requested GPU to
+/// the CPU becomes a warning on the element's bus.
+pub fn load_for_element(
+    element: &impl gst::prelude::IsA<gst::Element>,
+    req: &SessionRequest<'_>,
+    what: &str,
+) -> Result<Arc<SharedSession>, gst::ErrorMessage> {
+    let session = load_session(req).map_err(|e| {
+        gst::error_msg!(
+            gst::ResourceError::OpenRead,
+            ("Cannot load the {what}: {e}")
+        )
+    })?;
+    if let Some(why) = &session.fallback {
+        gst::element_warning!(element, gst::ResourceError::Settings, ("{why}"));
+    }
+    Ok(session)
+}
+
 /// Loads (or finds already loaded) the session for a model, checked against its contract.
 pub fn load_session(req: &SessionRequest<'_>) -> Result<Arc<SharedSession>, InferenceError> {
     let model_err = |message: String| InferenceError::Model {
@@ -499,6 +519,17 @@ pub struct Output {
 impl SharedSession {
     /// Runs the model on the inputs, returning the contract's outputs in contract order.
     pub fn run(&self, inputs: &[Input<'_>]) -> Result<Vec<Output>, InferenceError> {
+        Ok(self.run_with_optional(inputs, &[])?.0)
+    }
+
+    /// [`SharedSession::run`], plus outputs outside the contract that some models have
+    /// (`None` for each one this model lacks).
+    #[allow(clippy::type_complexity)]
+    pub fn run_with_optional(
+        &self,
+        inputs: &[Input<'_>],
+        optional: &[&str],
+    ) -> Result<(Vec<Output>, Vec<Option<Output>>), InferenceError> {
         let run_err = |e: ort::Error| InferenceError::Run(e.to_string());
         let mut values: Vec<(&str, ort::session::SessionInputValue<'_>)> = Vec::new();
         for input in inputs {
@@ -526,20 +557,29 @@ impl SharedSession {
         }
         let mut session = self.session.lock().unwrap();
         let outputs = session.run(values).map_err(run_err)?;
-        self.contract
+        let extract = |value: &ort::value::DynValue| -> Result<Output, InferenceError> {
+            let (shape, data) = value.try_extract_tensor::<f32>().map_err(run_err)?;
+            Ok(Output {
+                shape: shape.iter().map(|&d| d as usize).collect(),
+                data: data.to_vec(),
+            })
+        };
+        let required = self
+            .contract
             .outputs
             .iter()
             .map(|spec| {
                 let value = outputs.get(spec.name).ok_or_else(|| {
                     InferenceError::Run(format!("model gave no output '{}'", spec.name))
                 })?;
-                let (shape, data) = value.try_extract_tensor::<f32>().map_err(run_err)?;
-                Ok(Output {
-                    shape: shape.iter().map(|&d| d as usize).collect(),
-                    data: data.to_vec(),
-                })
+                extract(value)
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        let optional = optional
+            .iter()
+            .map(|name| outputs.get(name).map(extract).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((required, optional))
     }
 }
 

@@ -205,20 +205,10 @@ impl MuseTalkElement {
             req.precision = precision;
             req.threads = s.threads as usize;
             req.runtime_library = s.ort_library.as_deref();
-            inference::load_session(&req).map_err(|e| {
-                gst::error_msg!(
-                    gst::ResourceError::OpenRead,
-                    ("Cannot load the MuseTalk {}: {e}", c.name)
-                )
-            })
+            inference::load_for_element(&*self.obj(), &req, &format!("MuseTalk {}", c.name))
         };
         let unet = load(&unet_path, &contract::UNET)?;
         let vae_decoder = load(&vae_path, &contract::VAE_DECODER)?;
-        for sess in [&unet, &vae_decoder] {
-            if let Some(why) = &sess.fallback {
-                gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{why}"));
-            }
-        }
         gst::info!(
             CAT,
             imp = self,

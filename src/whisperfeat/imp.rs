@@ -405,9 +405,13 @@ impl WhisperFeat {
             }
             let (live, min, max) = upstream.result();
             let ours = {
-                let cfg = self.settings.lock().unwrap().stream_config();
-                let c = FeatureStream::new(cfg);
-                gst::ClockTime::from_nseconds(c.config().latency_samples() * 1_000_000_000 / 16_000)
+                let cfg = self
+                    .settings
+                    .lock()
+                    .unwrap()
+                    .stream_config()
+                    .with_minimums();
+                gst::ClockTime::from_nseconds(cfg.latency_samples() * 1_000_000_000 / 16_000)
             };
             gst::debug!(CAT, imp = self, "latency: upstream {min} ours {ours}");
             q.set(live, min + ours, max.map(|m| m + ours));
@@ -430,15 +434,7 @@ impl WhisperFeat {
         req.device = device;
         req.threads = settings.threads as usize;
         req.runtime_library = settings.ort_library.as_deref();
-        let session = inference::load_session(&req).map_err(|e| {
-            gst::error_msg!(
-                gst::ResourceError::OpenRead,
-                ("Cannot load the whisper encoder: {e}")
-            )
-        })?;
-        if let Some(why) = &session.fallback {
-            gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{why}"));
-        }
+        let session = inference::load_for_element(&*self.obj(), &req, "whisper encoder")?;
         gst::info!(
             CAT,
             imp = self,

@@ -14,6 +14,27 @@ pub fn init() {
     });
 }
 
+/// A new pipeline `src ! fakesink sync=<sync>`; returns it and the sink.
+pub fn src_to_fakesink(src: &gst::Element, sync: bool) -> (gst::Pipeline, gst::Element) {
+    use gst::prelude::*;
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", sync)
+        .build()
+        .unwrap();
+    let pipeline = gst::Pipeline::new();
+    pipeline.add_many([src, &sink]).unwrap();
+    src.link(&sink).unwrap();
+    (pipeline, sink)
+}
+
+/// The samples of an interleaved S16LE buffer.
+pub fn s16_samples(buffer: &gst::BufferRef) -> Vec<i16> {
+    let map = buffer.map_readable().unwrap();
+    map.chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
 /// A small synthetic avatar (textured frames, a face box, MuseTalk geometry and masks);
 /// `latents` adds deterministic [N,8,32,32] latents.
 pub fn write_test_avatar(dir: &Path, frames: usize, width: u32, height: u32, latents: bool) {
