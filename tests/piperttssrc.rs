@@ -3,19 +3,14 @@
 //! what it says is understood by a speech recogniser.
 
 use std::process::Command;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst_check::Harness;
 
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstlivetalk::plugin_register_static().unwrap();
-    });
-}
+mod common;
+use common::init;
 
 fn voice() -> std::path::PathBuf {
     let p = gstlivetalk::paths::default_piper_voice();
@@ -36,12 +31,7 @@ enum Item {
     Event(gst::Structure),
 }
 
-fn samples_of(buffer: &gst::BufferRef) -> Vec<i16> {
-    let map = buffer.map_readable().unwrap();
-    map.chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect()
-}
+use common::s16_samples as samples_of;
 
 struct Offline {
     items: Vec<Item>,
@@ -93,13 +83,7 @@ fn run_offline(props: &[(&str, &dyn ToValue)], before: impl FnOnce(&gst::Element
     }
     let src = b.build().unwrap();
     // The probe records everything: fakesink (appsink would hold EOS until pulled dry).
-    let sink = gst::ElementFactory::make("fakesink")
-        .property("sync", false)
-        .build()
-        .unwrap();
-    let pipeline = gst::Pipeline::new();
-    pipeline.add_many([&src, &sink]).unwrap();
-    src.link(&sink).unwrap();
+    let (pipeline, sink) = common::src_to_fakesink(&src, false);
     let items = Arc::new(Mutex::new(Vec::new()));
     let rec = items.clone();
     sink.static_pad("sink").unwrap().add_probe(
@@ -220,8 +204,11 @@ fn offline_speaks_the_queue_with_continuous_timestamps_and_ends() {
 
     // Downstream: each start event precedes the sentence's first buffer, whose PTS is the
     // event's running time; each end event follows its last buffer.
+    // (Word events are checked in words_come_with_timings_from_the_voices_durations.)
     for (k, item) in out.items.iter().enumerate() {
-        if let Item::Event(s) = item {
+        if let Item::Event(s) = item
+            && s.name() != "livetalk-word"
+        {
             assert_eq!(s.name(), "livetalk-speech");
             let rt = s.get::<gst::ClockTime>("running-time").unwrap();
             let next_pts = out.items[k + 1..].iter().find_map(|i| match i {
@@ -238,7 +225,7 @@ fn offline_speaks_the_queue_with_continuous_timestamps_and_ends() {
     let n_events = out
         .items
         .iter()
-        .filter(|i| matches!(i, Item::Event(_)))
+        .filter(|i| matches!(i, Item::Event(s) if s.name() == "livetalk-speech"))
         .count();
     assert_eq!(n_events, 6);
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
@@ -304,6 +291,69 @@ fn write_wav(path: &std::path::Path, samples: &[i16], rate: u32) {
 }
 
 #[test]
+fn words_come_with_timings_from_the_voices_durations() {
+    voice();
+    let text = "Hello there, how are you today? Fine, thanks.";
+    let out = run_offline(&[("text", &text)], |_| {});
+    let words: Vec<(String, gst::ClockTime, gst::ClockTime, gst::ClockTime)> = out
+        .messages
+        .iter()
+        .filter(|s| s.name() == "livetalk-word")
+        .map(|s| {
+            (
+                s.get::<String>("text").unwrap(),
+                s.get::<gst::ClockTime>("offset").unwrap(),
+                s.get::<gst::ClockTime>("duration").unwrap(),
+                s.get::<gst::ClockTime>("running-time").unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = words.iter().map(|w| w.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Hello", "there", "how", "are", "you", "today", "Fine", "thanks"
+        ],
+        "(setup exposes the voice's durations: models/piper_durations.py)"
+    );
+    // The same words travel downstream as events.
+    let events = out
+        .items
+        .iter()
+        .filter(|i| matches!(i, Item::Event(s) if s.name() == "livetalk-word"))
+        .count();
+    assert_eq!(events, words.len());
+    // In order, without overlap, each over audible speech.
+    let samples = out.all_samples();
+    let at = |t: gst::ClockTime| (t.nseconds() as u128 * 22050 / 1_000_000_000) as usize;
+    let peak = samples.chunks(441).map(rms).fold(0.0, f64::max);
+    for pair in words.windows(2) {
+        assert!(pair[1].3 >= pair[0].3 + pair[0].2, "{pair:?} overlap");
+    }
+    for (w, _, dur, rt) in &words {
+        assert!(dur.mseconds() >= 60, "{w}: {dur}");
+        let span = &samples[at(*rt)..at(*rt + *dur).min(samples.len())];
+        assert!(
+            rms(span) > 0.1 * peak,
+            "{w}: quiet ({} of {peak})",
+            rms(span)
+        );
+    }
+    // The comma after "there" is a pause: quieter than the words around it.
+    let (there, how) = (&words[1], &words[2]);
+    let gap = &samples[at(there.3 + there.2)..at(how.3)];
+    assert!(
+        gap.len() > 22050 / 20,
+        "no pause at the comma: {} samples",
+        gap.len()
+    );
+    assert!(rms(gap) < 0.1 * peak, "the comma pause is not quiet");
+    // A sentence whose numbers expand into more spoken words gets no word timings.
+    let out = run_offline(&[("text", &"In 1990 it grew.")], |_| {});
+    assert!(!out.messages.iter().any(|s| s.name() == "livetalk-word"));
+}
+
+#[test]
 fn streamed_fragments_are_cut_into_sentences() {
     voice();
     let tokens = [
@@ -363,10 +413,7 @@ fn missing_voice_and_bad_settings_fail_at_start_with_a_message() {
             .property_from_str(prop, value)
             .build()
             .unwrap();
-        let sink = gst::ElementFactory::make("fakesink").build().unwrap();
-        let pipeline = gst::Pipeline::new();
-        pipeline.add_many([&src, &sink]).unwrap();
-        src.link(&sink).unwrap();
+        let (pipeline, _sink) = common::src_to_fakesink(&src, false);
         assert!(pipeline.set_state(gst::State::Paused).is_err(), "{prop}");
         let bus = pipeline.bus().unwrap();
         let msg = bus
@@ -518,7 +565,9 @@ fn live_speech_then_flush_returns_to_silence_within_one_buffer() {
     // Downstream: start, then the interrupt; the interrupted end carries the cut time.
     let mut names = Vec::new();
     while let Some(ev) = h.try_pull_event() {
-        if let Some(s) = gstlivetalk::events::livetalk_structure(&ev) {
+        if let Some(s) = gstlivetalk::events::livetalk_structure(&ev)
+            && s.name() != "livetalk-word"
+        {
             names.push(s.to_owned());
         }
     }

@@ -34,8 +34,20 @@ fn echo_speaks_with_events_and_interrupt_stops_it() {
         })
         .expect("no speech start event");
     assert_eq!(start["text"], "Hello there.");
-    // (Word events come from TTS engines that give word boundaries: edgettssrc; piper gives
-    // none. Their JSON is checked by the unit tests of the server's event conversion.)
+    // Word boundaries, timed from the Piper voice's durations, as server-sent events.
+    let word = events
+        .wait(Duration::from_secs(10), |e| e["type"] == "word")
+        .expect("no word event");
+    assert_eq!(word["text"], "Hello", "{word}");
+    assert!(
+        word["offset_ms"].as_i64().unwrap() < 500,
+        "the first word starts late: {word}"
+    );
+    assert!(word["duration_ms"].as_i64().unwrap() > 50, "{word}");
+    assert!(
+        word["running_time_ms"].as_i64().unwrap() >= start["running_time_ms"].as_i64().unwrap(),
+        "{word} before {start}"
+    );
     let (_, v) = server.post("/is_speaking", json!({"sessionid": id}));
     assert_eq!(v["data"], true, "{v}");
     let end = events

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -10,7 +11,7 @@ use gst_base::subclass::prelude::*;
 
 use crate::inference::{self, Device, Input, InputData, SessionRequest, SharedSession, contract};
 use crate::tts::piper::{self, Espeak, VoiceConfig};
-use crate::tts::{Engine, SynthError, SynthSink};
+use crate::tts::{Engine, SynthError, SynthSink, WordBoundary};
 use crate::ttsbase::{TtsSrcExt, TtsSrcImpl};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -95,14 +96,29 @@ impl Engine for PiperEngine {
             .map_err(|e| SynthError::Failed(format!("espeak-ng: {e}")))?;
         let (scales, speaker, silence_ms) = self.scales();
         let silence = vec![0i16; (self.rate() as u64 * silence_ms as u64 / 1000) as usize];
-        for phonemes in sentences {
+        // Word timings need the voice's durations output (models/piper_durations.py) and
+        // the text's words to pair one to one with the phonemes' words (numbers and
+        // abbreviations expand into more words: then there are none for this text).
+        let words: Vec<Vec<Range<usize>>> =
+            sentences.iter().map(|p| piper::phoneme_words(p)).collect();
+        let mut text_words = piper::text_words(text).into_iter();
+        let paired = text_words.len() == words.iter().map(Vec::len).sum::<usize>();
+        if !paired {
+            gst::debug!(
+                CAT,
+                "no word timings: the words of {text:?} and of its phonemes differ"
+            );
+        }
+        let mut emitted = 0usize;
+        for (phonemes, words) in sentences.iter().zip(&words) {
             if sink.cancelled() {
                 return Err(SynthError::Cancelled);
             }
-            let (ids, missing) = self.config.phoneme_ids(&phonemes);
+            let (ids, spans, missing) = self.config.phoneme_ids_spans(phonemes);
             if !missing.is_empty() {
                 gst::debug!(CAT, "phonemes missing from the voice's map: {missing:?}");
             }
+            let sentence_words: Vec<String> = text_words.by_ref().take(words.len()).collect();
             if ids.len() <= 3 {
                 continue;
             }
@@ -133,16 +149,30 @@ impl Engine for PiperEngine {
                     data: InputData::I64(&sid),
                 });
             }
-            let out = self
+            let (out, optional) = self
                 .session
-                .run(&inputs)
+                .run_with_optional(&inputs, &["durations"])
                 .map_err(|e| SynthError::Failed(format!("Piper voice: {e}")))?;
             let audio = out.into_iter().next().map(|o| o.data).unwrap_or_default();
             if sink.cancelled() {
                 return Err(SynthError::Cancelled);
             }
+            if paired && let Some(Some(durations)) = optional.into_iter().next() {
+                let timings = piper::word_timings(words, &spans, &durations.data, audio.len());
+                let ns = |samples: usize| samples as u64 * 1_000_000_000 / self.rate() as u64;
+                for (word, timing) in sentence_words.into_iter().zip(timings) {
+                    if let Some((start, len)) = timing {
+                        sink.word(WordBoundary {
+                            text: word,
+                            offset_ns: ns(emitted + start),
+                            duration_ns: ns(len),
+                        });
+                    }
+                }
+            }
             sink.audio(&piper::to_i16(&audio));
             sink.audio(&silence);
+            emitted += audio.len() + silence.len();
         }
         Ok(())
     }
@@ -222,15 +252,7 @@ impl PiperTtsSrc {
         req.device = device;
         req.threads = s.threads as usize;
         req.runtime_library = s.ort_library.as_deref();
-        let session = inference::load_session(&req).map_err(|e| {
-            gst::error_msg!(
-                gst::LibraryError::Init,
-                ("Could not load the Piper voice: {e}")
-            )
-        })?;
-        if let Some(why) = &session.fallback {
-            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{why}"));
-        }
+        let session = inference::load_for_element(&*self.obj(), &req, "Piper voice")?;
         gst::info!(
             CAT,
             imp = self,

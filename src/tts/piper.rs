@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -131,13 +132,25 @@ impl VoiceConfig {
     /// Phoneme ids of one sentence, as Piper builds them. Phonemes missing from the map are
     /// skipped (Piper does the same, with a warning); they are returned second.
     pub fn phoneme_ids(&self, phonemes: &[String]) -> (Vec<i64>, Vec<String>) {
+        let (ids, _, missing) = self.phoneme_ids_spans(phonemes);
+        (ids, missing)
+    }
+
+    /// [`VoiceConfig::phoneme_ids`], with the range of ids each phoneme produced (its own
+    /// ids and the pad after it; empty for a phoneme the voice lacks).
+    pub fn phoneme_ids_spans(
+        &self,
+        phonemes: &[String],
+    ) -> (Vec<i64>, Vec<Range<usize>>, Vec<String>) {
         let map = &self.phoneme_id_map;
         let pad = &map[PAD];
         let mut ids = Vec::with_capacity(phonemes.len() * 2 + 3);
+        let mut spans = Vec::with_capacity(phonemes.len());
         let mut missing = Vec::new();
         ids.extend(&map[BOS]);
         ids.extend(pad);
         for p in phonemes {
+            let start = ids.len();
             match map.get(p.as_str()) {
                 Some(v) => {
                     ids.extend(v);
@@ -145,9 +158,10 @@ impl VoiceConfig {
                 }
                 None => missing.push(p.clone()),
             }
+            spans.push(start..ids.len());
         }
         ids.extend(&map[EOS]);
-        (ids, missing)
+        (ids, spans, missing)
     }
 }
 
@@ -381,6 +395,73 @@ impl Espeak {
     }
 }
 
+/// Whether a phoneme separates words (spaces and the punctuation kept in the phonemes).
+fn separates_words(p: &str) -> bool {
+    p.chars()
+        .all(|c| c.is_whitespace() || c.is_ascii_punctuation() || "—–…«»“”¡¿".contains(c))
+}
+
+/// The words of a phoneme sentence, as ranges of phoneme indices.
+pub fn phoneme_words(phonemes: &[String]) -> Vec<Range<usize>> {
+    let mut words = Vec::new();
+    let mut start = None;
+    for (i, p) in phonemes.iter().enumerate() {
+        match (separates_words(p), start) {
+            (true, Some(s)) => {
+                words.push(s..i);
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        words.push(s..phonemes.len());
+    }
+    words
+}
+
+/// The words of a text as spoken: split at whitespace, punctuation around them removed,
+/// tokens of punctuation only dropped.
+pub fn text_words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_string())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Where each word of a synthesized sentence lies in its audio, in samples `(start, length)`
+/// (`None` for a word none of whose phonemes the voice has):
+/// from the voice's frames per id (`durations`, the `durations` output that
+/// models/piper_durations.py exposes) and the ids each phoneme produced. The frame length
+/// is the audio's length over the frame count (256 samples for Piper's voices).
+pub fn word_timings(
+    words: &[Range<usize>],
+    spans: &[Range<usize>],
+    durations: &[f32],
+    audio_len: usize,
+) -> Vec<Option<(usize, usize)>> {
+    let frames: f64 = durations.iter().map(|&d| d as f64).sum();
+    if frames <= 0.0 {
+        return vec![None; words.len()];
+    }
+    let hop = audio_len as f64 / frames;
+    let mut before = vec![0.0f64; durations.len() + 1];
+    for (i, d) in durations.iter().enumerate() {
+        before[i + 1] = before[i] + *d as f64;
+    }
+    let at = |id: usize| (before[id.min(durations.len())] * hop).round() as usize;
+    words
+        .iter()
+        .map(|w| {
+            let first = spans[w.start..w.end].iter().find(|s| !s.is_empty())?;
+            let last = spans[w.start..w.end].iter().rev().find(|s| !s.is_empty())?;
+            let (a, b) = (at(first.start), at(last.end));
+            Some((a, b.saturating_sub(a)))
+        })
+        .collect()
+}
+
 /// Model output to 16-bit samples, as Piper does: scaled so that the peak is full scale
 /// (peaks under 0.01 are not amplified past 100x), clipped.
 pub fn to_i16(audio: &[f32]) -> Vec<i16> {
@@ -395,6 +476,40 @@ pub fn to_i16(audio: &[f32]) -> Vec<i16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chars(s: &str) -> Vec<String> {
+        s.chars().map(String::from).collect()
+    }
+
+    #[test]
+    fn words_of_phonemes_and_text() {
+        let p = chars("həlˈoʊ ðˈɛɹ, hˌaʊ ɑːɹ juː?");
+        let w = phoneme_words(&p);
+        assert_eq!(w.len(), 5);
+        assert_eq!(p[w[1].clone()].concat(), "ðˈɛɹ");
+        assert_eq!(p[w[4].clone()].concat(), "juː");
+        assert_eq!(
+            text_words("Hello there, how are you? — \"Fine\"."),
+            ["Hello", "there", "how", "are", "you", "Fine"]
+        );
+        assert_eq!(text_words("don't"), ["don't"]);
+    }
+
+    #[test]
+    fn word_timings_add_up_the_frames_of_their_ids() {
+        // ids: BOS, pad, then per phoneme (id, pad): "ab c" -> a b ' ' c, EOS.
+        let spans = vec![2..4, 4..6, 6..8, 8..10];
+        let words = phoneme_words(&chars("ab c"));
+        assert_eq!(words, vec![0..2, 3..4]);
+        // frames per id: BOS 1, pad 1, a 3, pad 1, b 2, pad 0, ' ' 4, pad 1, c 2, pad 1, EOS 1
+        let d = [1.0, 1.0, 3.0, 1.0, 2.0, 0.0, 4.0, 1.0, 2.0, 1.0, 1.0];
+        let frames: f32 = d.iter().sum();
+        let t = word_timings(&words, &spans, &d, frames as usize * 256);
+        assert_eq!(t, vec![Some((2 * 256, 6 * 256)), Some((13 * 256, 3 * 256))]);
+        // A word whose phonemes the voice lacks has no timing.
+        let t = word_timings(&words, &[2..4, 4..6, 6..8, 8..8], &d, frames as usize * 256);
+        assert_eq!(t[1], None);
+    }
 
     fn config() -> VoiceConfig {
         VoiceConfig::parse(
