@@ -14,6 +14,9 @@ Modes of this script (arrays are .npy files; outputs are float32 holding 0..255 
       the 512x512 region of a parsing map (uint8 class ids), morphology by OpenCV
   --resize img.npy --size W H --filter bilinear|bicubic --out r.npy
       Pillow's Image.resize of a uint8 [H,W] or [H,W,3] array
+  --bench N --parsing p.npy --side S --face-box x1 y1 x2 y2 --out t.npy
+      times MuseTalk's mask steps after the network (jaw region; back to an S x S crop, face
+      box (in the crop), upper boundary, blur), best of N, one thread: saves [region_s, back_s]
   --frame f.npy --face-box x1 y1 x2 y2 --model face_parsing.onnx [--mode jaw] --out m.npy
       the whole mask, crop-box sized, for an RGB frame; --logits-out l.npy also saves the
       parsing map (class ids, [512,512])
@@ -99,6 +102,33 @@ def mask_for_frame(frame, face_box, model, mode, cheeks):
     return cv2.GaussianBlur(np.array(kept), (k, k), 0), parsing
 
 
+def mask_back(region_512, side, box):
+    """The steps after the region: back to the crop, face box, upper boundary, blur."""
+    reg = Image.fromarray(region_512).resize((side, side))
+    pasted = Image.new("L", (side, side), 0)
+    pasted.paste(reg.crop(tuple(box)), tuple(box))
+    top = int(side * 0.5)
+    kept = Image.new("L", (side, side), 0)
+    kept.paste(pasted.crop((0, top, side, side)), (0, top))
+    k = int(0.1 * side // 2 * 2) + 1
+    return cv2.GaussianBlur(np.array(kept), (k, k), 0)
+
+
+def bench(parsing, side, box, n):
+    import time
+
+    cv2.setNumThreads(1)
+    best = [float("inf"), float("inf")]
+    for _ in range(n):
+        t = time.perf_counter()
+        reg = region(parsing, "jaw", (90, 90))
+        t1 = time.perf_counter()
+        mask_back(reg, side, box)
+        t2 = time.perf_counter()
+        best = [min(best[0], t1 - t), min(best[1], t2 - t1)]
+    return np.array(best, dtype=np.float32)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parsing")
@@ -111,9 +141,13 @@ def main(argv=None):
     ap.add_argument("--mode", choices=["jaw", "raw", "neck"], default="jaw")
     ap.add_argument("--cheeks", type=int, nargs=2, default=[90, 90])
     ap.add_argument("--logits-out")
+    ap.add_argument("--bench", type=int)
+    ap.add_argument("--side", type=int, default=256)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    if a.parsing:
+    if a.bench:
+        out = bench(np.load(a.parsing).astype(np.uint8), a.side, a.face_box, a.bench)
+    elif a.parsing:
         out = region(np.load(a.parsing), a.mode, a.cheeks)
     elif a.resize:
         img = np.load(a.resize).astype(np.uint8)

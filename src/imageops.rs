@@ -280,30 +280,39 @@ pub fn reflect_index(i: isize, n: usize) -> usize {
 }
 
 /// Separable Gaussian blur of a gray image, borders reflected as OpenCV's default
-/// (BORDER_REFLECT_101).
+/// (BORDER_REFLECT_101). Rows are padded once and the vertical pass runs over whole rows,
+/// so both inner loops are plain multiply-adds over contiguous memory.
 pub fn gaussian_blur(src: &Image, ksize: usize) -> Image {
     assert_eq!(src.channels, 1);
     let k = gaussian_kernel(ksize);
-    let r = (ksize / 2) as isize;
+    let r = ksize / 2;
     let (w, h) = (src.width as usize, src.height as usize);
     let mut tmp = vec![0.0f32; w * h];
+    let mut padded = vec![0.0f32; w + 2 * r];
     for y in 0..h {
-        for x in 0..w {
-            let mut acc = 0.0;
-            for (t, kt) in k.iter().enumerate() {
-                acc += src.data[y * w + reflect_index(x as isize + t as isize - r, w)] as f32 * kt;
+        let row = &src.data[y * w..(y + 1) * w];
+        for (i, p) in padded.iter_mut().enumerate() {
+            *p = row[reflect_index(i as isize - r as isize, w)] as f32;
+        }
+        let out = &mut tmp[y * w..(y + 1) * w];
+        for (t, kt) in k.iter().enumerate() {
+            for (o, v) in out.iter_mut().zip(&padded[t..t + w]) {
+                *o += v * kt;
             }
-            tmp[y * w + x] = acc;
         }
     }
     let mut out = Image::new(src.width, src.height, 1);
+    let mut acc = vec![0.0f32; w];
     for y in 0..h {
-        for x in 0..w {
-            let mut acc = 0.0;
-            for (t, kt) in k.iter().enumerate() {
-                acc += tmp[reflect_index(y as isize + t as isize - r, h) * w + x] * kt;
+        acc.fill(0.0);
+        for (t, kt) in k.iter().enumerate() {
+            let sy = reflect_index(y as isize + t as isize - r as isize, h);
+            for (a, v) in acc.iter_mut().zip(&tmp[sy * w..(sy + 1) * w]) {
+                *a += v * kt;
             }
-            out.data[y * w + x] = acc.round().clamp(0.0, 255.0) as u8;
+        }
+        for (o, a) in out.data[y * w..(y + 1) * w].iter_mut().zip(&acc) {
+            *o = a.round().clamp(0.0, 255.0) as u8;
         }
     }
     out

@@ -6,6 +6,9 @@
 //! Run it under `taskset -c 0` for one core.
 //!
 //! `livetalk bench sessions`: live sessions at 25 fps on this machine (see bench_sessions.rs).
+//!
+//! `livetalk bench parsing`: MuseTalk's face-parsing mask after the network (jaw region, back
+//! to the crop, blur), ours vs MuseTalk's own steps in OpenCV + Pillow, one thread each.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +22,7 @@ use gstlivetalk::npy::NpyF32;
 #[derive(clap::Args)]
 pub struct Args {
     /// What to measure.
-    #[arg(value_parser = ["whisper", "sessions"])]
+    #[arg(value_parser = ["whisper", "sessions", "parsing"])]
     what: String,
     /// sessions: the most sessions to try.
     #[arg(long, default_value_t = 8)]
@@ -46,15 +49,19 @@ fn script(name: &str) -> PathBuf {
 }
 
 fn python(args: &[&str]) -> anyhow::Result<String> {
+    python_script("bench_whisper.py", args)
+}
+
+fn python_script(name: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(venv_python()?)
-        .arg(script("bench_whisper.py"))
+        .arg(script(name))
         .args(args)
         .env("TRANSFORMERS_VERBOSITY", "error")
         .output()
-        .context("running bench_whisper.py")?;
+        .with_context(|| format!("running {name}"))?;
     if !out.status.success() {
         bail!(
-            "bench_whisper.py {args:?} failed: {}",
+            "{name} {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -72,6 +79,9 @@ fn best<T>(n: usize, mut f: impl FnMut() -> T) -> f64 {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.what == "parsing" {
+        return bench_parsing();
+    }
     if a.what == "sessions" {
         gst::init()?;
         return crate::bench_sessions::run(a.max_sessions, a.seconds.unwrap_or(15.0));
@@ -149,6 +159,83 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         speech,
         stats
     );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The parsing map of the demo avatar's first frame by the tiny test parser: face-shaped
+/// regions, as a real parser gives.
+fn demo_parsing() -> anyhow::Result<Vec<u8>> {
+    use gstlivetalk::avatar::{Avatar, parsing};
+    let avatar = Avatar::load(&crate::render::default_avatar())?;
+    let model = gstlivetalk::paths::test_models_dir().join("face_parsing.onnx");
+    let session = inference::load_session(&SessionRequest::new(&model, &contract::FACE_PARSING))?;
+    let info = avatar.manifest.frames[0];
+    let input = parsing::network_input(&avatar.frames[0], &info, &Default::default());
+    let out = session.run(&[Input {
+        name: "image",
+        shape: &[1, 3, 512, 512],
+        data: InputData::F32(&input),
+    }])?;
+    Ok(parsing::argmax(&out[0].data, parsing::CLASSES))
+}
+
+fn bench_parsing() -> anyhow::Result<()> {
+    use gstlivetalk::avatar::parsing::{self, ParsingOptions};
+    use gstlivetalk::avatar::{BBox, FrameInfo, prepare};
+    let classes = demo_parsing()?;
+    let dir = std::env::temp_dir().join(format!("livetalk-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("parsing.npy");
+    NpyF32::new(vec![512, 512], classes.iter().map(|&c| c as f32).collect()).write(&path)?;
+    println!("face-parsing mask after the network, best of 20, one thread:");
+    let po = ParsingOptions::default();
+    let region = parsing::region(&classes, &po);
+    let ours_region = best(20, || parsing::region(&classes, &po));
+    for w in [170, 340] {
+        let face = BBox::new(1000, 1000, 1000 + w, 1000 + w);
+        let crop = prepare::crop_box(face, 1.5);
+        let info = FrameInfo {
+            face_box: face,
+            blend_box: crop,
+        };
+        let ours_back = best(20, || {
+            parsing::blend_mask(&region, &info, &prepare::PrepareOptions::default())
+        });
+        let rel = face.relative_to(&crop);
+        let out = dir.join("t.npy");
+        let arg = |v: i32| v.to_string();
+        python_script(
+            "parsing_reference.py",
+            &[
+                "--bench",
+                "20",
+                "--parsing",
+                path.to_str().unwrap(),
+                "--side",
+                &arg(crop.width()),
+                "--face-box",
+                &arg(rel.x1),
+                &arg(rel.y1),
+                &arg(rel.x2),
+                &arg(rel.y2),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )?;
+        let theirs = NpyF32::read(&out)?.data;
+        println!(
+            "  crop {s}x{s}: jaw region ours {:.1} ms, OpenCV {:.1} ms ({:.2}x); back to the \
+             crop + blur ours {:.1} ms, Pillow + OpenCV {:.1} ms ({:.2}x)",
+            ours_region * 1e3,
+            theirs[0] as f64 * 1e3,
+            theirs[0] as f64 / ours_region,
+            ours_back * 1e3,
+            theirs[1] as f64 * 1e3,
+            theirs[1] as f64 / ours_back,
+            s = crop.width(),
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -184,37 +184,45 @@ impl Kernel {
     }
 }
 
+/// Scratch rows for [`run_extreme`].
+#[derive(Default)]
+struct RunScratch {
+    padded: Vec<u8>,
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+}
+
 /// `out[x]` = the max (or min) of `row[x + lo ..= x + hi]`, cells outside the row left out:
 /// van Herk / Gil-Werman, three comparisons per pixel whatever the run's length.
-fn run_extreme(row: &[u8], lo: isize, hi: isize, dilate: bool, out: &mut [u8]) {
+fn run_extreme(row: &[u8], lo: isize, hi: isize, dilate: bool, out: &mut [u8], s: &mut RunScratch) {
     let pick = |a: u8, b: u8| if dilate { a.max(b) } else { a.min(b) };
     let id = if dilate { 0 } else { 255 };
     let (w, k) = (row.len(), (hi - lo + 1) as usize);
     let n = w + k - 1;
-    let padded: Vec<u8> = (0..n as isize)
-        .map(|j| {
-            let x = j + lo;
-            if x >= 0 && (x as usize) < w {
-                row[x as usize]
-            } else {
-                id
-            }
-        })
-        .collect();
-    let mut prefix = padded.clone();
-    let mut suffix = padded.clone();
-    for j in 1..n {
-        if !j.is_multiple_of(k) {
-            prefix[j] = pick(prefix[j - 1], padded[j]);
-        }
+    // padded[j] = row[j + lo], the identity outside the row.
+    s.padded.clear();
+    s.padded.resize(n, id);
+    let (from, to) = ((-lo).max(0) as usize, ((w as isize - lo) as usize).min(n));
+    if from < to {
+        let x0 = (from as isize + lo) as usize;
+        s.padded[from..to].copy_from_slice(&row[x0..x0 + (to - from)]);
     }
-    for j in (0..n - 1).rev() {
-        if !(j + 1).is_multiple_of(k) {
-            suffix[j] = pick(suffix[j + 1], padded[j]);
+    s.prefix.clear();
+    s.prefix.extend_from_slice(&s.padded);
+    s.suffix.clear();
+    s.suffix.extend_from_slice(&s.padded);
+    // Within each block of k: running extremes forwards (prefix) and backwards (suffix).
+    for start in (0..n).step_by(k) {
+        let end = (start + k).min(n);
+        for j in start + 1..end {
+            s.prefix[j] = pick(s.prefix[j - 1], s.padded[j]);
+        }
+        for j in (start..end - 1).rev() {
+            s.suffix[j] = pick(s.suffix[j + 1], s.padded[j]);
         }
     }
     for (x, o) in out.iter_mut().enumerate() {
-        *o = pick(suffix[x], prefix[x + k - 1]);
+        *o = pick(s.suffix[x], s.prefix[x + k - 1]);
     }
 }
 
@@ -225,22 +233,16 @@ fn run_extreme(row: &[u8], lo: isize, hi: isize, dilate: bool, out: &mut [u8]) {
 /// those over the kernel's rows.
 fn morph(src: &[u8], width: usize, height: usize, k: &Kernel, dilate: bool) -> Vec<u8> {
     assert_eq!(src.len(), width * height);
-    let pick = |a: u8, b: u8| if dilate { a.max(b) } else { a.min(b) };
     let mut out = vec![if dilate { 0u8 } else { 255u8 }; src.len()];
     let mut rows: Vec<((isize, isize), Vec<u8>)> = Vec::new();
+    let mut scratch = RunScratch::default();
     for (dy, lo, hi) in k.runs() {
         let i = match rows.iter().position(|(r, _)| *r == (lo, hi)) {
             Some(i) => i,
             None => {
                 let mut h = vec![0u8; src.len()];
-                for y in 0..height {
-                    run_extreme(
-                        &src[y * width..(y + 1) * width],
-                        lo,
-                        hi,
-                        dilate,
-                        &mut h[y * width..(y + 1) * width],
-                    );
+                for (row, hrow) in src.chunks_exact(width).zip(h.chunks_exact_mut(width)) {
+                    run_extreme(row, lo, hi, dilate, hrow, &mut scratch);
                 }
                 rows.push(((lo, hi), h));
                 rows.len() - 1
@@ -253,8 +255,11 @@ fn morph(src: &[u8], width: usize, height: usize, k: &Kernel, dilate: bool) -> V
                 continue;
             }
             let (d, s) = (y as usize * width, sy as usize * width);
-            for x in 0..width {
-                out[d + x] = pick(out[d + x], h[s + x]);
+            let (o, h) = (&mut out[d..d + width], &h[s..s + width]);
+            if dilate {
+                o.iter_mut().zip(h).for_each(|(a, b)| *a = (*a).max(*b));
+            } else {
+                o.iter_mut().zip(h).for_each(|(a, b)| *a = (*a).min(*b));
             }
         }
     }
