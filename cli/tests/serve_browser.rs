@@ -113,11 +113,34 @@ fn browser_plays_the_avatar_talks_and_stops() {
     // Interrupt: the audio falls silent, and the server says it stopped speaking.
     assert!(r["level_before_interrupt"].as_f64().unwrap() > 0.02);
     let levels = r["levels_after_interrupt"].as_array().unwrap();
-    let silent_at = levels
+    // When the browser's audio fell silent for good, from the played samples (WebAudio
+    // analyser, RMS of the last 21 ms). Chromium's stats `audioLevel` (and the energy built
+    // from it) is a peak decaying by 4x per 100 ms: it lags the audio by up to ~400 ms.
+    // Silence must last 300 ms: a pause between words is not the end of speech.
+    let at = |l: &Value| l[0].as_f64().unwrap();
+    let rms: Vec<(f64, f64)> = levels
         .iter()
-        .position(|l| l[1].as_f64().unwrap_or(1.0) < 0.005)
-        .map(|i| levels[i][0].as_f64().unwrap());
-    eprintln!("/interrupt_talk -> silence at the browser: {silent_at:?} ms");
+        .filter_map(|l| Some((at(l), l[2].as_f64()?)))
+        .collect();
+    assert!(!rms.is_empty(), "no WebAudio samples: {levels:?}");
+    let silent_at = (0..rms.len())
+        .find(|&i| {
+            rms[i..]
+                .iter()
+                .take_while(|r| r.0 - rms[i].0 <= 300.0)
+                .all(|r| r.1 < 0.003)
+        })
+        .map(|i| rms[i].0);
+    let speaking_at_interrupt = rms[0].1 >= 0.003;
+    eprintln!(
+        "/interrupt_talk -> lasting silence at the browser: {silent_at:?} ms (speech at the \
+         interrupt: {speaking_at_interrupt}; the request took {:.0} ms); rms: {:?}",
+        r["interrupt_request_ms"].as_f64().unwrap_or(-1.0),
+        rms.iter()
+            .take(30)
+            .map(|r| (r.0 as i64, (r.1 * 1000.0).round() / 1000.0))
+            .collect::<Vec<_>>()
+    );
     let tail = &levels[levels.len() * 2 / 3..];
     assert!(
         tail.iter().all(|l| l[1].as_f64().unwrap_or(1.0) < 0.005),

@@ -78,6 +78,22 @@ window.lt = {
     const v = document.getElementById("video");
     const tracks = v.srcObject ? v.srcObject.getAudioTracks() : [];
     if (r) r.track = tracks.length ? tracks[0].readyState : "none";
+    // The played samples themselves (WebAudio), RMS of the last 1024 (21 ms): unlike the
+    // stats' levels, no decay.
+    if (r && tracks.length) {
+      if (!this.analyser) {
+        const ctx = new AudioContext();
+        const src = ctx.createMediaStreamSource(new MediaStream([tracks[0]]));
+        this.analyser = ctx.createAnalyser();
+        this.analyser.fftSize = 1024;
+        src.connect(this.analyser);
+        this.buf = new Float32Array(this.analyser.fftSize);
+      }
+      this.analyser.getFloatTimeDomainData(this.buf);
+      let e = 0;
+      for (const x of this.buf) e += x * x;
+      r.rms = Math.sqrt(e / this.buf.length);
+    }
     return r;
   },
   regions() {
@@ -172,26 +188,31 @@ def play():
         api("POST", "/human", {"sessionid": sid, "text":
             "This sentence is long so that it is still being spoken when it is interrupted by "
             "the test, which then measures how quickly the sound stops at the browser."})
+        # Into the long sentence (the first one has ended by now, it was given 4 s), then
+        # until the played samples are loud.
+        time.sleep(1.5)
         t = time.time()
         while time.time() - t < 15:
             a = d.execute_async_script("lt.audio().then(arguments[0])")
-            if a and a["level"] > 0.02:
+            if a and (a.get("rms") or 0) > 0.02:
                 break
             time.sleep(0.02)
         out["level_before_interrupt"] = a["level"] if a else None
         before = []
         t = time.time()
-        while time.time() - t < 0.5:
+        while time.time() - t < 0.3:
             a = d.execute_async_script("lt.audio().then(arguments[0])")
             before.append(a["level"] if a else None)
             time.sleep(0.01)
         out["levels_before_interrupt"] = before
         t_int = time.time()
         out["interrupt"] = api("POST", "/interrupt_talk", {"sessionid": sid})
+        out["interrupt_request_ms"] = (time.time() - t_int) * 1000
         levels = []
         while time.time() - t_int < 3:
             a = d.execute_async_script("lt.audio().then(arguments[0])")
-            levels.append([(time.time() - t_int) * 1000, a["level"] if a else None])
+            levels.append([(time.time() - t_int) * 1000, a["level"] if a else None,
+                           a.get("rms") if a else None])
             time.sleep(0.01)
         out["levels_after_interrupt"] = levels
         out["is_speaking_after"] = api("POST", "/is_speaking", {"sessionid": sid})
