@@ -114,7 +114,7 @@ impl Engine for PiperEngine {
             if sink.cancelled() {
                 return Err(SynthError::Cancelled);
             }
-            let (ids, spans, missing) = self.config.phoneme_ids_spans(phonemes);
+            let (ids, spans, missing) = self.config.phoneme_ids(phonemes);
             if !missing.is_empty() {
                 gst::debug!(CAT, "phonemes missing from the voice's map: {missing:?}");
             }

@@ -129,19 +129,11 @@ impl VoiceConfig {
         PathBuf::from(s)
     }
 
-    /// Phoneme ids of one sentence, as Piper builds them. Phonemes missing from the map are
-    /// skipped (Piper does the same, with a warning); they are returned second.
-    pub fn phoneme_ids(&self, phonemes: &[String]) -> (Vec<i64>, Vec<String>) {
-        let (ids, _, missing) = self.phoneme_ids_spans(phonemes);
-        (ids, missing)
-    }
-
-    /// [`VoiceConfig::phoneme_ids`], with the range of ids each phoneme produced (its own
-    /// ids and the pad after it; empty for a phoneme the voice lacks).
-    pub fn phoneme_ids_spans(
-        &self,
-        phonemes: &[String],
-    ) -> (Vec<i64>, Vec<Range<usize>>, Vec<String>) {
+    /// Phoneme ids of one sentence, as Piper builds them, with the range of ids each phoneme
+    /// produced (its own ids and the pad after it; empty for a phoneme the voice lacks).
+    /// Phonemes missing from the map are skipped (Piper does the same, with a warning); they
+    /// are returned third.
+    pub fn phoneme_ids(&self, phonemes: &[String]) -> (Vec<i64>, Vec<Range<usize>>, Vec<String>) {
         let map = &self.phoneme_id_map;
         let pad = &map[PAD];
         let mut ids = Vec::with_capacity(phonemes.len() * 2 + 3);
@@ -526,17 +518,19 @@ mod tests {
     #[test]
     fn ids_are_built_as_piper_does() {
         let cfg = config();
-        let (ids, missing) = cfg.phoneme_ids(&codepoints("həlˈoʊ."));
+        let (ids, spans, missing) = cfg.phoneme_ids(&codepoints("həlˈoʊ."));
         // ^ _ h _ ə _ l _ ˈ _ o _ ʊ _ . _ $
         assert_eq!(
             ids,
             vec![1, 0, 20, 0, 59, 0, 24, 0, 120, 0, 27, 0, 100, 0, 10, 0, 2]
         );
         assert!(missing.is_empty());
-        let (ids, missing) = cfg.phoneme_ids(&codepoints("hx"));
+        assert_eq!((spans[0].clone(), spans[6].clone()), (2..4, 14..16));
+        let (ids, spans, missing) = cfg.phoneme_ids(&codepoints("hx"));
         assert_eq!(ids, vec![1, 0, 20, 0, 2]);
+        assert_eq!(spans, vec![2..4, 4..4]);
         assert_eq!(missing, vec!["x"]);
-        let (ids, _) = cfg.phoneme_ids(&[]);
+        let (ids, _, _) = cfg.phoneme_ids(&[]);
         assert_eq!(ids, vec![1, 0, 2]);
     }
 
