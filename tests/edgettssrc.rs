@@ -258,22 +258,7 @@ fn run_offline(server: &Server, text: &str, props: &[(&str, &dyn ToValue)]) -> R
             gst::PadProbeReturn::Ok
         });
     pipeline.set_state(gst::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let (mut messages, mut warnings) = (Vec::new(), Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "no EOS in 60 s");
-        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) else {
-            continue;
-        };
-        match msg.view() {
-            gst::MessageView::Eos(_) => break,
-            gst::MessageView::Error(e) => panic!("error: {} ({:?})", e.error(), e.debug()),
-            gst::MessageView::Warning(w) => warnings.push(w.error().to_string()),
-            gst::MessageView::Element(_) => messages.push(msg.structure().unwrap().to_owned()),
-            _ => {}
-        }
-    }
+    let (messages, warnings) = common::run_to_eos(&pipeline, Duration::from_secs(60));
     let rate = sink
         .static_pad("sink")
         .unwrap()

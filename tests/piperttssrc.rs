@@ -110,23 +110,7 @@ fn run_offline(props: &[(&str, &dyn ToValue)], before: impl FnOnce(&gst::Element
     pipeline.set_state(gst::State::Ready).unwrap();
     before(&src);
     pipeline.set_state(gst::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let mut messages = Vec::new();
-    let mut warnings = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(Instant::now() < deadline, "no EOS in 120 s");
-        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
-            continue;
-        };
-        match msg.view() {
-            gst::MessageView::Eos(_) => break,
-            gst::MessageView::Error(e) => panic!("error: {} ({:?})", e.error(), e.debug()),
-            gst::MessageView::Warning(w) => warnings.push(w.error().to_string()),
-            gst::MessageView::Element(_) => messages.push(msg.structure().unwrap().to_owned()),
-            _ => {}
-        }
-    }
+    let (messages, warnings) = common::run_to_eos(&pipeline, Duration::from_secs(120));
     let caps = sink.static_pad("sink").unwrap().current_caps();
     pipeline.set_state(gst::State::Null).unwrap();
     let items = items.lock().unwrap().clone();

@@ -16,6 +16,18 @@ const LONG_TEXT: &str = "This is a long answer. It goes on for quite a while, se
     sentence, so that there is plenty of time to interrupt it. Here is one more sentence. \
     And another one, to be sure that the speech is still going when we stop it.";
 
+/// `/interrupt_talk`, then the sentence's end event, which must say it was interrupted.
+fn interrupt(server: &Server, events: &support::Events, id: &str) {
+    let (status, _) = server.post("/interrupt_talk", json!({"sessionid": id}));
+    assert_eq!(status, 200);
+    let end = events
+        .wait(Duration::from_secs(5), |e| {
+            e["type"] == "speech" && e["status"] == "end"
+        })
+        .expect("no speech end after the interrupt");
+    assert_eq!(end["interrupted"], true, "{end}");
+}
+
 #[test]
 fn echo_speaks_with_events_and_interrupt_stops_it() {
     let server = Server::start(&[]);
@@ -67,14 +79,7 @@ fn echo_speaks_with_events_and_interrupt_stops_it() {
             e["type"] == "speech" && e["status"] == "start"
         })
         .expect("no speech start");
-    let (status, _) = server.post("/interrupt_talk", json!({"sessionid": id}));
-    assert_eq!(status, 200);
-    let end = events
-        .wait(Duration::from_secs(5), |e| {
-            e["type"] == "speech" && e["status"] == "end"
-        })
-        .expect("no speech end after the interrupt");
-    assert_eq!(end["interrupted"], true, "{end}");
+    interrupt(&server, &events, &id);
     assert!(
         events
             .wait(Duration::from_secs(2), |e| e["type"] == "speech"
@@ -353,14 +358,7 @@ fn chat_streams_llm_fragments_into_speech_and_interrupt_cancels_both() {
         assert_eq!(reqs[0]["stream"], true);
         assert_eq!(reqs[0]["messages"][0]["content"], "Say hello");
     }
-    let (status, _) = server.post("/interrupt_talk", json!({"sessionid": id}));
-    assert_eq!(status, 200);
-    let end = events
-        .wait(Duration::from_secs(5), |e| {
-            e["type"] == "speech" && e["status"] == "end"
-        })
-        .expect("no speech end after the interrupt");
-    assert_eq!(end["interrupted"], true);
+    interrupt(&server, &events, &id);
     // The LLM stream is cancelled too: the stub sees the client hang up, and no more
     // fragments are spoken.
     let t = Instant::now();

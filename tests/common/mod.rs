@@ -27,6 +27,35 @@ pub fn src_to_fakesink(src: &gst::Element, sync: bool) -> (gst::Pipeline, gst::E
     (pipeline, sink)
 }
 
+/// Runs a playing pipeline's bus to EOS (panicking on an error or after `timeout`): the
+/// element messages' structures and the warnings' texts, in order.
+pub fn run_to_eos(
+    pipeline: &gst::Pipeline,
+    timeout: std::time::Duration,
+) -> (Vec<gst::Structure>, Vec<String>) {
+    use gst::prelude::*;
+    let bus = pipeline.bus().unwrap();
+    let (mut messages, mut warnings) = (Vec::new(), Vec::new());
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no EOS in {timeout:?}"
+        );
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) else {
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("error: {} ({:?})", e.error(), e.debug()),
+            gst::MessageView::Warning(w) => warnings.push(w.error().to_string()),
+            gst::MessageView::Element(_) => messages.push(msg.structure().unwrap().to_owned()),
+            _ => {}
+        }
+    }
+    (messages, warnings)
+}
+
 /// The samples of an interleaved S16LE buffer.
 pub fn s16_samples(buffer: &gst::BufferRef) -> Vec<i16> {
     let map = buffer.map_readable().unwrap();
