@@ -342,9 +342,7 @@ pub fn blend_mask(region: &[u8], info: &FrameInfo, o: &PrepareOptions) -> Image 
             canvas.data[p] = resized.data[p];
         }
     }
-    let ksize = ((0.1 * side as f64) as usize / 2) * 2 + 1;
-    let blurred = imageops::gaussian_blur(&canvas, ksize);
-    imageops::crop(&blurred, info.blend_box.relative_to(&full))
+    super::prepare::feather(&canvas, info, o)
 }
 
 #[cfg(test)]

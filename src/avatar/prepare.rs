@@ -99,8 +99,15 @@ pub fn geometric_mask(info: &FrameInfo, o: &PrepareOptions) -> Image {
             }
         }
     }
-    let ksize = ((0.1 * side as f64) as usize / 2) * 2 + 1;
-    let blurred = imageops::gaussian_blur(&canvas, ksize);
+    feather(&canvas, info, o)
+}
+
+/// The last step of every paste-back mask: a mask drawn on the whole (unclipped) crop box,
+/// blurred with MuseTalk's kernel `int(0.1 * side // 2 * 2) + 1`, cut to the blend box.
+pub fn feather(canvas: &Image, info: &FrameInfo, o: &PrepareOptions) -> Image {
+    let full = crop_box(info.face_box, o.expand);
+    let ksize = ((0.1 * full.width() as f64) as usize / 2) * 2 + 1;
+    let blurred = imageops::gaussian_blur(canvas, ksize);
     imageops::crop(&blurred, info.blend_box.relative_to(&full))
 }
 
