@@ -8,4 +8,4 @@ DEVICE=${DEVICE:-/dev/video10}
 AUDIO_SINK=${AUDIO_SINK:-autoaudiosink}
 eval exec gst-launch-1.0 "$@" "$(avatar_pipeline true) ! videoconvert ! video/x-raw,format=YUY2 ! \
   v4l2sink device=\"$DEVICE\" sync=true \
-  t. ! queue ! audioconvert ! audioresample ! $AUDIO_SINK"
+  a.audio ! queue ! audioconvert ! audioresample ! $AUDIO_SINK"

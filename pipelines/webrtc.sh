@@ -7,6 +7,6 @@ set -euo pipefail
 WEB_DIR=${WEB_DIR:-$CACHE/web/node_modules/gstwebrtc-api/dist}
 stun=""; [ -n "${STUN:-}" ] && stun="stun-server=$STUN"
 eval exec gst-launch-1.0 "$@" "$(avatar_pipeline true) ! queue ! ws. \
-  t. ! queue ! audioconvert ! audioresample ! ws. \
+  a.audio ! queue ! audioconvert ! audioresample ! ws. \
   webrtcsink name=ws run-signalling-server=true signalling-server-host=127.0.0.1 \
     run-web-server=true web-server-directory=\"$WEB_DIR\" $stun"

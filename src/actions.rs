@@ -54,22 +54,36 @@ pub struct Clip {
     pub frames: Vec<Image>,
 }
 
-/// Reads an actions file and every frame it names; each frame must be `width` x `height`.
-pub fn load(path: &Path, width: u32, height: u32) -> Result<Vec<Clip>, String> {
+/// Reads and checks an actions file without loading frames: names are unique.
+fn read_spec(path: &Path) -> Result<ActionsFile, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("actions file {}: cannot read: {e}", path.display()))?;
     let spec: ActionsFile = serde_json::from_str(&text)
         .map_err(|e| format!("actions file {}: invalid: {e}", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let mut clips: Vec<Clip> = Vec::new();
-    for c in spec.clips {
-        if clips.iter().any(|o| o.name == c.name) {
+    for (i, c) in spec.clips.iter().enumerate() {
+        if spec.clips[..i].iter().any(|o| o.name == c.name) {
             return Err(format!(
                 "actions file {}: clip '{}' is named twice",
                 path.display(),
                 c.name
             ));
         }
+    }
+    Ok(spec)
+}
+
+/// The clip names of an actions file, in its order (what `play-action` accepts, and what a
+/// clip number counts from), without reading any frame.
+pub fn names(path: &Path) -> Result<Vec<String>, String> {
+    Ok(read_spec(path)?.clips.into_iter().map(|c| c.name).collect())
+}
+
+/// Reads an actions file and every frame it names; each frame must be `width` x `height`.
+pub fn load(path: &Path, width: u32, height: u32) -> Result<Vec<Clip>, String> {
+    let spec = read_spec(path)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut clips: Vec<Clip> = Vec::new();
+    for c in spec.clips {
         let dir = match (&c.frames, &c.video) {
             (Some(d), _) => base.join(d),
             (None, Some(v)) => {
@@ -189,6 +203,7 @@ mod tests {
         .unwrap();
         let clips = load(&f, 8, 6).unwrap();
         assert_eq!(clips.len(), 2);
+        assert_eq!(names(&f).unwrap(), ["wave", "spin"]);
         assert_eq!(clips[0].mode, Mode::Once);
         assert_eq!(clips[0].frames[2].data[0], 2);
         let mut p = Player::default();
@@ -221,5 +236,12 @@ mod tests {
         )
         .unwrap();
         assert!(load(&f, 8, 6).unwrap_err().contains("invalid"));
+        std::fs::write(
+            &f,
+            r#"{"clips":[{"name":"w","frames":"wave"},{"name":"w","frames":"wave"}]}"#,
+        )
+        .unwrap();
+        assert!(names(&f).unwrap_err().contains("named twice"));
+        assert!(load(&f, 8, 6).unwrap_err().contains("named twice"));
     }
 }

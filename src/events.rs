@@ -6,10 +6,14 @@
 //!   start and end of each sentence: `status` ("start" | "end"), `text`, `running-time`.
 //! - `livetalk-word`: a word boundary: `text`, `offset` and `duration` (clock time from the
 //!   sentence start), `running-time`.
+//! - `livetalk-driver`: element message of `avatarbin` when it goes to READY: `driver`
+//!   ("musetalk" | "lipwarp") and `reason`.
 
 pub const INTERRUPT: &str = "livetalk-interrupt";
 pub const SPEECH: &str = "livetalk-speech";
 pub const WORD: &str = "livetalk-word";
+/// `avatarbin`'s choice of lip driver (element message): `driver`, `reason`.
+pub const DRIVER: &str = "livetalk-driver";
 
 /// The `livetalk-interrupt` event.
 pub fn interrupt_event() -> gst::Event {
@@ -127,4 +131,20 @@ pub fn livetalk_structure(event: &gst::EventRef) -> Option<&gst::StructureRef> {
     event
         .structure()
         .filter(|s| [INTERRUPT, SPEECH, WORD].contains(&s.name().as_str()))
+}
+
+/// The `livetalk-driver` element message: which lip driver `avatarbin` runs, and why.
+pub fn driver_message(
+    src: &impl gst::prelude::IsA<gst::Object>,
+    driver: &str,
+    reason: &str,
+) -> gst::Message {
+    gst::message::Element::builder(
+        gst::Structure::builder(DRIVER)
+            .field("driver", driver)
+            .field("reason", reason)
+            .build(),
+    )
+    .src(src)
+    .build()
 }

@@ -11,9 +11,11 @@ use gst::glib;
 pub mod actions;
 pub mod audioclock;
 pub mod avatar;
+mod avatarbin;
 mod avatarblend;
 pub mod blend;
 mod edgettssrc;
+pub mod enums;
 pub mod events;
 pub mod features;
 pub mod imageops;
@@ -39,6 +41,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     avatarblend::register(plugin)?;
     edgettssrc::register(plugin)?;
     piperttssrc::register(plugin)?;
+    avatarbin::register(plugin)?;
+    enums::mark_as_plugin_api();
     Ok(())
 }
 

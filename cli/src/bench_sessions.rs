@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use gst::prelude::*;
 
-use crate::launch::quote;
+use std::path::Path;
+
+use crate::launch::AvatarChain;
 use crate::serve::session::media_chain;
+use gstlivetalk::enums::Driver;
 
 /// What webrtcsink sets on vp8enc, and its payloaders.
 const VIDEO_OUT: &str = "vp8enc deadline=1 cpu-used=-16 target-bitrate=2048000 \
@@ -44,12 +47,16 @@ struct Running {
     counts: Arc<Counts>,
 }
 
-fn start_session(avatar: &str) -> anyhow::Result<Running> {
+fn start_session(avatar: &Path) -> anyhow::Result<Running> {
     let chain = media_chain(
         "piperttssrc name=tts is-live=true",
-        &format!("lipwarp avatar={avatar}"),
-        avatar,
-        "",
+        &AvatarChain {
+            avatar: avatar.to_path_buf(),
+            driver: Driver::Lipwarp,
+            model_dir: None,
+            device: gstlivetalk::inference::Device::Cpu,
+            actions: None,
+        },
     );
     let q = "queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000";
     let desc = format!("{chain} vt. ! {q} ! {VIDEO_OUT} at. ! {q} ! {AUDIO_OUT}");
@@ -114,7 +121,7 @@ fn cpu_seconds() -> f64 {
 }
 
 pub fn run(max: usize, seconds: f64) -> anyhow::Result<()> {
-    let avatar = quote(&crate::render::default_avatar());
+    let avatar = crate::render::default_avatar();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "sessions (lipwarp, VP8 + Opus as webrtcsink, always talking), {seconds:.0} s each \

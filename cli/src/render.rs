@@ -1,12 +1,13 @@
 //! `livetalk render`: text or an audio file -> talking-avatar MP4, offline (not live).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::launch::quote;
+use crate::launch::{AvatarChain, DriverArg, parse_device, quote};
 use anyhow::{Context, bail};
 use gst::prelude::*;
 use gstlivetalk::avatar::Avatar;
+use gstlivetalk::inference::Device;
 
 use crate::progress::Progress;
 
@@ -26,14 +27,14 @@ pub struct Args {
     pub voice: Option<PathBuf>,
     /// Lip driver: auto (musetalk when its models are installed and the avatar has latents,
     /// else lipwarp), musetalk or lipwarp.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "musetalk", "lipwarp"])]
-    pub driver: String,
+    #[arg(long, value_enum, default_value_t = DriverArg::Auto)]
+    pub driver: DriverArg,
     /// MuseTalk models (unet.onnx, vae_decoder.onnx); default: the set-up cache's musetalk/.
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
-    /// Device for the models.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// Device for the models: cpu, cuda, cuda:N, tensorrt, tensorrt:N.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
     /// Output MP4.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -46,47 +47,6 @@ pub fn default_avatar() -> PathBuf {
     gstlivetalk::paths::cache_dir()
         .join("avatars")
         .join("astronaut")
-}
-
-fn default_model_dir() -> PathBuf {
-    gstlivetalk::paths::models_dir().join("musetalk")
-}
-
-/// Which lip driver, and why.
-pub fn choose_driver(
-    choice: &str,
-    model_dir: &Path,
-    avatar: &Avatar,
-) -> anyhow::Result<(&'static str, String)> {
-    let models = ["unet.onnx", "vae_decoder.onnx"]
-        .iter()
-        .all(|f| model_dir.join(f).is_file());
-    match choice {
-        "lipwarp" => Ok(("lipwarp", "asked for".into())),
-        "musetalk" => {
-            if !models {
-                bail!(
-                    "musetalk asked for, but {} has no unet.onnx and vae_decoder.onnx (see models/README.md)",
-                    model_dir.display()
-                );
-            }
-            if !avatar.has_latents() {
-                bail!(
-                    "musetalk asked for, but the avatar has no latents: prepare it with --vae-encoder"
-                );
-            }
-            Ok(("musetalk", "asked for".into()))
-        }
-        _ if !models => Ok((
-            "lipwarp",
-            format!("no MuseTalk models in {}", model_dir.display()),
-        )),
-        _ if !avatar.has_latents() => Ok(("lipwarp", "the avatar has no MuseTalk latents".into())),
-        _ => Ok((
-            "musetalk",
-            format!("MuseTalk models found in {}", model_dir.display()),
-        )),
-    }
 }
 
 /// AAC is encoded at 48 kHz: its encoder puts 1024 samples of priming before the audio and
@@ -110,8 +70,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let avatar_dir = a.avatar.clone().unwrap_or_else(default_avatar);
     let avatar = Avatar::load(&avatar_dir)
         .with_context(|| "run scripts/setup.sh to make the demo avatar, or pass --avatar")?;
-    let model_dir = a.model_dir.clone().unwrap_or_else(default_model_dir);
-    let (driver, why) = choose_driver(&a.driver, &model_dir, &avatar)?;
 
     let audio_src = match (&a.text, &a.audio) {
         (_, Some(file)) => {
@@ -134,40 +92,43 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         (None, None) => unreachable!("clap requires one"),
     };
-    let dev = &a.device;
-    let lips = match driver {
-        "musetalk" => format!(
-            "whisperfeat device={dev} ! musetalk avatar={av} model-dir={md} device={dev}",
-            av = quote(&avatar_dir),
-            md = quote(&model_dir)
-        ),
-        _ => format!("lipwarp avatar={}", quote(&avatar_dir)),
+    let chain = AvatarChain {
+        avatar: avatar_dir.clone(),
+        driver: a.driver.into(),
+        model_dir: a.model_dir.clone(),
+        device: a.device,
+        actions: None,
     };
     let (w, h) = (avatar.manifest.width & !1, avatar.manifest.height & !1);
-    let out = &a.output;
     let desc = format!(
-        "{audio_src} ! audioconvert ! audioresample ! tee name=t \
-         t. ! queue ! audioconvert ! audioresample ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! \
-           {lips} ! avatarblend avatar={av} ! videoconvert ! videoscale ! \
+        "{audio_src} ! {bin} \
+         avatar.video ! videoconvert ! videoscale ! \
            video/x-raw,format=I420,width={w},height={h} ! x264enc speed-preset=veryfast bframes=0 ! h264parse ! queue ! mux. \
-         t. ! queue ! audioconvert ! audioresample ! capsfilter name=aacin caps=audio/x-raw,rate={AAC_RATE} ! avenc_aac ! aacparse ! queue ! mux. \
+         avatar.audio ! audioconvert ! audioresample ! capsfilter name=aacin caps=audio/x-raw,rate={AAC_RATE} ! avenc_aac ! aacparse ! queue ! mux. \
          mp4mux name=mux ! filesink location={o}",
-        av = quote(&avatar_dir),
-        o = quote(out)
+        bin = chain.describe("avatar"),
+        o = quote(&a.output)
     );
     let pipeline = gst::parse::launch(&desc)
         .with_context(|| format!("building the pipeline: {desc}"))?
         .downcast::<gst::Pipeline>()
         .unwrap();
     let start = Instant::now();
-    pipeline
-        .set_state(gst::State::Playing)
-        .context("starting the pipeline")?;
     let bus = pipeline.bus().unwrap();
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        let _ = pipeline.set_state(gst::State::Null);
+        bail!("starting the pipeline: {}", crate::launch::bus_error(&bus));
+    }
     let mut progress: Option<Progress> = None;
+    let mut driver = (String::new(), String::new());
     let result = loop {
         match bus.timed_pop(gst::ClockTime::from_mseconds(250)) {
             Some(msg) => match msg.view() {
+                gst::MessageView::Element(_) => {
+                    if let Some(d) = crate::launch::driver_report(&msg) {
+                        driver = d;
+                    }
+                }
                 gst::MessageView::Eos(_) => break Ok(()),
                 gst::MessageView::Error(e) => {
                     break Err(anyhow::anyhow!(
@@ -197,12 +158,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     pipeline.set_state(gst::State::Null)?;
     result?;
     let wall = start.elapsed().as_secs_f64();
+    let out = &a.output;
+    let (driver, why) = driver;
     let seconds = crate::features::decode_16k(out)
         .map(|s| s.len() as f64 / 16000.0)
         .unwrap_or(0.0);
     let summary = Summary {
         output: out.display().to_string(),
-        driver: driver.into(),
+        driver,
         why,
         seconds,
         wall_seconds: wall,

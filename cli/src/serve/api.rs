@@ -7,7 +7,6 @@
 //! `{"code": <status>, "error": "<machine-readable code>", "msg": "<what went wrong>"}`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -20,8 +19,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::session::{EndReason, Output, Session};
-use super::{Server, llm};
+use super::session::{ActionRef, EndReason, Output, Session, SessionError};
+use super::{Server, diagnostics};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -46,6 +45,25 @@ impl ApiError {
     }
     pub fn internal(msg: &str) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
+    }
+}
+
+/// The one place where a session's errors become HTTP statuses.
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        let msg = e.to_string();
+        let (status, code) = match e {
+            SessionError::BadAvatarId => (StatusCode::BAD_REQUEST, "bad_avatar"),
+            SessionError::UnknownAvatar(_) => (StatusCode::NOT_FOUND, "unknown_avatar"),
+            SessionError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_sessions"),
+            SessionError::Pipeline(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            SessionError::ChatUnavailable => (StatusCode::BAD_REQUEST, "chat_unavailable"),
+            SessionError::Llm(_) => (StatusCode::BAD_GATEWAY, "llm_unreachable"),
+            SessionError::UnknownAction(_) => (StatusCode::NOT_FOUND, "unknown_action"),
+            SessionError::ActionNotReady => (StatusCode::CONFLICT, "action_refused"),
+            SessionError::Recording(_) => (StatusCode::CONFLICT, "record_failed"),
+        };
+        ApiError::new(status, code, &msg)
     }
 }
 
@@ -204,106 +222,9 @@ async fn auth(State(server): State<Arc<Server>>, req: Request, next: Next) -> Re
     }
 }
 
-fn proc_status() -> (u64, u64) {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("Threads:"), field("VmRSS:"))
-}
-
-/// GStreamer's leaks tracer, when the process runs with `GST_TRACERS=leaks`.
-fn leaks_tracer() -> Option<gst::Tracer> {
-    use gst::prelude::*;
-    gst::active_tracers()
-        .into_iter()
-        .find(|t| t.type_().name() == "GstLeaksTracer")
-}
-
-/// Starts the leaks tracer's activity tracking (a no-op without the tracer); call once,
-/// before the first session.
-pub fn start_object_tracking() {
-    use gst::prelude::*;
-    if let Some(t) = leaks_tracer() {
-        t.emit_by_name::<()>("activity-start-tracking", &[]);
-    }
-}
-
-/// Net GStreamer objects created since [`start_object_tracking`], by kind, from the leaks
-/// tracer's checkpoints (type names and addresses only: no object is touched). A measure of
-/// what sessions leave behind that, unlike RSS, the allocator's caching does not blur.
-/// `null` without the tracer.
-fn live_objects() -> Value {
-    use gst::prelude::*;
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-    static NET: Mutex<BTreeMap<(&'static str, String), i64>> = Mutex::new(BTreeMap::new());
-    let Some(tracer) = leaks_tracer() else {
-        return Value::Null;
-    };
-    let checkpoint = tracer.emit_by_name::<gst::Structure>("activity-get-checkpoint", &[]);
-    let kind = |name: &str| -> &'static str {
-        let Some(t) = gst::glib::Type::from_name(name) else {
-            return "other";
-        };
-        if t.is_a(gst::Element::static_type()) {
-            "elements"
-        } else if t.is_a(gst::Pad::static_type()) {
-            "pads"
-        } else if t.is_a(gst::Object::static_type()) {
-            "other_objects"
-        } else if t.is_a(gst::Buffer::static_type()) {
-            "buffers"
-        } else {
-            "other_miniobjects"
-        }
-    };
-    let mut net = NET.lock().unwrap();
-    for (field, sign) in [("objects-created-list", 1), ("objects-removed-list", -1)] {
-        let Ok(list) = checkpoint.get::<gst::List>(field) else {
-            continue;
-        };
-        for v in list.iter() {
-            if let Ok(entry) = v.get::<&gst::StructureRef>()
-                && let Ok(name) = entry.get::<&str>("type-name")
-            {
-                *net.entry((kind(name), name.to_string())).or_default() += sign;
-            }
-        }
-    }
-    let mut out = serde_json::Map::new();
-    let mut elements = serde_json::Map::new();
-    for k in [
-        "elements",
-        "pads",
-        "other_objects",
-        "buffers",
-        "other_miniobjects",
-    ] {
-        let total: i64 = net
-            .iter()
-            .filter(|((kk, _), _)| *kk == k)
-            .map(|(_, n)| n)
-            .sum();
-        out.insert(k.into(), json!(total));
-    }
-    // Element types by net count, so that a leak says what leaks.
-    for ((k, name), n) in net.iter() {
-        if *k == "elements" && *n != 0 {
-            elements.insert(name.clone(), json!(n));
-        }
-    }
-    out.insert("element_types".into(), Value::Object(elements));
-    Value::Object(out)
-}
-
 async fn health(State(server): State<Arc<Server>>) -> ApiResult {
-    let (threads, rss_kb) = proc_status();
-    let live = tokio::task::spawn_blocking(live_objects)
+    let (threads, rss_kb) = diagnostics::proc_status();
+    let live = tokio::task::spawn_blocking(diagnostics::live_objects)
         .await
         .unwrap_or(Value::Null);
     ok(json!({
@@ -446,52 +367,9 @@ async fn human(State(server): State<Arc<Server>>, ApiJson(req): ApiJson<HumanReq
             session.speak(text);
         }
         "chat" => {
-            let Some(cfg) = server.cfg.llm.clone() else {
-                return Err(ApiError::bad_request(
-                    "chat_unavailable",
-                    "type=chat needs a server started with --llm-url",
-                ));
-            };
-            if req.interrupt {
-                session.interrupt();
-            } else if let Some(h) = session.chat.lock().unwrap().take() {
-                // A new question replaces an answer still streaming.
-                h.abort();
-            }
-            let mut answer = llm::connect(&cfg, text, Duration::from_secs(15))
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "llm_unreachable",
-                        &format!("{e:#}"),
-                    )
-                })?;
-            let weak = Arc::downgrade(&session);
-            let task = tokio::spawn(async move {
-                loop {
-                    let next = answer.next_fragment().await;
-                    let Some(s) = weak.upgrade() else { break };
-                    match next {
-                        Ok(Some(fragment)) => {
-                            let _ = s.events.send(json!({"type": "chat", "text": fragment}));
-                            s.push_fragment(&fragment);
-                        }
-                        Ok(None) => {
-                            s.end_fragments();
-                            break;
-                        }
-                        Err(e) => {
-                            let _ = s
-                                .events
-                                .send(json!({"type": "chat-error", "msg": format!("{e:#}")}));
-                            s.end_fragments();
-                            break;
-                        }
-                    }
-                }
-            });
-            *session.chat.lock().unwrap() = Some(task.abort_handle());
+            session
+                .chat(server.cfg.llm.as_ref(), text, req.interrupt)
+                .await?;
         }
         other => {
             return Err(ApiError::bad_request(
@@ -540,19 +418,11 @@ async fn set_audiotype(
     ApiJson(req): ApiJson<AudioTypeReq>,
 ) -> ApiResult {
     let s = find(&server, &req.sessionid)?;
-    let names = &server.cfg.action_names;
-    let name = match &req.audiotype {
-        Value::String(n) => n.clone(),
-        Value::Number(n) => match n.as_u64() {
-            Some(0) => String::new(),
-            Some(i) if (i as usize) <= names.len() => names[i as usize - 1].clone(),
-            _ => {
-                return Err(ApiError::not_found(
-                    "unknown_action",
-                    &format!("no action clip number {n} ({} clips)", names.len()),
-                ));
-            }
-        },
+    let which = match &req.audiotype {
+        Value::String(n) => ActionRef::Name(n.clone()),
+        Value::Number(n) => ActionRef::Number(n.as_u64().ok_or_else(|| {
+            ApiError::bad_request("bad_fields", "'audiotype' is a clip name or number")
+        })?),
         _ => {
             return Err(ApiError::bad_request(
                 "bad_fields",
@@ -560,23 +430,7 @@ async fn set_audiotype(
             ));
         }
     };
-    if name.is_empty() || name == "idle" {
-        s.stop_action();
-        return ok(json!({}));
-    }
-    if !names.contains(&name) {
-        return Err(ApiError::not_found(
-            "unknown_action",
-            &format!("no action clip '{name}' (clips: {})", names.join(", ")),
-        ));
-    }
-    if !s.play_action(&name) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "action_refused",
-            "the session is not ready to play actions yet",
-        ));
-    }
+    s.set_action(&server.cfg.action_names, which)?;
     ok(json!({}))
 }
 
@@ -592,12 +446,8 @@ async fn record(State(server): State<Arc<Server>>, ApiJson(req): ApiJson<RecordR
     let dir = server.cfg.record_dir.clone();
     let kind = req.kind.clone();
     let result = tokio::task::spawn_blocking(move || match kind.as_str() {
-        "start_record" | "start" => s
-            .start_recording(&dir)
-            .map_err(|e| ApiError::new(StatusCode::CONFLICT, "record_failed", &format!("{e:#}"))),
-        "end_record" | "end" | "stop" => s
-            .stop_recording()
-            .map_err(|e| ApiError::new(StatusCode::CONFLICT, "record_failed", &format!("{e:#}"))),
+        "start_record" | "start" => s.start_recording(&dir).map_err(ApiError::from),
+        "end_record" | "end" | "stop" => s.stop_recording().map_err(ApiError::from),
         other => Err(ApiError::bad_request(
             "bad_type",
             &format!("type '{other}': expected start_record or end_record"),

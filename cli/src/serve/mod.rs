@@ -9,6 +9,7 @@
 //! - `--rtmp URL` adds a session that pushes to an RTMP server for the server's lifetime.
 
 mod api;
+mod diagnostics;
 mod gccleak;
 pub mod llm;
 pub mod session;
@@ -24,7 +25,9 @@ use anyhow::{Context, bail};
 use gst::prelude::*;
 use tokio::sync::mpsc;
 
-use session::{EndReason, Output, Session};
+use crate::launch::{DriverArg, parse_device};
+use gstlivetalk::inference::Device;
+use session::{EndReason, Output, Session, SessionError};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -55,18 +58,19 @@ pub struct Args {
     /// The avatar a session gets when it names none.
     #[arg(long, default_value = "astronaut")]
     pub default_avatar: String,
-    /// Lip driver: lipwarp (weight-free, CPU) or musetalk.
-    #[arg(long, default_value = "lipwarp", value_parser = ["lipwarp", "musetalk"])]
-    pub driver: String,
+    /// Lip driver: lipwarp (weight-free, CPU), musetalk, or auto (musetalk when its models
+    /// are installed and the avatar has latents).
+    #[arg(long, value_enum, default_value_t = DriverArg::Lipwarp)]
+    pub driver: DriverArg,
     /// MuseTalk models (unet.onnx, vae_decoder.onnx); default: the set-up cache's musetalk/.
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
-    /// Device for the models.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// Device for the models: cpu, cuda, cuda:N, tensorrt, tensorrt:N.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
     /// Text-to-speech: piper (offline) or edge (the online Edge voices).
-    #[arg(long, default_value = "piper", value_parser = ["piper", "edge"])]
-    pub tts: String,
+    #[arg(long, value_enum, default_value_t = Tts::Piper)]
+    pub tts: Tts,
     /// Piper voice (.onnx with its .onnx.json); default: the set-up cache's.
     #[arg(long)]
     pub voice: Option<PathBuf>,
@@ -105,8 +109,44 @@ pub struct Args {
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_body: usize,
     /// WebRTC congestion control: gcc, homegrown or disabled.
-    #[arg(long, default_value = "gcc", value_parser = ["gcc", "homegrown", "disabled"])]
-    pub congestion_control: String,
+    #[arg(long, value_enum, default_value_t = CongestionControl::Gcc)]
+    pub congestion_control: CongestionControl,
+}
+
+/// The TTS source of the sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tts {
+    /// piperttssrc: offline, the set-up cache's voice or --voice.
+    Piper,
+    /// edgettssrc: the online Edge voices.
+    Edge,
+}
+
+impl Tts {
+    pub fn factory(self) -> &'static str {
+        match self {
+            Tts::Piper => "piperttssrc",
+            Tts::Edge => "edgettssrc",
+        }
+    }
+}
+
+/// webrtcsink's `congestion-control`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CongestionControl {
+    Gcc,
+    Homegrown,
+    Disabled,
+}
+
+impl CongestionControl {
+    pub fn nick(self) -> &'static str {
+        match self {
+            CongestionControl::Gcc => "gcc",
+            CongestionControl::Homegrown => "homegrown",
+            CongestionControl::Disabled => "disabled",
+        }
+    }
 }
 
 /// What every part of the server reads; fixed at start.
@@ -120,10 +160,10 @@ pub struct Config {
     pub token: Option<String>,
     pub avatars: PathBuf,
     pub default_avatar: String,
-    pub driver: String,
+    pub driver: DriverArg,
     pub model_dir: PathBuf,
-    pub device: String,
-    pub tts: String,
+    pub device: Device,
+    pub tts: Tts,
     pub voice: Option<PathBuf>,
     pub edge_voice: Option<String>,
     pub actions: Option<PathBuf>,
@@ -133,7 +173,7 @@ pub struct Config {
     pub llm: Option<llm::LlmConfig>,
     pub record_dir: PathBuf,
     pub max_body: usize,
-    pub congestion_control: String,
+    pub congestion_control: CongestionControl,
 }
 
 fn host(ip: IpAddr) -> String {
@@ -155,7 +195,7 @@ impl Config {
     }
 
     /// The avatar directory of an avatar id: a plain folder name inside the avatars folder.
-    pub fn avatar_dir(&self, id: &str) -> Result<PathBuf, api::ApiError> {
+    pub fn avatar_dir(&self, id: &str) -> Result<PathBuf, SessionError> {
         let ok = !id.is_empty()
             && id.len() <= 64
             && id
@@ -163,17 +203,11 @@ impl Config {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
             && !id.starts_with('.');
         if !ok {
-            return Err(api::ApiError::bad_request(
-                "bad_avatar",
-                "an avatar id is a folder name: letters, digits, '-', '_', '.', not starting with '.'",
-            ));
+            return Err(SessionError::BadAvatarId);
         }
         let dir = self.avatars.join(id);
         if !dir.join("avatar.json").is_file() {
-            return Err(api::ApiError::not_found(
-                "unknown_avatar",
-                &format!("no avatar '{id}'"),
-            ));
+            return Err(SessionError::UnknownAvatar(id.to_string()));
         }
         Ok(dir)
     }
@@ -218,17 +252,13 @@ impl Server {
         avatar: &str,
         output: Output,
         rtmp: Option<&str>,
-    ) -> Result<Arc<Session>, api::ApiError> {
+    ) -> Result<Arc<Session>, SessionError> {
         let dir = self.cfg.avatar_dir(avatar)?;
         // Reserve the slot under the lock, build outside it.
         let id = {
             let sessions = self.sessions.lock().unwrap();
             if sessions.len() >= self.cfg.max_sessions {
-                return Err(api::ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "too_many_sessions",
-                    &format!("{} sessions already (--max-sessions)", sessions.len()),
-                ));
+                return Err(SessionError::Full(sessions.len()));
             }
             self.new_id()
         };
@@ -240,25 +270,21 @@ impl Server {
             output,
             rtmp,
             self.end_tx.clone(),
-        )
-        .map_err(|e| api::ApiError::internal(&format!("{e:#}")))?;
+        )?;
         {
             let mut sessions = self.sessions.lock().unwrap();
             if sessions.len() >= self.cfg.max_sessions {
+                let n = sessions.len();
                 drop(sessions);
                 session.shutdown(EndReason::Closed);
-                return Err(api::ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "too_many_sessions",
-                    "the server filled up meanwhile (--max-sessions)",
-                ));
+                return Err(SessionError::Full(n));
             }
             sessions.insert(id.clone(), session.clone());
         }
         if let Err(e) = session.play(self.cfg.peer_timeout, self.end_tx.clone()) {
             self.sessions.lock().unwrap().remove(&id);
             session.shutdown(EndReason::Error);
-            return Err(api::ApiError::internal(&format!("{e:#}")));
+            return Err(e);
         }
         Ok(session)
     }
@@ -273,39 +299,19 @@ fn default_record_dir() -> PathBuf {
     gstlivetalk::paths::cache_dir().join("recordings")
 }
 
-fn read_action_names(path: &Path) -> anyhow::Result<Vec<String>> {
-    let v: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-    )
-    .with_context(|| format!("{} is not JSON", path.display()))?;
-    Ok(v["clips"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
 pub fn run(a: Args) -> anyhow::Result<()> {
     gstwebrtc::plugin_register_static().context("registering gst-plugin-webrtc")?;
     gstrsrtp::plugin_register_static().context("registering gst-plugin-rtp")?;
-    for f in ["webrtcsink", "rtpgccbwe", "lipwarp", "avatarblend"] {
+    for f in ["webrtcsink", "rtpgccbwe", "avatarbin"] {
         if gst::ElementFactory::find(f).is_none() {
             bail!("GStreamer element {f} is missing");
         }
     }
-    let tts_factory = if a.tts == "edge" {
-        "edgettssrc"
-    } else {
-        "piperttssrc"
-    };
-    if gst::ElementFactory::find(tts_factory).is_none() {
-        bail!("{tts_factory} is not available in this build");
+    if gst::ElementFactory::find(a.tts.factory()).is_none() {
+        bail!("{} is not available in this build", a.tts.factory());
     }
-    api::start_object_tracking();
-    if a.congestion_control == "gcc" {
+    diagnostics::start_object_tracking();
+    if a.congestion_control == CongestionControl::Gcc {
         gccleak::start_reaper();
     }
     let avatars = a.avatars.clone().unwrap_or_else(|| {
@@ -334,18 +340,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         action_names: a
             .actions
             .as_deref()
-            .map(read_action_names)
-            .transpose()?
+            .map(gstlivetalk::actions::names)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--actions: {e}"))?
             .unwrap_or_default(),
         avatars,
         default_avatar: a.default_avatar.clone(),
-        driver: a.driver.clone(),
+        driver: a.driver,
         model_dir: a
             .model_dir
             .clone()
             .unwrap_or_else(|| gstlivetalk::paths::models_dir().join("musetalk")),
-        device: a.device.clone(),
-        tts: a.tts.clone(),
+        device: a.device,
+        tts: a.tts,
         voice: a.voice.clone(),
         edge_voice: a.edge_voice.clone(),
         actions: a.actions.clone(),
@@ -354,11 +361,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         llm,
         record_dir: a.record_dir.clone().unwrap_or_else(default_record_dir),
         max_body: a.max_body,
-        congestion_control: a.congestion_control.clone(),
+        congestion_control: a.congestion_control,
     });
     // The default avatar must exist (a typo should fail at start, not at the first session).
     cfg.avatar_dir(&cfg.default_avatar)
-        .map_err(|e| anyhow::anyhow!("--default-avatar: {}", e.msg))?;
+        .map_err(|e| anyhow::anyhow!("--default-avatar: {e}"))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -404,7 +411,7 @@ async fn serve(cfg: Arc<Config>, rtmp: Option<String>) -> anyhow::Result<()> {
             s.create_session(&avatar, Output::Rtmp, Some(&url))
         })
         .await?
-        .map_err(|e| anyhow::anyhow!("the RTMP session: {}", e.msg))?;
+        .map_err(|e| anyhow::anyhow!("the RTMP session: {e}"))?;
         eprintln!("livetalk serve: RTMP session {}", session.id);
     }
 

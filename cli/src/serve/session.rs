@@ -11,13 +11,67 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use crate::launch::quote;
+use crate::launch::{AvatarChain, quote};
 use anyhow::{Context, anyhow};
 use futures::StreamExt;
 use gst::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
-use super::Config;
+use super::{Config, Tts, llm};
+
+/// What can go wrong with a session, in its own terms; the HTTP layer alone maps these to
+/// status codes.
+#[derive(Debug)]
+pub enum SessionError {
+    /// An avatar id that is not a plain folder name.
+    BadAvatarId,
+    /// No avatar of that id.
+    UnknownAvatar(String),
+    /// `--max-sessions` sessions exist already (how many).
+    Full(usize),
+    /// The session's pipeline could not be built or started.
+    Pipeline(String),
+    /// type=chat on a server without `--llm-url`.
+    ChatUnavailable,
+    /// The LLM endpoint could not be reached or refused the request.
+    Llm(String),
+    /// No action clip of that name or number.
+    UnknownAction(String),
+    /// The avatar cannot play an action clip yet (the session is starting).
+    ActionNotReady,
+    /// A recording could not be started or finished.
+    Recording(String),
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionError::BadAvatarId => f.write_str(
+                "an avatar id is a folder name: letters, digits, '-', '_', '.', not starting with '.'",
+            ),
+            SessionError::UnknownAvatar(id) => write!(f, "no avatar '{id}'"),
+            SessionError::Full(n) => write!(f, "{n} sessions already (--max-sessions)"),
+            SessionError::Pipeline(e) => write!(f, "the session pipeline: {e}"),
+            SessionError::ChatUnavailable => {
+                f.write_str("type=chat needs a server started with --llm-url")
+            }
+            SessionError::Llm(e) => f.write_str(e),
+            SessionError::UnknownAction(e) => f.write_str(e),
+            SessionError::ActionNotReady => {
+                f.write_str("the session is not ready to play actions yet")
+            }
+            SessionError::Recording(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+/// An action clip as the API names it: by name, or by number (1-based; 0 is idle).
+pub enum ActionRef {
+    Name(String),
+    Number(u64),
+}
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +84,8 @@ pub enum EndReason {
     Closed,
     /// The pipeline failed.
     Error,
+    /// The pipeline ended its stream (EOS).
+    Eos,
     /// The server stops.
     Shutdown,
 }
@@ -41,6 +97,7 @@ impl EndReason {
             EndReason::NoPeer => "no-peer",
             EndReason::Closed => "closed",
             EndReason::Error => "error",
+            EndReason::Eos => "eos",
             EndReason::Shutdown => "shutdown",
         }
     }
@@ -68,7 +125,8 @@ pub struct Session {
     pub created: Instant,
     pipeline: gst::Pipeline,
     tts: gst::Element,
-    blend: gst::Element,
+    /// The `avatarbin`: action clips, and the interrupt of pending frames.
+    avatarbin: gst::Element,
     vtee: gst::Element,
     atee: gst::Element,
     /// Speech, word and session events for the SSE subscribers (JSON objects).
@@ -82,33 +140,30 @@ pub struct Session {
     ended: AtomicBool,
 }
 
-/// What every session runs: TTS -> lips -> avatarblend -> I420 into tee `vt`, and the same
-/// speech as 48 kHz mono S16 into tee `at` (`livetalk bench sessions` runs it too).
-pub fn media_chain(tts: &str, lips: &str, av: &str, actions: &str) -> String {
+/// What every session runs: TTS -> avatarbin, its video as I420 into tee `vt` and its audio
+/// as 48 kHz mono S16 into tee `at` (`livetalk bench sessions` runs it too).
+pub fn media_chain(tts: &str, chain: &AvatarChain) -> String {
     format!(
-        "{tts} ! audioconvert ! audioresample ! tee name=t \
-         t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! audioconvert ! audioresample ! \
-           audio/x-raw,format=F32LE,rate=16000,channels=1 ! {lips} ! \
-           avatarblend name=blend avatar={av}{actions} ! videoconvert ! video/x-raw,format=I420 ! \
-           tee name=vt allow-not-linked=true \
-         t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! audioconvert ! audioresample ! \
-           audio/x-raw,format=S16LE,rate=48000,channels=1 ! tee name=at allow-not-linked=true "
+        "{tts} ! {bin} \
+         avatar.video ! videoconvert ! video/x-raw,format=I420 ! tee name=vt allow-not-linked=true \
+         avatar.audio ! audioconvert ! audioresample ! audio/x-raw,format=S16LE,rate=48000,channels=1 ! \
+           tee name=at allow-not-linked=true ",
+        bin = chain.describe("avatar")
     )
 }
 
 /// The session's pipeline description; `webrtcsink` is added by code (its signaller needs
 /// configuring before the pipeline starts).
 fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>) -> String {
-    let av = quote(avatar_dir);
-    let tts = match cfg.tts.as_str() {
-        "edge" => format!(
+    let tts = match cfg.tts {
+        Tts::Edge => format!(
             "edgettssrc name=tts is-live=true{}",
             cfg.edge_voice
                 .as_ref()
                 .map(|v| format!(" voice=\"{v}\""))
                 .unwrap_or_default()
         ),
-        _ => format!(
+        Tts::Piper => format!(
             "piperttssrc name=tts is-live=true{}",
             cfg.voice
                 .as_ref()
@@ -116,20 +171,14 @@ fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>
                 .unwrap_or_default()
         ),
     };
-    let lips = match cfg.driver.as_str() {
-        "musetalk" => format!(
-            "whisperfeat device={d} ! musetalk avatar={av} model-dir={m} device={d}",
-            d = cfg.device,
-            m = quote(&cfg.model_dir)
-        ),
-        _ => format!("lipwarp avatar={av}"),
+    let chain = AvatarChain {
+        avatar: avatar_dir.to_path_buf(),
+        driver: cfg.driver.into(),
+        model_dir: Some(cfg.model_dir.clone()),
+        device: cfg.device,
+        actions: cfg.actions.clone(),
     };
-    let actions = cfg
-        .actions
-        .as_ref()
-        .map(|a| format!(" actions={}", quote(a)))
-        .unwrap_or_default();
-    let mut d = media_chain(&tts, &lips, &av, &actions);
+    let mut d = media_chain(&tts, &chain);
     match output {
         Output::Webrtc => d.push_str(
             "vt. ! queue name=wsv max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 \
@@ -157,6 +206,19 @@ impl Session {
         output: Output,
         rtmp: Option<&str>,
         end: mpsc::UnboundedSender<(String, EndReason)>,
+    ) -> Result<Arc<Session>, SessionError> {
+        Self::build(cfg, id, avatar, avatar_dir, output, rtmp, end)
+            .map_err(|e| SessionError::Pipeline(format!("{e:#}")))
+    }
+
+    fn build(
+        cfg: &Arc<Config>,
+        id: String,
+        avatar: String,
+        avatar_dir: &Path,
+        output: Output,
+        rtmp: Option<&str>,
+        end: mpsc::UnboundedSender<(String, EndReason)>,
     ) -> anyhow::Result<Arc<Session>> {
         let desc = describe(cfg, avatar_dir, &output, rtmp);
         let pipeline = gst::parse::launch(&desc)
@@ -172,9 +234,9 @@ impl Session {
                 .by_name(n)
                 .ok_or_else(|| anyhow!("no element {n} in the session pipeline"))
         };
-        let (tts, blend, vtee, atee) = (
+        let (tts, avatar_bin, vtee, atee) = (
             by_name("tts")?,
-            by_name("blend")?,
+            by_name("avatar")?,
             by_name("vt")?,
             by_name("at")?,
         );
@@ -194,7 +256,7 @@ impl Session {
             created: Instant::now(),
             pipeline: pipeline.clone(),
             tts,
-            blend,
+            avatarbin: avatar_bin,
             vtee,
             atee,
             events: events.clone(),
@@ -206,8 +268,15 @@ impl Session {
             ended: AtomicBool::new(false),
         });
 
-        // Bus: speech/word messages to the SSE subscribers, errors end the session.
+        // READY here, before the bus is watched: a bad avatar or a driver that cannot run is
+        // refused now, with the element's own message.
         let bus = pipeline.bus().context("pipeline without a bus")?;
+        if pipeline.set_state(gst::State::Ready).is_err() {
+            let why = crate::launch::bus_error(&bus);
+            let _ = pipeline.set_state(gst::State::Null);
+            anyhow::bail!("{why}");
+        }
+        // Bus: speech/word messages to the SSE subscribers, errors end the session.
         let mut stream = bus.stream();
         let (bus_id, bus_end, bus_events) = (id.clone(), end.clone(), events);
         let bus_task = tokio::spawn(async move {
@@ -228,7 +297,7 @@ impl Session {
                         break;
                     }
                     gst::MessageView::Eos(_) => {
-                        let _ = bus_end.send((bus_id.clone(), EndReason::Error));
+                        let _ = bus_end.send((bus_id.clone(), EndReason::Eos));
                         break;
                     }
                     _ => {}
@@ -246,10 +315,10 @@ impl Session {
         &self,
         peer_timeout: std::time::Duration,
         end: mpsc::UnboundedSender<(String, EndReason)>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), SessionError> {
         self.pipeline
             .set_state(gst::State::Playing)
-            .map_err(|e| anyhow!("the session pipeline does not start: {e}"))?;
+            .map_err(|e| SessionError::Pipeline(format!("it does not start: {e}")))?;
         if self.output == Output::Webrtc {
             let (id, ever) = (self.id.clone(), self.ever_connected.clone());
             let t = tokio::spawn(async move {
@@ -287,12 +356,83 @@ impl Session {
         self.tts.property::<bool>("speaking")
     }
 
-    pub fn play_action(&self, name: &str) -> bool {
-        self.blend.emit_by_name::<bool>("play-action", &[&name])
+    /// Plays an action clip by name or number (1-based; 0 or "idle" returns to the idle
+    /// cycle). `names` are the clips of the server's actions file.
+    pub fn set_action(&self, names: &[String], which: ActionRef) -> Result<(), SessionError> {
+        let name = match which {
+            ActionRef::Name(n) => n,
+            ActionRef::Number(0) => String::new(),
+            ActionRef::Number(i) if (i as usize) <= names.len() => names[i as usize - 1].clone(),
+            ActionRef::Number(i) => {
+                return Err(SessionError::UnknownAction(format!(
+                    "no action clip number {i} ({} clips)",
+                    names.len()
+                )));
+            }
+        };
+        if name.is_empty() || name == "idle" {
+            self.avatarbin.emit_by_name::<()>("stop-action", &[]);
+            return Ok(());
+        }
+        if !names.contains(&name) {
+            return Err(SessionError::UnknownAction(format!(
+                "no action clip '{name}' (clips: {})",
+                names.join(", ")
+            )));
+        }
+        if !self.avatarbin.emit_by_name::<bool>("play-action", &[&name]) {
+            return Err(SessionError::ActionNotReady);
+        }
+        Ok(())
     }
 
-    pub fn stop_action(&self) {
-        self.blend.emit_by_name::<()>("stop-action", &[]);
+    /// Asks the LLM and speaks its answer as it streams in. `interrupt`: cut what is being
+    /// said first; otherwise a new question only replaces an answer still streaming.
+    /// Returns once the endpoint has accepted the request; the answer streams on in a task
+    /// that ends with the session.
+    pub async fn chat(
+        self: &Arc<Self>,
+        cfg: Option<&llm::LlmConfig>,
+        text: &str,
+        interrupt: bool,
+    ) -> Result<(), SessionError> {
+        let cfg = cfg.ok_or(SessionError::ChatUnavailable)?;
+        if interrupt {
+            self.interrupt();
+        } else if let Some(h) = self.chat.lock().unwrap().take() {
+            h.abort();
+        }
+        let mut answer = llm::connect(cfg, text, std::time::Duration::from_secs(15))
+            .await
+            .map_err(|e| SessionError::Llm(format!("{e:#}")))?;
+        let weak = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            loop {
+                let next = answer.next_fragment().await;
+                let Some(s) = weak.upgrade() else { break };
+                match next {
+                    Ok(Some(fragment)) => {
+                        let _ = s
+                            .events
+                            .send(serde_json::json!({"type": "chat", "text": fragment}));
+                        s.push_fragment(&fragment);
+                    }
+                    Ok(None) => {
+                        s.end_fragments();
+                        break;
+                    }
+                    Err(e) => {
+                        let _ = s.events.send(
+                            serde_json::json!({"type": "chat-error", "msg": format!("{e:#}")}),
+                        );
+                        s.end_fragments();
+                        break;
+                    }
+                }
+            }
+        });
+        *self.chat.lock().unwrap() = Some(task.abort_handle());
+        Ok(())
     }
 
     pub fn recording_file(&self) -> Option<PathBuf> {
@@ -304,7 +444,12 @@ impl Session {
     }
 
     /// Starts recording the session's audio and video into `dir`; returns the file.
-    pub fn start_recording(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+    pub fn start_recording(&self, dir: &Path) -> Result<PathBuf, SessionError> {
+        self.start_recording_inner(dir)
+            .map_err(|e| SessionError::Recording(format!("{e:#}")))
+    }
+
+    fn start_recording_inner(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         let mut rec = self.recording.lock().unwrap();
         if let Some(r) = rec.as_ref() {
             anyhow::bail!("already recording into {}", r.file.display());
@@ -361,14 +506,15 @@ impl Session {
     /// Ends the recording: unlinks it from the tees, sends EOS through it so that mp4mux
     /// writes its index, then removes it. Blocking (up to a few seconds): call off the async
     /// runtime.
-    pub fn stop_recording(&self) -> anyhow::Result<PathBuf> {
+    pub fn stop_recording(&self) -> Result<PathBuf, SessionError> {
         let rec = self
             .recording
             .lock()
             .unwrap()
             .take()
-            .ok_or_else(|| anyhow!("not recording"))?;
+            .ok_or_else(|| SessionError::Recording("not recording".into()))?;
         finish_recording(&self.pipeline, &self.vtee, &self.atee, rec)
+            .map_err(|e| SessionError::Recording(format!("{e:#}")))
     }
 
     /// Ends the session: the LLM stream, the tasks, the recording (finalised), the pipeline.
@@ -451,7 +597,7 @@ fn make_webrtcsink(
                 .field("livetalk-session", id)
                 .build(),
         )
-        .property_from_str("congestion-control", &cfg.congestion_control)
+        .property_from_str("congestion-control", cfg.congestion_control.nick())
         .property("video-caps", gst::Caps::builder("video/x-vp8").build())
         .property("audio-caps", gst::Caps::builder("audio/x-opus").build())
         .build()
