@@ -139,6 +139,17 @@ if ! { [ -f "$DEMO_AVATAR/avatar.json" ] && stamp_ok demo-avatar "${AVATAR_INPUT
   stamp_set demo-avatar "${AVATAR_INPUTS[@]}"
 fi
 
+# --- gst-plugins-rs' webrtc plugin for gst-launch (webrtcsink, webrtcsrc) ---------------------
+# `livetalk serve` links gst-plugin-webrtc statically; pipelines/webrtc.sh needs it as a plugin
+# file. The crate is already in the workspace's lock file (the cli's dependency, same
+# features), so this builds its cdylib next to libgstlivetalk.so.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+if ! { [ -f "$TARGET_DIR/release/libgstrswebrtc.so" ] && stamp_ok webrtc-plugin "$ROOT/Cargo.lock" "$ROOT/cli/Cargo.toml"; }; then
+  say "building gst-plugin-webrtc's plugin (libgstrswebrtc.so) for gst-launch pipelines"
+  (cd "$ROOT" && cargo build --release -q -p gst-plugin-webrtc)
+  stamp_set webrtc-plugin "$ROOT/Cargo.lock" "$ROOT/cli/Cargo.toml"
+fi
+
 # --- livetalk serve: the page's gstwebrtc-api (npm), Selenium for the browser test -----------
 GSTWEBRTC_API_VERSION=3.0.0
 if [ ! -f "$CACHE/web/node_modules/gstwebrtc-api/dist/gstwebrtc-api-$GSTWEBRTC_API_VERSION.min.js" ]; then

@@ -1,6 +1,6 @@
 //! The `pipelines/` scripts under gst-launch-1.0, with the livetalk plugin on GST_PLUGIN_PATH:
-//! file output always, RTMP against nginx-rtmp on loopback; WebRTC and v4l2loopback only where
-//! their element / device exist (they say so when they cannot run).
+//! file output, RTMP against nginx-rtmp on loopback, WebRTC with the webrtcsink plugin set-up
+//! builds; v4l2loopback only where such a device exists (counted as skipped otherwise).
 
 mod support;
 
@@ -138,18 +138,125 @@ fn rtmp_pipeline_pushes_to_nginx() {
 }
 
 #[test]
-fn webrtc_pipeline_parses_where_webrtcsink_is_installed() {
+fn webrtc_pipeline_serves_signalling_and_the_page() {
     support::require_setup();
-    if !has_element("webrtcsink") {
-        eprintln!(
-            "SKIPPED: no webrtcsink plugin installed (gst-plugins-rs net/webrtc); `livetalk serve` embeds it"
-        );
-        return;
+    assert!(
+        has_element("webrtcsink"),
+        "no webrtcsink plugin next to libgstlivetalk.so: scripts/setup.sh builds it \
+         (cargo build --release -p gst-plugin-webrtc)"
+    );
+    let page = tempfile::tempdir().unwrap();
+    std::fs::write(page.path().join("index.html"), "<p>livetalk</p>").unwrap();
+    let mut c = script("webrtc.sh");
+    c.env("WEB_DIR", page.path());
+    let mut child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The script's webrtcsink runs the signalling server (8443) and the web server (8080).
+    let get = |port: u16, req: &str| -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(req.as_bytes()).ok()?;
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        Some(out)
+    };
+    let t = Instant::now();
+    let mut page_reply = None;
+    while t.elapsed() < Duration::from_secs(20) && child.try_wait().unwrap().is_none() {
+        page_reply = get(8080, "GET /index.html HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .filter(|r| r.contains("livetalk"));
+        if page_reply.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    assert_keeps_running(script("webrtc.sh"));
+    // The signalling server knows the script's webrtcsink as a producer (it registers once
+    // its pipeline runs).
+    let mut producers = list_producers(8443);
+    while t.elapsed() < Duration::from_secs(30)
+        && producers.as_ref().is_ok_and(|p| p.is_empty())
+        && child.try_wait().unwrap().is_none()
+    {
+        std::thread::sleep(Duration::from_millis(300));
+        producers = list_producers(8443);
+    }
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(running, "webrtc.sh stopped: {stderr}");
+    assert!(
+        page_reply.is_some(),
+        "the web server never served the page: {stderr}"
+    );
+    let producers = producers.unwrap_or_else(|e| panic!("signalling: {e}: {stderr}"));
+    assert_eq!(producers.len(), 1, "{producers:?}");
 }
 
+/// Asks a gst-plugins-rs signalling server for its producers over a minimal websocket
+/// client: the upgrade, one masked `{"type":"list"}` text frame, then the server's frames
+/// until the `list` answer.
+fn list_producers(port: u16) -> Result<Vec<serde_json::Value>, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte)
+            .map_err(|e| format!("upgrade: {e}"))?;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    if !head.starts_with("HTTP/1.1 101") {
+        return Err(format!("no websocket upgrade: {head}"));
+    }
+    let payload = br#"{"type":"list"}"#;
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).map_err(|e| e.to_string())?;
+    for _ in 0..8 {
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h).map_err(|e| format!("frame: {e}"))?;
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).map_err(|e| e.to_string())?;
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                s.read_exact(&mut l).map_err(|e| e.to_string())?;
+                u64::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if v["type"] == "list" {
+            return Ok(v["producers"].as_array().cloned().unwrap_or_default());
+        }
+    }
+    Err("no list answer".into())
+}
+
+/// Needs the v4l2loopback kernel module, which this project cannot load: ignored (so cargo
+/// and scripts/test.sh count it as skipped); run it with `--ignored` where a device exists.
 #[test]
+#[ignore = "needs a v4l2loopback device (modprobe v4l2loopback); run with --ignored"]
 fn v4l2loopback_pipeline_where_a_loopback_device_exists() {
     support::require_setup();
     let dev = std::env::var("DEVICE").unwrap_or_else(|_| "/dev/video10".into());
@@ -159,7 +266,10 @@ fn v4l2loopback_pipeline_where_a_loopback_device_exists() {
     ))
     .is_ok_and(|n| n.to_lowercase().contains("loopback") || n.to_lowercase().contains("dummy"));
     if !is_loopback {
-        eprintln!("SKIPPED: no v4l2loopback device at {dev} (modprobe v4l2loopback)");
+        support::skip(
+            "v4l2loopback_pipeline_where_a_loopback_device_exists",
+            &format!("no v4l2loopback device at {dev} (modprobe v4l2loopback)"),
+        );
         return;
     }
     let mut c = script("v4l2loopback.sh");

@@ -23,6 +23,23 @@ pub fn cache_dir() -> PathBuf {
     gstlivetalk::paths::cache_dir()
 }
 
+/// Records that a test cannot run on this machine, and why: printed, and appended to the file
+/// `LIVETALK_SKIP_LOG` names, from which `scripts/test.sh` counts the test as skipped, not
+/// passed. The caller returns right after.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED: {test}: {why}");
+    if let Some(log) = std::env::var_os("LIVETALK_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{test}: {why}");
+        }
+    }
+}
+
 pub fn require_setup() {
     assert!(
         cache_dir().join("avatars/astronaut/avatar.json").is_file(),
