@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Server, raw_request};
+use support::{Server, StubLlm, raw_request};
 
 const LONG_TEXT: &str = "This is a long answer. It goes on for quite a while, sentence after \
     sentence, so that there is plenty of time to interrupt it. Here is one more sentence. \
@@ -241,92 +241,6 @@ fn a_session_nobody_joins_ends() {
     assert!(server.session_ids().is_empty());
 }
 
-/// A stub OpenAI-compatible endpoint: streams `fragments` as SSE chunks, one every `gap`,
-/// then `[DONE]`. Records whether a client hung up before the end.
-struct StubLlm {
-    port: u16,
-    requests: Arc<Mutex<Vec<serde_json::Value>>>,
-    hung_up: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-}
-
-impl StubLlm {
-    fn start(fragments: Vec<String>, gap: Duration) -> StubLlm {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let hung_up = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, h, st) = (requests.clone(), hung_up.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !st.load(Ordering::SeqCst) {
-                let Ok((stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                };
-                stream.set_nonblocking(false).unwrap();
-                let (r, h, fragments) = (r.clone(), h.clone(), fragments.clone());
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut len = 0usize;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let l = line.trim_end().to_ascii_lowercase();
-                        if let Some(v) = l.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap();
-                        }
-                        if l.is_empty() {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    reader.read_exact(&mut body).unwrap();
-                    r.lock()
-                        .unwrap()
-                        .push(serde_json::from_slice(&body).unwrap());
-                    let mut w = stream;
-                    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
-                                Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
-                    if w.write_all(head.as_bytes()).is_err() {
-                        return;
-                    }
-                    let mut send = |s: &str| -> bool {
-                        w.write_all(format!("{:x}\r\n{s}\r\n", s.len()).as_bytes())
-                            .and_then(|_| w.flush())
-                            .is_ok()
-                    };
-                    for f in &fragments {
-                        let chunk = json!({"choices": [{"index": 0, "delta": {"content": f}}]});
-                        if !send(&format!("data: {chunk}\n\n")) {
-                            h.store(true, Ordering::SeqCst);
-                            return;
-                        }
-                        std::thread::sleep(gap);
-                    }
-                    send("data: [DONE]\n\n");
-                    send("");
-                });
-            }
-        });
-        StubLlm {
-            port,
-            requests,
-            hung_up,
-            stop,
-        }
-    }
-}
-
-impl Drop for StubLlm {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
 #[test]
 fn chat_streams_llm_fragments_into_speech_and_interrupt_cancels_both() {
     // The stub answers in small pieces, a sentence every ~0.6 s, for ~20 s in all.
@@ -428,7 +342,7 @@ fn record_writes_an_mp4_of_the_session() {
     assert_eq!(status, 200, "{v}");
     let file = std::path::PathBuf::from(v["data"]["file"].as_str().unwrap());
     assert!(file.is_file());
-    let (video, audio, duration) = probe(&file);
+    let (video, audio, duration) = support::probe_mp4(&file);
     assert!(video && audio, "video {video}, audio {audio}");
     assert!(
         duration > Duration::from_millis(800),
@@ -436,36 +350,6 @@ fn record_writes_an_mp4_of_the_session() {
     );
     let (status, v) = server.post("/record", json!({"sessionid": id, "type": "end_record"}));
     assert_eq!((status, v["error"].as_str()), (409, Some("record_failed")));
-}
-
-/// Which streams a file has and how long it is.
-fn probe(path: &std::path::Path) -> (bool, bool, Duration) {
-    use gst::prelude::*;
-    gst::init().unwrap();
-    let p = gst::parse::launch(&format!(
-        "filesrc location=\"{}\" ! qtdemux name=d d.video_0 ! queue ! fakesink name=v d.audio_0 ! queue ! fakesink name=a",
-        path.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    p.set_state(gst::State::Paused).unwrap();
-    let _ = p.state(gst::ClockTime::from_seconds(10));
-    let dur = p
-        .query_duration::<gst::ClockTime>()
-        .unwrap_or(gst::ClockTime::ZERO);
-    let linked = |n: &str| {
-        p.by_name(n)
-            .and_then(|e| e.static_pad("sink"))
-            .is_some_and(|pad| pad.is_linked())
-    };
-    let r = (
-        linked("v"),
-        linked("a"),
-        Duration::from_nanos(dur.nseconds()),
-    );
-    p.set_state(gst::State::Null).unwrap();
-    r
 }
 
 #[test]

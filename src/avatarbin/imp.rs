@@ -214,7 +214,7 @@ fn set_enum_or_string(e: &gst::Element, name: &str, nick: &str) {
 
 #[glib::object_subclass]
 impl ObjectSubclass for AvatarBin {
-    const NAME: &'static str = "GstLivetalkAvatarBin";
+    const NAME: &'static str = "GstAvatarBin";
     type Type = super::AvatarBin;
     type ParentType = gst::Bin;
 

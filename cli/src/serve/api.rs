@@ -69,11 +69,19 @@ impl From<SessionError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut resp = (
             self.status,
             Json(json!({"code": self.status.as_u16(), "error": self.code, "msg": self.msg})),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::TOO_MANY_REQUESTS
+        {
+            // A slot frees when a session ends; ask clients to come back, not to hammer.
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
     }
 }
 
@@ -458,6 +466,9 @@ async fn record(State(server): State<Arc<Server>>, ApiJson(req): ApiJson<RecordR
     ok(json!({"data": {"file": result.display().to_string()}}))
 }
 
+/// Event streams one session serves at once (each holds a connection and a queue).
+const MAX_EVENT_LISTENERS: usize = 16;
+
 #[derive(Deserialize)]
 struct EventsQuery {
     sessionid: String,
@@ -470,6 +481,13 @@ async fn events(
     Query(q): Query<EventsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let s = find(&server, &SessionId::Str(q.sessionid))?;
+    if s.events.receiver_count() >= MAX_EVENT_LISTENERS {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_listeners",
+            &format!("{MAX_EVENT_LISTENERS} event streams are open on this session already"),
+        ));
+    }
     let rx = s.events.subscribe();
     drop(s);
     let stream = futures::stream::unfold((rx, false), |(mut rx, done)| async move {

@@ -77,6 +77,8 @@ pub struct LlmConfig {
     pub model: String,
     pub key: Option<String>,
     pub system: Option<String>,
+    /// How long an answer may go without a chunk before it counts as stalled.
+    pub idle_timeout: Duration,
 }
 
 /// A streaming answer.
@@ -85,6 +87,7 @@ pub struct Answer {
     parser: SseParser,
     pending: std::collections::VecDeque<String>,
     done: bool,
+    idle_timeout: Duration,
 }
 
 impl Answer {
@@ -104,7 +107,15 @@ impl Answer {
             if self.done {
                 return Ok(None);
             }
-            match self.body.frame().await {
+            let frame = tokio::time::timeout(self.idle_timeout, self.body.frame())
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "the LLM stream stalled: nothing for {:?} (--llm-idle-timeout)",
+                        self.idle_timeout
+                    )
+                })?;
+            match frame {
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
                         self.pending.extend(self.parser.feed(data));
@@ -202,6 +213,7 @@ async fn connect_inner(cfg: &LlmConfig, text: &str) -> anyhow::Result<Answer> {
         parser: SseParser::default(),
         pending: Default::default(),
         done: false,
+        idle_timeout: cfg.idle_timeout,
     })
 }
 

@@ -93,6 +93,10 @@ pub struct Args {
     /// read from LIVETALK_LLM_KEY or OPENAI_API_KEY.
     #[arg(long)]
     pub llm_url: Option<String>,
+    /// Seconds an LLM answer may go without a new chunk before it is abandoned (the speech
+    /// so far is kept, a `chat-error` event says why).
+    #[arg(long, default_value_t = 30)]
+    pub llm_idle_timeout: u64,
     /// Model name sent to the LLM endpoint.
     #[arg(long, default_value = "gpt-4o-mini")]
     pub llm_model: String,
@@ -217,6 +221,9 @@ impl Config {
 pub struct Server {
     pub cfg: Arc<Config>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Sessions being built: they hold a slot, so a burst of requests builds at most
+    /// `max_sessions` pipelines (counted under the `sessions` lock).
+    building: std::sync::atomic::AtomicUsize,
     end_tx: mpsc::UnboundedSender<(String, EndReason)>,
     next_id: std::sync::atomic::AtomicU64,
 }
@@ -253,16 +260,20 @@ impl Server {
         output: Output,
         rtmp: Option<&str>,
     ) -> Result<Arc<Session>, SessionError> {
+        use std::sync::atomic::Ordering::SeqCst;
         let dir = self.cfg.avatar_dir(avatar)?;
-        // Reserve the slot under the lock, build outside it.
+        // Reserve a slot under the lock, build outside it, release the reservation when the
+        // session is in the table (or failed).
         let id = {
             let sessions = self.sessions.lock().unwrap();
-            if sessions.len() >= self.cfg.max_sessions {
-                return Err(SessionError::Full(sessions.len()));
+            let taken = sessions.len() + self.building.load(SeqCst);
+            if taken >= self.cfg.max_sessions {
+                return Err(SessionError::Full(taken));
             }
+            self.building.fetch_add(1, SeqCst);
             self.new_id()
         };
-        let session = Session::start(
+        let built = Session::start(
             &self.cfg,
             id.clone(),
             avatar.to_string(),
@@ -270,17 +281,14 @@ impl Server {
             output,
             rtmp,
             self.end_tx.clone(),
-        )?;
-        {
+        );
+        let session = {
             let mut sessions = self.sessions.lock().unwrap();
-            if sessions.len() >= self.cfg.max_sessions {
-                let n = sessions.len();
-                drop(sessions);
-                session.shutdown(EndReason::Closed);
-                return Err(SessionError::Full(n));
-            }
+            self.building.fetch_sub(1, SeqCst);
+            let session = built?;
             sessions.insert(id.clone(), session.clone());
-        }
+            session
+        };
         if let Err(e) = session.play(self.cfg.peer_timeout, self.end_tx.clone()) {
             self.sessions.lock().unwrap().remove(&id);
             session.shutdown(EndReason::Error);
@@ -328,6 +336,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .ok()
             .filter(|k| !k.is_empty()),
         system: a.llm_system.clone(),
+        idle_timeout: Duration::from_secs(a.llm_idle_timeout.max(1)),
     });
     let cfg = Arc::new(Config {
         listen: a.listen,
@@ -383,6 +392,7 @@ async fn serve(cfg: Arc<Config>, rtmp: Option<String>) -> anyhow::Result<()> {
     let server = Arc::new(Server {
         cfg: cfg.clone(),
         sessions: Mutex::new(HashMap::new()),
+        building: std::sync::atomic::AtomicUsize::new(0),
         end_tx,
         next_id: std::sync::atomic::AtomicU64::new(1),
     });

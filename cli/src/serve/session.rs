@@ -279,12 +279,23 @@ impl Session {
         // Bus: speech/word messages to the SSE subscribers, errors end the session.
         let mut stream = bus.stream();
         let (bus_id, bus_end, bus_events) = (id.clone(), end.clone(), events);
+        let weak = Arc::downgrade(&session);
         let bus_task = tokio::spawn(async move {
             while let Some(msg) = stream.next().await {
                 match msg.view() {
                     gst::MessageView::Element(e) => {
                         if let Some(ev) = e.structure().and_then(event_json) {
                             let _ = bus_events.send(ev);
+                        }
+                    }
+                    // A recording that fails (disk full, folder gone) ends, not the session.
+                    gst::MessageView::Error(e) if from_recording(&msg) => {
+                        let text = format!("the recording failed: {}", e.error());
+                        eprintln!("livetalk serve: session {bus_id}: {text}");
+                        let _ = bus_events
+                            .send(serde_json::json!({"type": "record-error", "msg": text}));
+                        if let Some(s) = weak.upgrade() {
+                            tokio::task::spawn_blocking(move || s.abandon_recording());
                         }
                     }
                     gst::MessageView::Error(e) => {
@@ -461,7 +472,7 @@ impl Session {
             .unwrap_or_default()
             .as_millis();
         let file = dir.join(format!("{}-{stamp}.mp4", self.id));
-        let bin = gst::parse::bin_from_description(
+        let bin = gst::parse::bin_from_description_with_name(
             &format!(
                 "queue name=rv max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! videoconvert ! \
                    x264enc tune=zerolatency speed-preset=veryfast bframes=0 key-int-max=50 ! h264parse ! queue ! mux. \
@@ -471,6 +482,7 @@ impl Session {
                 quote(&file)
             ),
             false,
+            RECORDING_BIN,
         )?;
         let ghost = |inner: &str, name: &str| -> anyhow::Result<gst::Pad> {
             let pad = bin
@@ -517,6 +529,21 @@ impl Session {
             .map_err(|e| SessionError::Recording(format!("{e:#}")))
     }
 
+    /// Drops a recording whose branch failed, without waiting for it to finish its file.
+    fn abandon_recording(&self) {
+        let Some(rec) = self.recording.lock().unwrap().take() else {
+            return;
+        };
+        for (tee, pad) in [(&self.vtee, &rec.video_pad), (&self.atee, &rec.audio_pad)] {
+            if let Some(peer) = pad.peer() {
+                let _ = pad.unlink(&peer);
+            }
+            tee.release_request_pad(pad);
+        }
+        let _ = rec.bin.set_state(gst::State::Null);
+        let _ = self.pipeline.remove(&rec.bin);
+    }
+
     /// Ends the session: the LLM stream, the tasks, the recording (finalised), the pipeline.
     /// Blocking; idempotent.
     pub fn shutdown(&self, reason: EndReason) {
@@ -537,6 +564,21 @@ impl Session {
         }
         let _ = self.pipeline.set_state(gst::State::Null);
     }
+}
+
+/// The name of a session's recording bin.
+const RECORDING_BIN: &str = "recording";
+
+/// Whether a message comes from inside the recording bin.
+fn from_recording(msg: &gst::MessageRef) -> bool {
+    let mut o = msg.src().cloned();
+    while let Some(obj) = o {
+        if obj.name() == RECORDING_BIN && obj.is::<gst::Bin>() {
+            return true;
+        }
+        o = obj.parent();
+    }
+    false
 }
 
 fn finish_recording(

@@ -6,10 +6,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -84,8 +85,12 @@ impl Server {
             .args(["--port", &port.to_string()])
             .args(["--signalling-port", &signalling_port.to_string()])
             .args(["--web-port", &web_port.to_string()])
-            .arg("--record-dir")
-            .arg(dir.path().join("recordings"))
+            .args(
+                (!extra.contains(&"--record-dir"))
+                    .then(|| ["--record-dir".into(), dir.path().join("recordings")])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(extra)
             .env_remove("LIVETALK_TOKEN")
             .envs(env.iter().copied())
@@ -392,4 +397,120 @@ pub fn rtmp_pull(url: &str, video_tail: &str, audio_tail: &str) -> String {
          d.video ! {q} ! decodebin ! {video_tail} \
          d.audio ! {q} ! decodebin ! {audio_tail}"
     )
+}
+
+/// A stub OpenAI-compatible endpoint: streams `fragments` as SSE chunks, one every `gap`,
+/// then `[DONE]`. Records whether a client hung up before the end.
+pub struct StubLlm {
+    pub port: u16,
+    pub requests: Arc<Mutex<Vec<serde_json::Value>>>,
+    pub hung_up: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl StubLlm {
+    pub fn start(fragments: Vec<String>, gap: Duration) -> StubLlm {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let hung_up = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, h, st) = (requests.clone(), hung_up.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                let (r, h, fragments) = (r.clone(), h.clone(), fragments.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end().to_ascii_lowercase();
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        if l.is_empty() {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body).unwrap();
+                    r.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap());
+                    let mut w = stream;
+                    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                                Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+                    if w.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut send = |s: &str| -> bool {
+                        w.write_all(format!("{:x}\r\n{s}\r\n", s.len()).as_bytes())
+                            .and_then(|_| w.flush())
+                            .is_ok()
+                    };
+                    for f in &fragments {
+                        let chunk = json!({"choices": [{"index": 0, "delta": {"content": f}}]});
+                        if !send(&format!("data: {chunk}\n\n")) {
+                            h.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        std::thread::sleep(gap);
+                    }
+                    send("data: [DONE]\n\n");
+                    send("");
+                });
+            }
+        });
+        StubLlm {
+            port,
+            requests,
+            hung_up,
+            stop,
+        }
+    }
+}
+
+impl Drop for StubLlm {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Which streams a file has and how long it is.
+pub fn probe_mp4(path: &std::path::Path) -> (bool, bool, Duration) {
+    use gst::prelude::*;
+    gst::init().unwrap();
+    let p = gst::parse::launch(&format!(
+        "filesrc location=\"{}\" ! qtdemux name=d d.video_0 ! queue ! fakesink name=v d.audio_0 ! queue ! fakesink name=a",
+        path.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    p.set_state(gst::State::Paused).unwrap();
+    let _ = p.state(gst::ClockTime::from_seconds(10));
+    let dur = p
+        .query_duration::<gst::ClockTime>()
+        .unwrap_or(gst::ClockTime::ZERO);
+    let linked = |n: &str| {
+        p.by_name(n)
+            .and_then(|e| e.static_pad("sink"))
+            .is_some_and(|pad| pad.is_linked())
+    };
+    let r = (
+        linked("v"),
+        linked("a"),
+        Duration::from_nanos(dur.nseconds()),
+    );
+    p.set_state(gst::State::Null).unwrap();
+    r
 }
