@@ -10,6 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use gst::glib;
+use gst::glib::translate::{FromGlib, IntoGlib};
 use gst::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -208,7 +209,10 @@ fn hierarchy(mut t: glib::Type) -> Vec<String> {
 fn interface() -> Value {
     common::init();
     let mut elements = Map::new();
-    let mut features = gst::Registry::get().features_by_plugin("livetalk");
+    let mut features: Vec<gst::PluginFeature> = gst::Registry::get()
+        .features_by_plugin("livetalk")
+        .into_iter()
+        .collect();
     features.sort_by_key(|f| f.name().to_string());
     for f in features {
         if let Ok(factory) = f.downcast::<gst::ElementFactory>() {
