@@ -7,6 +7,9 @@
 //!
 //! `livetalk bench sessions`: live sessions at 25 fps on this machine (see bench_sessions.rs).
 //!
+//! `livetalk bench soak`: sessions held for minutes, memory, objects and A/V drift (see
+//! bench_soak.rs).
+//!
 //! `livetalk bench parsing`: MuseTalk's face-parsing mask after the network (jaw region, back
 //! to the crop, blur), ours vs MuseTalk's own steps in OpenCV + Pillow, one thread each.
 
@@ -22,8 +25,17 @@ use gstlivetalk::npy::NpyF32;
 #[derive(clap::Args)]
 pub struct Args {
     /// What to measure.
-    #[arg(value_parser = ["whisper", "sessions", "parsing"])]
+    #[arg(value_parser = ["whisper", "sessions", "parsing", "soak"])]
     what: String,
+    /// soak: minutes to run.
+    #[arg(long, default_value_t = 60.0)]
+    minutes: f64,
+    /// soak: live sessions at once.
+    #[arg(long, default_value_t = 4)]
+    sessions: usize,
+    /// soak: print the report as JSON.
+    #[arg(long)]
+    json: bool,
     /// sessions: the most sessions to try.
     #[arg(long, default_value_t = 8)]
     max_sessions: usize,
@@ -81,6 +93,9 @@ fn best<T>(n: usize, mut f: impl FnMut() -> T) -> f64 {
 pub fn run(a: Args) -> anyhow::Result<()> {
     if a.what == "parsing" {
         return bench_parsing();
+    }
+    if a.what == "soak" {
+        return crate::bench_soak::run(a.minutes, a.sessions, a.json);
     }
     if a.what == "sessions" {
         gst::init()?;

@@ -19,15 +19,8 @@ use gst::prelude::*;
 use std::path::Path;
 
 use crate::launch::AvatarChain;
-use crate::serve::session::media_chain;
+use crate::serve::session::{AUDIO_OUT, VIDEO_OUT, media_chain};
 use gstlivetalk::enums::Driver;
-
-/// What webrtcsink sets on vp8enc, and its payloaders.
-const VIDEO_OUT: &str = "vp8enc deadline=1 cpu-used=-16 target-bitrate=2048000 \
-    keyframe-max-dist=2000 keyframe-mode=disabled end-usage=cbr buffer-initial-size=100 \
-    buffer-optimal-size=120 buffer-size=150 max-intra-bitrate=250 error-resilient=default \
-    lag-in-frames=0 name=venc ! rtpvp8pay ! fakesink sync=true";
-const AUDIO_OUT: &str = "opusenc ! rtpopuspay ! fakesink sync=true";
 
 const TEXT: &str = "Good evening, and welcome to the show. Tonight we talk about the weather, \
     the markets and the news from around the world. It has been a busy week, with storms in \
@@ -71,20 +64,10 @@ fn start_session(avatar: &Path) -> anyhow::Result<Running> {
     let (c, weak) = (counts.clone(), pipeline.downgrade());
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         c.frames.fetch_add(1, Ordering::Relaxed);
-        let due = info.buffer().and_then(|b| b.pts()).and_then(|pts| {
-            let ev = pad.sticky_event::<gst::event::Segment>(0)?;
-            let seg = ev.segment().downcast_ref::<gst::ClockTime>()?;
-            seg.to_running_time(pts)
-        });
-        let now = weak.upgrade().and_then(|p| {
-            let clock = p.clock()?;
-            Some((clock.time().saturating_sub(p.base_time()?), p.latency()))
-        });
-        if let (Some(due), Some((now, latency))) = (due, now) {
-            let deadline = due + latency.unwrap_or(gst::ClockTime::ZERO);
-            if now <= deadline + gst::ClockTime::from_mseconds(100) {
-                c.on_time.fetch_add(1, Ordering::Relaxed);
-            }
+        if let (Some(b), Some(p)) = (info.buffer(), weak.upgrade())
+            && on_time(pad, b, &p)
+        {
+            c.on_time.fetch_add(1, Ordering::Relaxed);
         }
         gst::PadProbeReturn::Ok
     });
@@ -107,8 +90,29 @@ fn start_session(avatar: &Path) -> anyhow::Result<Running> {
     Ok(Running { pipeline, counts })
 }
 
+/// Whether a buffer passing `pad` is within 100 ms of its due time at a synced sink: its
+/// running time plus the pipeline latency, against the pipeline clock now.
+pub fn on_time(pad: &gst::Pad, buffer: &gst::BufferRef, pipeline: &gst::Pipeline) -> bool {
+    let due = buffer.pts().and_then(|pts| {
+        let ev = pad.sticky_event::<gst::event::Segment>(0)?;
+        let seg = ev.segment().downcast_ref::<gst::ClockTime>()?;
+        seg.to_running_time(pts)
+    });
+    let now = pipeline
+        .clock()
+        .zip(pipeline.base_time())
+        .map(|(clock, base)| clock.time().saturating_sub(base));
+    match (due, now) {
+        (Some(due), Some(now)) => {
+            let deadline = due + pipeline.latency().unwrap_or(gst::ClockTime::ZERO);
+            now <= deadline + gst::ClockTime::from_mseconds(100)
+        }
+        _ => false,
+    }
+}
+
 /// User + system CPU seconds of this process.
-fn cpu_seconds() -> f64 {
+pub fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which is in parentheses): utime is the 14th field.
     let rest = stat.rsplit(')').next().unwrap_or("");

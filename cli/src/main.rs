@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_sessions;
+mod bench_soak;
 mod features;
 mod import;
 mod launch;

@@ -9,7 +9,7 @@
 //! - `--rtmp URL` adds a session that pushes to an RTMP server for the server's lifetime.
 
 mod api;
-mod diagnostics;
+pub mod diagnostics;
 mod gccleak;
 pub mod llm;
 pub mod session;
@@ -308,6 +308,16 @@ fn default_record_dir() -> PathBuf {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    let cfg = config(&a)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(cfg, a.rtmp))
+}
+
+/// Checks what the server needs and makes its configuration from the command line.
+pub fn config(a: &Args) -> anyhow::Result<Arc<Config>> {
     gstwebrtc::plugin_register_static().context("registering gst-plugin-webrtc")?;
     gstrsrtp::plugin_register_static().context("registering gst-plugin-rtp")?;
     for f in ["webrtcsink", "rtpgccbwe", "avatarbin"] {
@@ -375,12 +385,46 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // The default avatar must exist (a typo should fail at start, not at the first session).
     cfg.avatar_dir(&cfg.default_avatar)
         .map_err(|e| anyhow::anyhow!("--default-avatar: {e}"))?;
+    Ok(cfg)
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(serve(cfg, a.rtmp))
+impl Server {
+    /// A server without sessions, and its task that ends them (off the streaming threads and
+    /// off the request handlers). Call within the tokio runtime.
+    pub fn new(cfg: Arc<Config>) -> (Arc<Server>, tokio::task::JoinHandle<()>) {
+        let (end_tx, mut end_rx) = mpsc::unbounded_channel::<(String, EndReason)>();
+        let server = Arc::new(Server {
+            cfg,
+            sessions: Mutex::new(HashMap::new()),
+            building: std::sync::atomic::AtomicUsize::new(0),
+            end_tx,
+            next_id: std::sync::atomic::AtomicU64::new(1),
+        });
+        let ender = server.clone();
+        let end_task = tokio::spawn(async move {
+            while let Some((id, reason)) = end_rx.recv().await {
+                let s = ender.sessions.lock().unwrap().remove(&id);
+                if let Some(s) = s {
+                    eprintln!("livetalk serve: session {id} ends ({})", reason.as_str());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        s.shutdown(reason);
+                        drop(s);
+                        release_freed_memory();
+                    })
+                    .await;
+                }
+            }
+        });
+        (server, end_task)
+    }
+
+    /// Ends every session now (blocking).
+    pub fn shutdown_all(&self) {
+        let all: Vec<_> = self.sessions.lock().unwrap().drain().collect();
+        for (_, s) in all {
+            s.shutdown(EndReason::Shutdown);
+        }
+    }
 }
 
 async fn serve(cfg: Arc<Config>, rtmp: Option<String>) -> anyhow::Result<()> {
@@ -388,31 +432,7 @@ async fn serve(cfg: Arc<Config>, rtmp: Option<String>) -> anyhow::Result<()> {
     // The host sink: signalling server + web server for the process, no media.
     let host_pl = host_pipeline(&cfg, page.path())?;
 
-    let (end_tx, mut end_rx) = mpsc::unbounded_channel::<(String, EndReason)>();
-    let server = Arc::new(Server {
-        cfg: cfg.clone(),
-        sessions: Mutex::new(HashMap::new()),
-        building: std::sync::atomic::AtomicUsize::new(0),
-        end_tx,
-        next_id: std::sync::atomic::AtomicU64::new(1),
-    });
-
-    // Ends sessions, off the streaming threads and off the request handlers.
-    let ender = server.clone();
-    let end_task = tokio::spawn(async move {
-        while let Some((id, reason)) = end_rx.recv().await {
-            let s = ender.sessions.lock().unwrap().remove(&id);
-            if let Some(s) = s {
-                eprintln!("livetalk serve: session {id} ends ({})", reason.as_str());
-                let _ = tokio::task::spawn_blocking(move || {
-                    s.shutdown(reason);
-                    drop(s);
-                    release_freed_memory();
-                })
-                .await;
-            }
-        }
-    });
+    let (server, end_task) = Server::new(cfg.clone());
 
     if let Some(url) = rtmp {
         let s = server.clone();
@@ -450,11 +470,9 @@ async fn serve(cfg: Arc<Config>, rtmp: Option<String>) -> anyhow::Result<()> {
 
     eprintln!("livetalk serve: stopping");
     end_task.abort();
-    let all: Vec<_> = server.sessions.lock().unwrap().drain().collect();
+    let s = server.clone();
     tokio::task::spawn_blocking(move || {
-        for (_, s) in all {
-            s.shutdown(EndReason::Shutdown);
-        }
+        s.shutdown_all();
         let _ = host_pl.set_state(gst::State::Null);
     })
     .await?;

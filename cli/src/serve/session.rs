@@ -108,7 +108,18 @@ impl EndReason {
 pub enum Output {
     Webrtc,
     Rtmp,
+    /// Encoded as webrtcsink would (VP8 + Opus) into clock-synced fakesinks: a session with
+    /// no viewer, for `livetalk bench soak` and `bench sessions`.
+    Encoded,
 }
+
+/// What webrtcsink sets on vp8enc, into a synced fakesink: the encode cost of one viewer.
+pub const VIDEO_OUT: &str = "vp8enc deadline=1 cpu-used=-16 target-bitrate=2048000 \
+    keyframe-max-dist=2000 keyframe-mode=disabled end-usage=cbr buffer-initial-size=100 \
+    buffer-optimal-size=120 buffer-size=150 max-intra-bitrate=250 error-resilient=default \
+    lag-in-frames=0 name=venc ! rtpvp8pay ! fakesink sync=true";
+/// webrtcsink's audio encoding, into a synced fakesink.
+pub const AUDIO_OUT: &str = "opusenc ! rtpopuspay ! fakesink sync=true";
 
 /// An MP4 recording branch hanging off the session's raw audio and video tees.
 struct Recording {
@@ -184,6 +195,10 @@ fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>
             "vt. ! queue name=wsv max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 \
              at. ! queue name=wsa max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ",
         ),
+        Output::Encoded => {
+            let q = "queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000";
+            d.push_str(&format!("vt. ! {q} ! {VIDEO_OUT} at. ! {q} ! {AUDIO_OUT}"));
+        }
         Output::Rtmp => d.push_str(&format!(
             "vt. ! queue ! x264enc tune=zerolatency speed-preset=veryfast bframes=0 key-int-max=50 ! \
                video/x-h264,profile=baseline ! h264parse ! queue ! flv.video \
@@ -361,6 +376,11 @@ impl Session {
             h.abort();
         }
         self.tts.emit_by_name::<()>("flush", &[]);
+    }
+
+    /// The session's pipeline, for measurements (benchmarks).
+    pub fn pipeline(&self) -> &gst::Pipeline {
+        &self.pipeline
     }
 
     pub fn is_speaking(&self) -> bool {
