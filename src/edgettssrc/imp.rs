@@ -11,7 +11,7 @@ use gst_base::subclass::prelude::*;
 use crate::tts::edge_client::{EdgeClient, EdgeRequest};
 use crate::tts::edge_protocol;
 use crate::tts::{Engine, SynthError, SynthSink};
-use crate::ttsbase::{TtsSrcExt, TtsSrcImpl};
+use crate::ttsbase::{TtsBaseSrcExt, TtsBaseSrcImpl};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -90,7 +90,7 @@ pub struct EdgeTtsSrc {
 impl ObjectSubclass for EdgeTtsSrc {
     const NAME: &'static str = "GstEdgeTtsSrc";
     type Type = super::EdgeTtsSrc;
-    type ParentType = crate::ttsbase::TtsSrc;
+    type ParentType = crate::ttsbase::TtsBaseSrc;
 }
 
 impl ObjectImpl for EdgeTtsSrc {
@@ -211,4 +211,4 @@ impl BaseSrcImpl for EdgeTtsSrc {
 
 impl PushSrcImpl for EdgeTtsSrc {}
 
-impl TtsSrcImpl for EdgeTtsSrc {}
+impl TtsBaseSrcImpl for EdgeTtsSrc {}
