@@ -1,4 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
+//
+// Glue: properties, and the Piper engine (`crate::tts`) handed to the base at start.
+// One lock, `settings`; the engine also reads it from the base's synthesis thread, which
+// holds no lock of the base while it runs the engine.
 
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};

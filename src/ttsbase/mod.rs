@@ -52,3 +52,6 @@ pub trait TtsBaseSrcExt: IsA<TtsBaseSrc> + 'static {
 }
 
 impl<O: IsA<TtsBaseSrc>> TtsBaseSrcExt for O {}
+
+#[cfg(test)]
+mod tests;
