@@ -34,7 +34,14 @@ pub trait SynthSink {
     fn debug(&mut self, _message: &str) {}
     /// True once the sentence is no longer wanted (flush, stop): the engine returns soon.
     fn cancelled(&self) -> bool;
+    /// [`SynthSink::cancelled`] for another thread (one that watches a blocking call).
+    fn cancel_check(&self) -> Option<CancelCheck> {
+        None
+    }
 }
+
+/// Whether the sentence is no longer wanted, callable from any thread.
+pub type CancelCheck = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SynthError {

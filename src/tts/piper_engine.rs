@@ -4,12 +4,13 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use super::piper::{self, Espeak, VoiceConfig};
 use super::{Engine, SynthError, SynthSink, WordBoundary};
 use crate::inference::contract::{self, ModelContract};
-use crate::inference::{Input, InputData, SharedSession};
+use crate::inference::{InferenceError, Input, InputData, Output, RunCancel, SharedSession};
 
 /// What may change from one sentence to the next (the element's properties). Scales at or
 /// below zero mean: the voice's own value.
@@ -159,6 +160,52 @@ impl PiperEngine {
     }
 }
 
+/// How often a run in flight looks whether its sentence is still wanted.
+const CANCEL_POLL: Duration = Duration::from_millis(10);
+
+impl PiperEngine {
+    /// One inference run, stopped early when the sentence is no longer wanted (flush, stop):
+    /// a watcher thread raises the runtime's terminate flag.
+    #[allow(clippy::type_complexity)]
+    fn run(
+        &self,
+        inputs: &[Input<'_>],
+        sink: &dyn SynthSink,
+    ) -> Result<(Vec<Output>, Vec<Option<Output>>), SynthError> {
+        let failed = |e: InferenceError| SynthError::Failed(format!("Piper voice: {e}"));
+        let Some(check) = sink.cancel_check() else {
+            return self
+                .session
+                .run_with_optional(inputs, &["durations"])
+                .map_err(failed);
+        };
+        let cancel = RunCancel::new().map_err(failed)?;
+        let (lock, cond) = (Mutex::new(false), Condvar::new());
+        let result = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut done = lock.lock().unwrap();
+                while !*done {
+                    if check() {
+                        cancel.cancel();
+                        return;
+                    }
+                    done = cond.wait_timeout(done, CANCEL_POLL).unwrap().0;
+                }
+            });
+            let result = self
+                .session
+                .run_cancellable(inputs, &["durations"], Some(&cancel));
+            *lock.lock().unwrap() = true;
+            cond.notify_all();
+            result
+        });
+        match result {
+            Err(_) if check() => Err(SynthError::Cancelled),
+            other => other.map_err(failed),
+        }
+    }
+}
+
 impl Engine for PiperEngine {
     fn rate(&self) -> u32 {
         self.voice.rate()
@@ -226,10 +273,7 @@ impl Engine for PiperEngine {
                     data: InputData::I64(&sid),
                 });
             }
-            let (out, optional) = self
-                .session
-                .run_with_optional(&inputs, &["durations"])
-                .map_err(|e| SynthError::Failed(format!("Piper voice: {e}")))?;
+            let (out, optional) = self.run(&inputs, sink)?;
             let audio = out.into_iter().next().map(|o| o.data).unwrap_or_default();
             if sink.cancelled() {
                 return Err(SynthError::Cancelled);

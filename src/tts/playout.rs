@@ -271,9 +271,14 @@ impl Playout {
         dropped
     }
 
+    /// Whether [`Playout::next_job`] has a job to give.
+    pub fn has_job(&self) -> bool {
+        self.started && self.ready.len() < self.config.lookahead && !self.pending.is_empty()
+    }
+
     /// The next piece to synthesize, if any and if the look-ahead allows.
     pub fn next_job(&mut self) -> Option<Job> {
-        if !self.started || self.ready.len() >= self.config.lookahead {
+        if !self.has_job() {
             return None;
         }
         let text = self.pending.pop_front()?;
@@ -636,11 +641,14 @@ mod tests {
             .unwrap();
         let a = p.next_job().unwrap();
         let _b = p.next_job().unwrap();
+        assert!(!p.has_job());
         assert_eq!(p.next_job(), None, "two ahead at most");
         p.audio(a.id, &ramp(0, 10));
         p.finished(a.id, Ok(()));
         p.next(N); // a starts playing: room for one more
+        assert!(p.has_job());
         assert_eq!(p.next_job().unwrap().text, "Three sentences here.");
+        assert!(!p.has_job(), "nothing left");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use gst_base::subclass::prelude::*;
 
 use crate::events::{self, SpeechStatus};
 use crate::tts::playout::{self, Chunk, Config, Playout, PlayoutEvent};
-use crate::tts::{Engine, SynthError, SynthSink, WordBoundary};
+use crate::tts::{CancelCheck, Engine, SynthError, SynthSink, WordBoundary};
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -313,7 +313,7 @@ impl TtsBaseSrc {
 
 /// The sink the synthesis thread gives an engine for one job.
 struct Sink<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     id: u64,
     text: &'a str,
     element: &'a glib::WeakRef<super::TtsBaseSrc>,
@@ -357,9 +357,18 @@ impl SynthSink for Sink<'_> {
     }
 
     fn cancelled(&self) -> bool {
-        let inner = self.shared.inner.lock().unwrap();
-        inner.quit || !inner.playout.is_wanted(self.id)
+        is_cancelled(self.shared, self.id)
     }
+
+    fn cancel_check(&self) -> Option<CancelCheck> {
+        let (shared, id) = (self.shared.clone(), self.id);
+        Some(Arc::new(move || is_cancelled(&shared, id)))
+    }
+}
+
+fn is_cancelled(shared: &Shared, id: u64) -> bool {
+    let inner = shared.inner.lock().unwrap();
+    inner.quit || !inner.playout.is_wanted(id)
 }
 
 /// The synthesis thread: takes the playout's jobs one by one until `stop`.
@@ -701,16 +710,21 @@ impl PushSrcImpl for TtsBaseSrc {
                     samples,
                     silence,
                 } => {
-                    drop(inner);
                     // A sentence may have left the look-ahead: room for the synthesis thread.
-                    self.shared.cond.notify_all();
+                    let wake = inner.playout.has_job();
+                    drop(inner);
+                    if wake {
+                        self.shared.cond.notify_all();
+                    }
                     let buffer = self.make_buffer(t, offset, &samples, silence && gap_silence);
                     self.send(events, t);
                     return Ok(CreateSuccess::NewBuffer(buffer));
                 }
                 Chunk::Wait => {
-                    // Not live: wait for the synthesis thread (woken for more work first).
-                    self.shared.cond.notify_all();
+                    // Not live: wait for the synthesis thread (woken first if it has work).
+                    if inner.playout.has_job() {
+                        self.shared.cond.notify_all();
+                    }
                     inner = self.shared.cond.wait(inner).unwrap();
                 }
                 Chunk::Eos => {
