@@ -165,7 +165,9 @@ const CANCEL_POLL: Duration = Duration::from_millis(10);
 
 impl PiperEngine {
     /// One inference run, stopped early when the sentence is no longer wanted (flush, stop):
-    /// a watcher thread raises the runtime's terminate flag.
+    /// a watcher thread raises the runtime's terminate flag. (The watcher calls the check,
+    /// which takes the base's lock, while it holds `done`; nothing takes them the other way
+    /// round.)
     #[allow(clippy::type_complexity)]
     fn run(
         &self,
