@@ -5,6 +5,9 @@
 //! 2. Real-time factor of Piper on one core (`threads=1`; pin the process with
 //!    `taskset -c 0` for one core): offline rendering wall time / audio duration.
 //! 3. `flush()` to silence: wall-clock time until the first GAP buffer reaches the sink.
+//! 4. `stop` while synthesizing: wall-clock time of PLAYING -> NULL 100 ms after `speak()`
+//!    of a long piece (the synthesis thread is joined: it includes the end of the inference
+//!    run in flight).
 //!
 //! cargo run --release --example ttsbench [-- ROUNDS]
 
@@ -194,5 +197,22 @@ fn main() {
     println!(
         "Piper real-time factor, threads=1 (wall / audio): {}",
         stats(&mut rtfs, 3)
+    );
+
+    // 4: stop while synthesizing.
+    let long = "many words follow one another here without any pause at all ".repeat(4);
+    let mut stop_ms = Vec::new();
+    for _ in 0..rounds {
+        let (pipeline, src, _probe) = live_pipeline(0);
+        pipeline.set_state(gst::State::Playing).unwrap();
+        src.emit_by_name::<()>("speak", &[&long]);
+        std::thread::sleep(Duration::from_millis(100));
+        let t0 = Instant::now();
+        pipeline.set_state(gst::State::Null).unwrap();
+        stop_ms.push(ms(t0.elapsed()));
+    }
+    println!(
+        "stop (PLAYING -> NULL) while synthesizing (wall, ms): {}",
+        stats(&mut stop_ms, 1)
     );
 }

@@ -580,3 +580,46 @@ fn flush_aborts_a_request_in_flight() {
     assert_eq!(starts, vec!["This one is spoken at once."]);
     assert_eq!(server.texts()[1], "This one is spoken at once.");
 }
+
+#[test]
+fn stop_while_a_request_hangs_returns_promptly_and_joins() {
+    // The server holds each request for 30 s (timeout 60 s): stop must cancel it.
+    let hang = Behavior::Slow(Duration::from_secs(30));
+    let server = Server::start(&[hang, hang]);
+    init();
+    let src = gst::ElementFactory::make("edgettssrc")
+        .name("edgejoin")
+        .property("endpoint", server.endpoint())
+        .property("timeout", 60_000u32)
+        .build()
+        .unwrap();
+    // The base names its synthesis thread "tts:<element name>".
+    let thread = "tts:edgejoin";
+    let (pipeline, _sink) = common::src_to_fakesink(&src, false);
+    for cycle in 0..2 {
+        pipeline.set_state(gst::State::Playing).unwrap();
+        assert_eq!(
+            common::wait_threads_named(thread, 1, Duration::from_secs(5)),
+            1,
+            "cycle {cycle}: running"
+        );
+        src.emit_by_name::<()>("speak", &[&format!("Request number {cycle} hangs.")]);
+        let t0 = Instant::now();
+        while server.seen.lock().unwrap().len() <= cycle {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no request");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let t1 = Instant::now();
+        pipeline.set_state(gst::State::Null).unwrap();
+        let took = t1.elapsed();
+        assert_eq!(
+            common::wait_threads_named(thread, 0, Duration::from_millis(20)),
+            0,
+            "cycle {cycle}: joined"
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "stop waited {took:?} for a request held 30 s"
+        );
+    }
+}

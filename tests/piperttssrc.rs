@@ -614,3 +614,61 @@ fn huge_text_is_queued_and_flush_drops_it() {
         assert!(crank(&mut h).flags().contains(gst::BufferFlags::GAP));
     }
 }
+
+#[test]
+fn stop_while_synthesising_joins_the_synthesis_thread() {
+    init();
+    voice();
+    // A short sentence, then one long piece without punctuation: once the first one plays,
+    // the synthesis thread is busy with the long one when stop comes.
+    let words = "many words follow one another here without any pause at all ";
+    let text = format!("Here we go now. {}", words.repeat(4));
+    let src = gst::ElementFactory::make("piperttssrc")
+        .name("stopjoin")
+        .build()
+        .unwrap();
+    // The base names its synthesis thread "tts:<element name>".
+    let thread = "tts:stopjoin";
+    let (pipeline, _sink) = common::src_to_fakesink(&src, false);
+    let bus = pipeline.bus().unwrap();
+    assert_eq!(common::threads_named(thread), 0);
+    for cycle in 0..3 {
+        pipeline.set_state(gst::State::Playing).unwrap();
+        assert_eq!(
+            common::wait_threads_named(thread, 1, Duration::from_secs(5)),
+            1,
+            "cycle {cycle}: running"
+        );
+        src.emit_by_name::<()>("speak", &[&text]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "cycle {cycle}: no speech");
+            let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(20)) else {
+                continue;
+            };
+            if let Some(s) = msg.structure()
+                && s.name() == "livetalk-speech"
+            {
+                assert_eq!(s.get::<&str>("text").unwrap(), "Here we go now.");
+                break;
+            }
+        }
+        let t0 = Instant::now();
+        pipeline.set_state(gst::State::Ready).unwrap();
+        let took = t0.elapsed();
+        // Joined: gone when stop returns (give the system 20 ms to drop the entry).
+        assert_eq!(
+            common::wait_threads_named(thread, 0, Duration::from_millis(20)),
+            0,
+            "cycle {cycle}: joined"
+        );
+        assert!(!src.property::<bool>("speaking"));
+        eprintln!("cycle {cycle}: stop took {took:?}");
+        // Only flush drops text: what did not play is queued again; drop it for the next
+        // cycle.
+        src.emit_by_name::<()>("flush", &[]);
+        while bus.pop().is_some() {}
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(common::threads_named(thread), 0);
+}

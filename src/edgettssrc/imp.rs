@@ -1,4 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
+//
+// Glue: properties, and the Edge engine (`crate::tts`) handed to the base at start.
+// One lock, `settings`; the engine also reads it from the base's synthesis thread, which
+// holds no lock of the base while it runs the engine.
 
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
@@ -11,7 +15,7 @@ use gst_base::subclass::prelude::*;
 use crate::tts::edge_client::{EdgeClient, EdgeRequest};
 use crate::tts::edge_protocol;
 use crate::tts::{Engine, SynthError, SynthSink};
-use crate::ttsbase::{TtsSrcExt, TtsSrcImpl};
+use crate::ttsbase::{TtsBaseSrcExt, TtsBaseSrcImpl};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -90,7 +94,7 @@ pub struct EdgeTtsSrc {
 impl ObjectSubclass for EdgeTtsSrc {
     const NAME: &'static str = "GstEdgeTtsSrc";
     type Type = super::EdgeTtsSrc;
-    type ParentType = crate::ttsbase::TtsSrc;
+    type ParentType = crate::ttsbase::TtsBaseSrc;
 }
 
 impl ObjectImpl for EdgeTtsSrc {
@@ -211,4 +215,4 @@ impl BaseSrcImpl for EdgeTtsSrc {
 
 impl PushSrcImpl for EdgeTtsSrc {}
 
-impl TtsSrcImpl for EdgeTtsSrc {}
+impl TtsBaseSrcImpl for EdgeTtsSrc {}

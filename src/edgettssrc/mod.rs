@@ -37,7 +37,7 @@ mod imp;
 
 glib::wrapper! {
     pub struct EdgeTtsSrc(ObjectSubclass<imp::EdgeTtsSrc>)
-        @extends crate::ttsbase::TtsSrc, gst_base::PushSrc, gst_base::BaseSrc, gst::Element, gst::Object;
+        @extends crate::ttsbase::TtsBaseSrc, gst_base::PushSrc, gst_base::BaseSrc, gst::Element, gst::Object;
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

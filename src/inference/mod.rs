@@ -516,6 +516,22 @@ pub struct Output {
     pub data: Vec<f32>,
 }
 
+/// Stops a [`SharedSession::run_cancellable`] in flight (ONNX Runtime's terminate flag).
+pub struct RunCancel(ort::session::RunOptions);
+
+impl RunCancel {
+    pub fn new() -> Result<Self, InferenceError> {
+        ort::session::RunOptions::new()
+            .map(Self)
+            .map_err(|e| InferenceError::Run(e.to_string()))
+    }
+
+    /// The run stops as soon as the runtime sees the flag (between operators).
+    pub fn cancel(&self) {
+        let _ = self.0.terminate();
+    }
+}
+
 impl SharedSession {
     /// Runs the model on the inputs, returning the contract's outputs in contract order.
     pub fn run(&self, inputs: &[Input<'_>]) -> Result<Vec<Output>, InferenceError> {
@@ -529,6 +545,18 @@ impl SharedSession {
         &self,
         inputs: &[Input<'_>],
         optional: &[&str],
+    ) -> Result<(Vec<Output>, Vec<Option<Output>>), InferenceError> {
+        self.run_cancellable(inputs, optional, None)
+    }
+
+    /// [`SharedSession::run_with_optional`] that [`RunCancel::cancel`] (from another thread)
+    /// stops early, with an error.
+    #[allow(clippy::type_complexity)]
+    pub fn run_cancellable(
+        &self,
+        inputs: &[Input<'_>],
+        optional: &[&str],
+        cancel: Option<&RunCancel>,
     ) -> Result<(Vec<Output>, Vec<Option<Output>>), InferenceError> {
         let run_err = |e: ort::Error| InferenceError::Run(e.to_string());
         let mut values: Vec<(&str, ort::session::SessionInputValue<'_>)> = Vec::new();
@@ -556,7 +584,11 @@ impl SharedSession {
             values.push((input.name, value));
         }
         let mut session = self.session.lock().unwrap();
-        let outputs = session.run(values).map_err(run_err)?;
+        let outputs = match cancel {
+            Some(c) => session.run_with_options(values, &c.0),
+            None => session.run(values),
+        }
+        .map_err(run_err)?;
         let extract = |value: &ort::value::DynValue| -> Result<Output, InferenceError> {
             let (shape, data) = value.try_extract_tensor::<f32>().map_err(run_err)?;
             Ok(Output {

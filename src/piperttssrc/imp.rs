@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MPL-2.0
+//
+// Glue: properties, and the Piper engine (`crate::tts`) handed to the base at start.
+// One lock, `settings`; the engine also reads it from the base's synthesis thread, which
+// holds no lock of the base while it runs the engine.
 
-use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -9,10 +12,9 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use crate::inference::{self, Device, Input, InputData, SessionRequest, SharedSession, contract};
-use crate::tts::piper::{self, Espeak, VoiceConfig};
-use crate::tts::{Engine, SynthError, SynthSink, WordBoundary};
-use crate::ttsbase::{TtsSrcExt, TtsSrcImpl};
+use crate::inference::{self, Device, SessionRequest};
+use crate::tts::piper_engine::{PiperEngine, PiperParams, PiperVoice, VoiceErrorKind};
+use crate::ttsbase::{TtsBaseSrcExt, TtsBaseSrcImpl};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -58,126 +60,6 @@ impl Default for Settings {
     }
 }
 
-/// A loaded voice; synthesizes on the base's thread.
-struct PiperEngine {
-    session: Arc<SharedSession>,
-    config: VoiceConfig,
-    espeak: Espeak,
-    multi_speaker: bool,
-    settings: Arc<Mutex<Settings>>,
-}
-
-impl PiperEngine {
-    fn scales(&self) -> ([f32; 3], u32, u32) {
-        let s = self.settings.lock().unwrap();
-        let pick = |v: f32, d: f32| if v > 0.0 { v } else { d };
-        let d = self.config.inference;
-        (
-            [
-                pick(s.noise_scale, d.noise_scale),
-                pick(s.length_scale, d.length_scale),
-                pick(s.noise_w, d.noise_w),
-            ],
-            s.speaker,
-            s.sentence_silence_ms,
-        )
-    }
-}
-
-impl Engine for PiperEngine {
-    fn rate(&self) -> u32 {
-        self.config.audio.sample_rate
-    }
-
-    fn synthesize(&self, text: &str, sink: &mut dyn SynthSink) -> Result<(), SynthError> {
-        let sentences = self
-            .espeak
-            .phonemize(text)
-            .map_err(|e| SynthError::Failed(format!("espeak-ng: {e}")))?;
-        let (scales, speaker, silence_ms) = self.scales();
-        let silence = vec![0i16; (self.rate() as u64 * silence_ms as u64 / 1000) as usize];
-        // Word timings need the voice's durations output (models/piper_durations.py) and
-        // the text's words to pair one to one with the phonemes' words (numbers and
-        // abbreviations expand into more words: then there are none for this text).
-        let words: Vec<Vec<Range<usize>>> =
-            sentences.iter().map(|p| piper::phoneme_words(p)).collect();
-        let mut text_words = piper::text_words(text).into_iter();
-        let paired = text_words.len() == words.iter().map(Vec::len).sum::<usize>();
-        if !paired {
-            gst::debug!(
-                CAT,
-                "no word timings: the words of {text:?} and of its phonemes differ"
-            );
-        }
-        let mut emitted = 0usize;
-        for (phonemes, words) in sentences.iter().zip(&words) {
-            if sink.cancelled() {
-                return Err(SynthError::Cancelled);
-            }
-            let (ids, spans, missing) = self.config.phoneme_ids(phonemes);
-            if !missing.is_empty() {
-                gst::debug!(CAT, "phonemes missing from the voice's map: {missing:?}");
-            }
-            let sentence_words: Vec<String> = text_words.by_ref().take(words.len()).collect();
-            if ids.len() <= 3 {
-                continue;
-            }
-            let lengths = [ids.len() as i64];
-            let sid = [speaker as i64];
-            let input_shape = [1, ids.len()];
-            let mut inputs = vec![
-                Input {
-                    name: "input",
-                    shape: &input_shape,
-                    data: InputData::I64(&ids),
-                },
-                Input {
-                    name: "input_lengths",
-                    shape: &[1],
-                    data: InputData::I64(&lengths),
-                },
-                Input {
-                    name: "scales",
-                    shape: &[3],
-                    data: InputData::F32(&scales),
-                },
-            ];
-            if self.multi_speaker {
-                inputs.push(Input {
-                    name: "sid",
-                    shape: &[1],
-                    data: InputData::I64(&sid),
-                });
-            }
-            let (out, optional) = self
-                .session
-                .run_with_optional(&inputs, &["durations"])
-                .map_err(|e| SynthError::Failed(format!("Piper voice: {e}")))?;
-            let audio = out.into_iter().next().map(|o| o.data).unwrap_or_default();
-            if sink.cancelled() {
-                return Err(SynthError::Cancelled);
-            }
-            if paired && let Some(Some(durations)) = optional.into_iter().next() {
-                let timings = piper::word_timings(words, &spans, &durations.data, audio.len());
-                let ns = |samples: usize| samples as u64 * 1_000_000_000 / self.rate() as u64;
-                for (word, timing) in sentence_words.into_iter().zip(timings) {
-                    if let Some((start, len)) = timing {
-                        sink.word(WordBoundary {
-                            text: word,
-                            offset_ns: ns(emitted + start),
-                            duration_ns: ns(len),
-                        });
-                    }
-                }
-            }
-            sink.audio(&piper::to_i16(&audio));
-            sink.audio(&silence);
-            emitted += audio.len() + silence.len();
-        }
-        Ok(())
-    }
-}
-
 pub struct PiperTtsSrc {
     settings: Arc<Mutex<Settings>>,
 }
@@ -197,58 +79,19 @@ impl PiperTtsSrc {
             .model
             .clone()
             .unwrap_or_else(crate::paths::default_piper_voice);
-        if !model.is_file() {
-            return Err(gst::error_msg!(
-                gst::ResourceError::NotFound,
-                (
-                    "Piper voice model not found: {} (run scripts/setup.sh for the default \
-                     voice, or set the model property to a Piper .onnx file)",
-                    model.display()
-                )
-            ));
-        }
-        let config_path = VoiceConfig::path_for_model(&model);
-        if !config_path.is_file() {
-            return Err(gst::error_msg!(
-                gst::ResourceError::NotFound,
-                (
-                    "Piper voice config not found: {} (it must lie beside the model)",
-                    config_path.display()
-                )
-            ));
-        }
-        let config = VoiceConfig::load(&config_path).map_err(|e| {
-            gst::error_msg!(
-                gst::ResourceError::Read,
-                ("Invalid Piper voice config: {e}")
-            )
+        let voice = PiperVoice::open(&model, s.speaker).map_err(|e| {
+            let kind = match e.kind {
+                VoiceErrorKind::NotFound => gst::ResourceError::NotFound,
+                VoiceErrorKind::Invalid => gst::ResourceError::Read,
+                VoiceErrorKind::Settings => gst::ResourceError::Settings,
+            };
+            gst::error_msg!(kind, ("{}", e.message))
         })?;
-        if s.speaker >= config.num_speakers {
-            return Err(gst::error_msg!(
-                gst::ResourceError::Settings,
-                (
-                    "Speaker {} does not exist: the voice has {} speaker(s) (0..{})",
-                    s.speaker,
-                    config.num_speakers,
-                    config.num_speakers - 1
-                )
-            ));
-        }
-        let espeak = Espeak::new(&config.espeak.voice);
-        espeak
-            .check()
-            .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{e}")))?;
         let device: Device = s
             .device
             .parse()
             .map_err(|e: String| gst::error_msg!(gst::ResourceError::Settings, ("{e}")))?;
-        let multi_speaker = config.num_speakers > 1;
-        let contract = if multi_speaker {
-            &contract::PIPER_VOICE_MULTI
-        } else {
-            &contract::PIPER_VOICE
-        };
-        let mut req = SessionRequest::new(&model, contract);
+        let mut req = SessionRequest::new(&model, voice.contract());
         req.device = device;
         req.threads = s.threads as usize;
         req.runtime_library = s.ort_library.as_deref();
@@ -258,17 +101,22 @@ impl PiperTtsSrc {
             imp = self,
             "voice {} ({} Hz, espeak voice {}, {} speaker(s))",
             model.display(),
-            config.audio.sample_rate,
-            config.espeak.voice,
-            config.num_speakers
+            voice.rate(),
+            voice.config.espeak.voice,
+            voice.config.num_speakers
         );
-        Ok(Arc::new(PiperEngine {
-            session,
-            config,
-            espeak,
-            multi_speaker,
-            settings: self.settings.clone(),
-        }))
+        let settings = self.settings.clone();
+        let params = Box::new(move || {
+            let s = settings.lock().unwrap();
+            PiperParams {
+                speaker: s.speaker,
+                length_scale: s.length_scale,
+                noise_scale: s.noise_scale,
+                noise_w: s.noise_w,
+                sentence_silence_ms: s.sentence_silence_ms,
+            }
+        });
+        Ok(Arc::new(PiperEngine::new(voice, session, params)))
     }
 }
 
@@ -276,7 +124,7 @@ impl PiperTtsSrc {
 impl ObjectSubclass for PiperTtsSrc {
     const NAME: &'static str = "GstPiperTtsSrc";
     type Type = super::PiperTtsSrc;
-    type ParentType = crate::ttsbase::TtsSrc;
+    type ParentType = crate::ttsbase::TtsBaseSrc;
 }
 
 impl ObjectImpl for PiperTtsSrc {
@@ -429,4 +277,4 @@ impl BaseSrcImpl for PiperTtsSrc {
 
 impl PushSrcImpl for PiperTtsSrc {}
 
-impl TtsSrcImpl for PiperTtsSrc {}
+impl TtsBaseSrcImpl for PiperTtsSrc {}

@@ -1,11 +1,14 @@
-//! Text-to-speech pieces free of GStreamer: segmentation of streamed text, Piper phonemes and
-//! ids, and the interface an engine offers to the shared TTS source base (`ttsbase`).
+//! Text-to-speech pieces free of GStreamer: the playout state machine, segmentation of
+//! streamed text, the Piper engine (phonemes, ids, voice), the Edge client, and the interface
+//! an engine offers to the shared TTS source base (`ttsbase`).
 
 pub mod edge_client;
 pub mod edge_protocol;
 pub mod edge_token;
 pub mod mp3;
 pub mod piper;
+pub mod piper_engine;
+pub mod playout;
 pub mod segment;
 
 use std::fmt;
@@ -27,9 +30,18 @@ pub trait SynthSink {
     fn word(&mut self, word: WordBoundary);
     /// Something went wrong but synthesis goes on (a retried request): posted as a warning.
     fn warning(&mut self, message: &str);
+    /// A line for the debug log.
+    fn debug(&mut self, _message: &str) {}
     /// True once the sentence is no longer wanted (flush, stop): the engine returns soon.
     fn cancelled(&self) -> bool;
+    /// [`SynthSink::cancelled`] for another thread (one that watches a blocking call).
+    fn cancel_check(&self) -> Option<CancelCheck> {
+        None
+    }
 }
+
+/// Whether the sentence is no longer wanted, callable from any thread.
+pub type CancelCheck = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SynthError {

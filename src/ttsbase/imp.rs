@@ -1,8 +1,19 @@
 // SPDX-License-Identifier: MPL-2.0
+//
+// Glue around the playout state machine (`crate::tts::playout`): the application's calls go
+// into it, the synthesis thread takes its jobs and feeds it audio, `create` asks it for the
+// next buffer and turns its events into GStreamer events, messages and notifications.
+//
+// Locks: `settings`, `engine`, `worker` and `shared.inner` are each taken alone; no code
+// path holds two of them at once. `shared.inner` (the playout and the stream's running-time
+// base) is shared by the application threads (signals), the streaming thread (`create`) and
+// the synthesis thread; it is never held while pushing, posting, notifying a property,
+// calling the engine, or joining the synthesis thread. The engine may take its own locks
+// (a subclass's settings) from the synthesis thread, always without `shared.inner`.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex};
+use std::thread::JoinHandle;
 
 use gst::glib;
 use gst::prelude::*;
@@ -12,12 +23,12 @@ use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
 
 use crate::events::{self, SpeechStatus};
-use crate::tts::segment::{self, Segmenter};
-use crate::tts::{Engine, SynthError, SynthSink, WordBoundary};
+use crate::tts::playout::{self, Chunk, Config, Playout, PlayoutEvent};
+use crate::tts::{CancelCheck, Engine, SynthError, SynthSink, WordBoundary};
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
-        "ttssrc",
+        "ttsbase",
         gst::DebugColorFlags::empty(),
         Some("livetalk text-to-speech source base"),
     )
@@ -25,12 +36,6 @@ pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 const DEFAULT_IS_LIVE: bool = true;
 const DEFAULT_GAP_SILENCE: bool = true;
-/// Audio per buffer.
-const BUFFER_MS: u64 = 20;
-/// Sentences synthesized ahead of the one playing.
-const LOOKAHEAD: usize = 2;
-/// A sentence still arriving (streamed engines) starts playing once this much is there.
-const PREBUFFER_MS: u64 = 500;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -49,143 +54,86 @@ impl Default for Settings {
     }
 }
 
-/// One sentence: filled by the synthesis thread, played by the streaming thread.
-struct Sentence {
-    text: String,
-    generation: u64,
-    data: Mutex<SentenceData>,
-}
-
-#[derive(Default)]
-struct SentenceData {
-    samples: Vec<i16>,
-    words: Vec<WordBoundary>,
-    done: bool,
-    failed: bool,
-}
-
 /// What the element, its synthesis thread and its streaming thread share.
-#[derive(Default)]
 struct Inner {
-    /// Text waiting for synthesis, in order.
-    pending: VecDeque<String>,
-    /// Streamed fragments not yet cut into a sentence.
-    segmenter: Segmenter,
-    /// Sentences being or done being synthesized, not yet playing.
-    ready: VecDeque<Arc<Sentence>>,
-    /// Bumped by `flush` and `stop`: synthesis of an older generation is cancelled.
-    generation: u64,
-    /// Bumped by `start`/`stop`: a synthesis thread of an older epoch exits.
-    epoch: u64,
-    /// The streaming thread still has to act on a `flush`.
-    flush_pending: bool,
+    playout: Playout,
+    /// Running time of sample 0 (live: when the first buffer was made).
+    base: Option<gst::ClockTime>,
     /// BaseSrc `unlock`: a waiting `create` returns FLUSHING.
     unlocked: bool,
+    /// `stop`: the synthesis thread returns.
+    quit: bool,
 }
 
-#[derive(Default)]
 struct Shared {
     inner: Mutex<Inner>,
+    /// Signalled on every change the synthesis thread or a waiting `create` may wait for.
     cond: Condvar,
 }
 
-impl Shared {
-    fn notify(&self) {
-        let _guard = self.inner.lock().unwrap();
-        self.cond.notify_all();
-    }
-}
-
-/// The sentence being played.
-struct Playing {
-    sentence: Arc<Sentence>,
-    /// Next sample to play.
-    pos: usize,
-    /// Running time of its first sample.
-    start: gst::ClockTime,
-    /// Stream offset (samples) of its first sample.
-    start_offset: u64,
-    next_word: usize,
-}
-
-/// Per-stream state of the streaming thread.
-struct State {
+/// Sample offsets to running times.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    base: gst::ClockTime,
     rate: u32,
-    is_live: bool,
-    /// Samples produced so far.
-    offset: u64,
-    /// Running time of sample 0 (live: the running time when the first buffer was made).
-    base: Option<gst::ClockTime>,
-    playing: Option<Playing>,
-    /// A sentence finished in the last buffer: its end goes out before the next buffer.
-    pending_end: Option<(String, gst::ClockTime)>,
 }
 
-impl State {
+impl Timing {
     fn time_of(&self, offset: u64) -> gst::ClockTime {
-        self.base.unwrap_or(gst::ClockTime::ZERO)
+        self.base
             + gst::ClockTime::from_nseconds(
                 (offset as u128 * 1_000_000_000 / self.rate as u128) as u64,
             )
     }
-
-    fn samples_of_ns(&self, ns: u64) -> u64 {
-        (ns as u128 * self.rate as u128 / 1_000_000_000) as u64
-    }
 }
 
-/// Events and messages gathered under the locks, sent after they are released.
-#[derive(Default)]
-struct Out {
-    events: Vec<gst::Event>,
-    messages: Vec<gst::Message>,
-}
-
-pub struct TtsSrc {
+pub struct TtsBaseSrc {
     settings: Mutex<Settings>,
-    shared: Arc<Shared>,
     engine: Mutex<Option<Arc<dyn Engine>>>,
-    state: Mutex<Option<State>>,
+    shared: Arc<Shared>,
+    /// The synthesis thread of the running stream, joined on stop.
+    worker: Mutex<Option<JoinHandle<()>>>,
     speaking: AtomicBool,
 }
 
-impl Default for TtsSrc {
+impl Default for TtsBaseSrc {
     fn default() -> Self {
         Self {
             settings: Mutex::new(Settings::default()),
-            shared: Arc::new(Shared::default()),
             engine: Mutex::new(None),
-            state: Mutex::new(None),
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner {
+                    playout: Playout::new(Config::new(1, DEFAULT_IS_LIVE)),
+                    base: None,
+                    unlocked: false,
+                    quit: false,
+                }),
+                cond: Condvar::new(),
+            }),
+            worker: Mutex::new(None),
             speaking: AtomicBool::new(false),
         }
     }
 }
 
-impl TtsSrc {
+impl TtsBaseSrc {
     pub(super) fn set_engine(&self, engine: Arc<dyn Engine>) {
         *self.engine.lock().unwrap() = Some(engine);
     }
 
-    fn queue_pieces(&self, pieces: Vec<String>) {
-        if pieces.is_empty() {
-            return;
+    fn queued(&self, what: &str, pieces: usize) {
+        if pieces > 0 {
+            gst::debug!(CAT, imp = self, "{what}: queued {pieces} piece(s)");
+            self.shared.cond.notify_all();
         }
-        gst::debug!(
-            CAT,
-            imp = self,
-            "queued {} piece(s): {pieces:?}",
-            pieces.len()
-        );
-        let mut inner = self.shared.inner.lock().unwrap();
-        inner.pending.extend(pieces);
-        self.shared.cond.notify_all();
     }
 
     /// `speak(text)`: the whole text, cut into sentences.
     fn speak(&self, text: &str) {
-        let clean = segment::sanitize(text);
-        if !segment::is_speakable(&clean) {
-            gst::element_imp_warning!(
+        let result = self.shared.inner.lock().unwrap().playout.speak(text);
+        match result {
+            Ok(pieces) => self.queued("speak", pieces),
+            Err(clean) => gst::element_imp_warning!(
                 self,
                 gst::ResourceError::Read,
                 (
@@ -193,45 +141,33 @@ impl TtsSrc {
                     text.chars().count()
                 ),
                 ["text after clean-up: {clean:?}"]
-            );
-            return;
+            ),
         }
-        let mut seg = Segmenter::default();
-        let mut pieces = seg.push(&clean);
-        pieces.extend(seg.finish());
-        self.queue_pieces(pieces);
     }
 
     /// `push-fragment(text)`: a piece of a streamed answer.
     fn push_fragment(&self, fragment: &str) {
-        let pieces = {
-            let mut inner = self.shared.inner.lock().unwrap();
-            inner.segmenter.push(fragment)
-        };
-        self.queue_pieces(pieces);
+        let pieces = self
+            .shared
+            .inner
+            .lock()
+            .unwrap()
+            .playout
+            .push_fragment(fragment);
+        self.queued("push-fragment", pieces);
     }
 
     /// `end-fragments()`: the stream is over, speak what is left of it.
     fn end_fragments(&self) {
-        let pieces = {
-            let mut inner = self.shared.inner.lock().unwrap();
-            inner.segmenter.finish()
-        };
-        self.queue_pieces(pieces);
+        let pieces = self.shared.inner.lock().unwrap().playout.end_fragments();
+        self.queued("end-fragments", pieces);
     }
 
-    /// `flush()`: drop queued and in-flight speech now; the streaming thread cuts the
-    /// sentence playing and sends `livetalk-interrupt` with its next buffer.
+    /// `flush()`: drop queued and in-flight speech now; the next buffer cuts the sentence
+    /// playing and sends `livetalk-interrupt` before it.
     fn flush(&self) {
-        let mut inner = self.shared.inner.lock().unwrap();
-        let dropped = inner.pending.len() + inner.ready.len();
-        inner.pending.clear();
-        inner.segmenter.clear();
-        inner.ready.clear();
-        inner.generation += 1;
-        inner.flush_pending = true;
+        let dropped = self.shared.inner.lock().unwrap().playout.flush();
         self.shared.cond.notify_all();
-        drop(inner);
         gst::info!(
             CAT,
             imp = self,
@@ -245,19 +181,22 @@ impl TtsSrc {
         }
     }
 
-    fn spawn_worker(&self, engine: Arc<dyn Engine>, epoch: u64) {
+    fn spawn_worker(&self, engine: Arc<dyn Engine>) -> Result<(), gst::ErrorMessage> {
         let shared = self.shared.clone();
         let element = self.obj().downgrade();
-        let spawned = std::thread::Builder::new()
-            .name("livetalk-tts".into())
-            .spawn(move || worker(shared, engine, element, epoch));
-        if let Err(e) = spawned {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Thread,
-                ("Could not start the synthesis thread: {e}")
-            );
-        }
+        // Named after the element (the system keeps 15 bytes of it).
+        let name = format!("tts:{}", self.obj().name());
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || worker(shared, engine, element))
+            .map_err(|e| {
+                gst::error_msg!(
+                    gst::CoreError::Thread,
+                    ("Could not start the synthesis thread: {e}")
+                )
+            })?;
+        *self.worker.lock().unwrap() = Some(handle);
+        Ok(())
     }
 
     fn ensure_segment(&self) {
@@ -271,159 +210,85 @@ impl TtsSrc {
         }
     }
 
-    fn send(&self, out: Out) {
-        if !out.events.is_empty() {
+    /// Turns the playout's events into downstream events, bus messages, warnings and the
+    /// `speaking` notification, in that order. Called without locks.
+    fn send(&self, playout_events: Vec<PlayoutEvent>, t: Timing) {
+        let obj = self.obj();
+        let mut downstream = Vec::new();
+        let mut messages = Vec::new();
+        let mut skipped = Vec::new();
+        let mut speaking = None;
+        for ev in playout_events {
+            match ev {
+                PlayoutEvent::SpeechStart { text, offset } => {
+                    let at = t.time_of(offset);
+                    gst::debug!(CAT, imp = self, "sentence starts at {at}: {text:?}");
+                    let status = SpeechStatus::Start;
+                    downstream.push(events::speech_event(status, &text, at, false));
+                    messages.push(events::speech_message(&*obj, status, &text, at, false));
+                }
+                PlayoutEvent::SpeechEnd {
+                    text,
+                    offset,
+                    interrupted,
+                } => {
+                    let at = t.time_of(offset);
+                    let status = SpeechStatus::End;
+                    downstream.push(events::speech_event(status, &text, at, interrupted));
+                    messages.push(events::speech_message(
+                        &*obj,
+                        status,
+                        &text,
+                        at,
+                        interrupted,
+                    ));
+                }
+                PlayoutEvent::Word {
+                    text,
+                    sentence_offset,
+                    offset_ns,
+                    duration_ns,
+                } => {
+                    let offset = gst::ClockTime::from_nseconds(offset_ns);
+                    let duration = gst::ClockTime::from_nseconds(duration_ns);
+                    let at = t.time_of(sentence_offset) + offset;
+                    downstream.push(events::word_event(&text, offset, duration, at));
+                    messages.push(events::word_message(&*obj, &text, offset, duration, at));
+                }
+                PlayoutEvent::Interrupt => downstream.push(events::interrupt_event()),
+                PlayoutEvent::Skipped { text, reason } => skipped.push((text, reason)),
+                PlayoutEvent::Speaking(s) => speaking = Some(s),
+            }
+        }
+        if !downstream.is_empty() {
             self.ensure_segment();
-            let pad = self.obj().src_pad().clone();
-            for ev in out.events {
+            let pad = obj.src_pad();
+            for ev in downstream {
                 if !pad.push_event(ev) {
                     gst::debug!(CAT, imp = self, "downstream did not take an event");
                 }
             }
         }
-        for msg in out.messages {
-            let _ = self.obj().post_message(msg);
+        for msg in messages {
+            let _ = obj.post_message(msg);
         }
-    }
-
-    /// Ends the sentence playing, if any (`interrupted` by flush or not).
-    fn end_sentence(&self, out: &mut Out, text: &str, at: gst::ClockTime, interrupted: bool) {
-        let obj = self.obj();
-        out.events.push(events::speech_event(
-            SpeechStatus::End,
-            text,
-            at,
-            interrupted,
-        ));
-        out.messages.push(events::speech_message(
-            &*obj,
-            SpeechStatus::End,
-            text,
-            at,
-            interrupted,
-        ));
-    }
-
-    /// Flush and pending-end handling shared by both modes; returns whether a flush was seen.
-    fn handle_flush(&self, inner: &mut Inner, state: &mut State, out: &mut Out) -> bool {
-        if let Some((text, at)) = state.pending_end.take() {
-            self.end_sentence(out, &text, at, false);
-        }
-        if !inner.flush_pending {
-            return false;
-        }
-        inner.flush_pending = false;
-        let now = state.time_of(state.offset);
-        if let Some(p) = state.playing.take() {
-            self.end_sentence(out, &p.sentence.text, now, true);
-        }
-        out.events.push(events::interrupt_event());
-        true
-    }
-
-    /// Starts the next playable sentence, if any. `need` is how many samples make a sentence
-    /// still being synthesized playable.
-    fn next_sentence(&self, inner: &mut Inner, state: &mut State, out: &mut Out, need: usize) {
-        while state.playing.is_none() {
-            let Some(front) = inner.ready.front().cloned() else {
-                return;
-            };
-            if front.generation != inner.generation {
-                inner.ready.pop_front();
-                continue;
-            }
-            let (playable, skip) = {
-                let d = front.data.lock().unwrap();
-                (
-                    d.done || d.samples.len() >= need,
-                    d.done && (d.failed || d.samples.is_empty()),
-                )
-            };
-            if skip {
-                inner.ready.pop_front();
-                continue;
-            }
-            if !playable {
-                return;
-            }
-            inner.ready.pop_front();
-            self.shared.cond.notify_all(); // room for the synthesis thread
-            let start = state.time_of(state.offset);
-            let obj = self.obj();
-            out.events.push(events::speech_event(
-                SpeechStatus::Start,
-                &front.text,
-                start,
-                false,
-            ));
-            out.messages.push(events::speech_message(
-                &*obj,
-                SpeechStatus::Start,
-                &front.text,
-                start,
-                false,
-            ));
-            gst::debug!(
-                CAT,
-                imp = self,
-                "sentence starts at {start}: {:?}",
-                front.text
+        for (text, reason) in skipped {
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Failed,
+                ("Could not synthesize a sentence, skipped: {reason}"),
+                ["sentence: {text:?}"]
             );
-            state.playing = Some(Playing {
-                sentence: front,
-                pos: 0,
-                start,
-                start_offset: state.offset,
-                next_word: 0,
-            });
+        }
+        if let Some(speaking) = speaking {
+            self.set_speaking(speaking);
         }
     }
 
-    /// Takes up to `n` samples of the sentence playing into `buf`; returns how many, and ends
-    /// the sentence when it is over.
-    fn play(&self, state: &mut State, out: &mut Out, buf: &mut [i16]) -> usize {
-        let Some(p) = state.playing.as_mut() else {
-            return 0;
-        };
-        let (k, over) = {
-            let d = p.sentence.data.lock().unwrap();
-            let k = (d.samples.len() - p.pos).min(buf.len());
-            buf[..k].copy_from_slice(&d.samples[p.pos..p.pos + k]);
-            p.pos += k;
-            // Words that start in what has been played so far.
-            while let Some(w) = d.words.get(p.next_word) {
-                let at = (w.offset_ns as u128 * state.rate as u128 / 1_000_000_000) as usize;
-                if at >= p.pos && !(d.done && p.pos >= d.samples.len()) {
-                    break;
-                }
-                let offset = gst::ClockTime::from_nseconds(w.offset_ns);
-                let duration = gst::ClockTime::from_nseconds(w.duration_ns);
-                let rt = p.start + offset;
-                out.events
-                    .push(events::word_event(&w.text, offset, duration, rt));
-                out.messages.push(events::word_message(
-                    &*self.obj(),
-                    &w.text,
-                    offset,
-                    duration,
-                    rt,
-                ));
-                p.next_word += 1;
-            }
-            (k, d.done && p.pos >= d.samples.len())
-        };
-        if over {
-            let p = state.playing.take().unwrap();
-            let end = state.time_of(p.start_offset + p.pos as u64);
-            state.pending_end = Some((p.sentence.text.clone(), end));
-        }
-        k
-    }
-
-    fn make_buffer(&self, state: &mut State, samples: &[i16], gap: bool) -> gst::Buffer {
+    fn make_buffer(&self, t: Timing, offset: u64, samples: &[i16], gap: bool) -> gst::Buffer {
         let n = samples.len() as u64;
-        let pts = state.time_of(state.offset);
-        let end = state.time_of(state.offset + n);
+        let pts = t.time_of(offset);
+        let end = t.time_of(offset + n);
         let mut bytes = Vec::with_capacity(samples.len() * 2);
         for s in samples {
             bytes.extend_from_slice(&s.to_le_bytes());
@@ -433,119 +298,47 @@ impl TtsSrc {
             let b = buffer.get_mut().unwrap();
             b.set_pts(pts);
             b.set_duration(end - pts);
-            b.set_offset(state.offset);
-            b.set_offset_end(state.offset + n);
-            if state.offset == 0 {
+            b.set_offset(offset);
+            b.set_offset_end(offset + n);
+            if offset == 0 {
                 b.set_flags(gst::BufferFlags::DISCONT);
             }
-            if gap && self.settings.lock().unwrap().gap_silence {
+            if gap {
                 b.set_flags(gst::BufferFlags::GAP);
             }
         }
-        state.offset += n;
         buffer
     }
-
-    fn create_live(&self) -> Result<gst::Buffer, gst::FlowError> {
-        let mut out = Out::default();
-        let mut state_guard = self.state.lock().unwrap();
-        let state = state_guard.as_mut().ok_or(gst::FlowError::Flushing)?;
-        if state.base.is_none() {
-            let obj = self.obj();
-            let now = obj
-                .clock()
-                .zip(obj.base_time())
-                .map(|(c, b)| c.time().saturating_sub(b));
-            state.base = Some(now.unwrap_or(gst::ClockTime::ZERO));
-        }
-        let n = (state.rate as u64 * BUFFER_MS / 1000) as usize;
-        let need = state.samples_of_ns(PREBUFFER_MS * 1_000_000) as usize;
-        let mut samples = vec![0i16; n];
-        let (gap, queued);
-        {
-            let mut inner = self.shared.inner.lock().unwrap();
-            if inner.unlocked {
-                return Err(gst::FlowError::Flushing);
-            }
-            self.handle_flush(&mut inner, state, &mut out);
-            self.next_sentence(&mut inner, state, &mut out, need);
-            gap = state.playing.is_none();
-            queued = !inner.pending.is_empty() || !inner.ready.is_empty();
-        }
-        // Underruns of a sentence still arriving and the tail after its end stay silent.
-        self.play(state, &mut out, &mut samples);
-        // Still speaking between two sentences while the next one is being synthesized.
-        let speaking = !gap || queued;
-        let buffer = self.make_buffer(state, &samples, gap);
-        drop(state_guard);
-        self.send(out);
-        self.set_speaking(speaking);
-        Ok(buffer)
-    }
-
-    fn create_offline(&self) -> Result<Option<gst::Buffer>, gst::FlowError> {
-        let mut out = Out::default();
-        let mut state_guard = self.state.lock().unwrap();
-        let state = state_guard.as_mut().ok_or(gst::FlowError::Flushing)?;
-        let n = (state.rate as u64 * BUFFER_MS / 1000) as usize;
-        let mut inner = self.shared.inner.lock().unwrap();
-        loop {
-            if inner.unlocked {
-                return Err(gst::FlowError::Flushing);
-            }
-            self.handle_flush(&mut inner, state, &mut out);
-            self.next_sentence(&mut inner, state, &mut out, usize::MAX);
-            if state.playing.is_some() {
-                break;
-            }
-            if inner.ready.is_empty() && inner.pending.is_empty() {
-                let rest = inner.segmenter.finish();
-                if rest.is_empty() {
-                    // Nothing left: EOS.
-                    drop(inner);
-                    drop(state_guard);
-                    self.send(out);
-                    self.set_speaking(false);
-                    return Ok(None);
-                }
-                inner.pending.extend(rest);
-                self.shared.cond.notify_all();
-            }
-            inner = self.shared.cond.wait(inner).unwrap();
-        }
-        drop(inner);
-        let mut samples = vec![0i16; n];
-        let k = self.play(state, &mut out, &mut samples);
-        samples.truncate(k.max(1));
-        let buffer = self.make_buffer(state, &samples, false);
-        drop(state_guard);
-        self.send(out);
-        self.set_speaking(true);
-        Ok(Some(buffer))
-    }
 }
 
-/// The sink the synthesis thread gives an engine.
-struct Sink {
-    shared: Arc<Shared>,
-    sentence: Arc<Sentence>,
-    element: glib::WeakRef<super::TtsSrc>,
-    epoch: u64,
+/// The sink the synthesis thread gives an engine for one job.
+struct Sink<'a> {
+    shared: &'a Arc<Shared>,
+    id: u64,
+    text: &'a str,
+    element: &'a glib::WeakRef<super::TtsBaseSrc>,
+    samples: usize,
 }
 
-impl SynthSink for Sink {
+impl SynthSink for Sink<'_> {
     fn audio(&mut self, samples: &[i16]) {
-        self.sentence
-            .data
+        self.samples += samples.len();
+        self.shared
+            .inner
             .lock()
             .unwrap()
-            .samples
-            .extend_from_slice(samples);
-        self.shared.notify();
+            .playout
+            .audio(self.id, samples);
+        self.shared.cond.notify_all();
     }
 
     fn word(&mut self, word: WordBoundary) {
-        self.sentence.data.lock().unwrap().words.push(word);
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .playout
+            .word(self.id, word);
     }
 
     fn warning(&mut self, message: &str) {
@@ -554,95 +347,89 @@ impl SynthSink for Sink {
                 element,
                 gst::ResourceError::Read,
                 ("{message}"),
-                ["sentence: {:?}", self.sentence.text]
+                ["sentence: {:?}", self.text]
             );
         }
+    }
+
+    fn debug(&mut self, message: &str) {
+        gst::debug!(CAT, "{message}");
     }
 
     fn cancelled(&self) -> bool {
-        let inner = self.shared.inner.lock().unwrap();
-        inner.generation != self.sentence.generation || inner.epoch != self.epoch
+        is_cancelled(self.shared, self.id)
+    }
+
+    fn cancel_check(&self) -> Option<CancelCheck> {
+        let (shared, id) = (self.shared.clone(), self.id);
+        Some(Arc::new(move || is_cancelled(&shared, id)))
     }
 }
 
-fn worker(
-    shared: Arc<Shared>,
-    engine: Arc<dyn Engine>,
-    element: glib::WeakRef<super::TtsSrc>,
-    epoch: u64,
-) {
+fn is_cancelled(shared: &Shared, id: u64) -> bool {
+    let inner = shared.inner.lock().unwrap();
+    inner.quit || !inner.playout.is_wanted(id)
+}
+
+/// The synthesis thread: takes the playout's jobs one by one until `stop`.
+fn worker(shared: Arc<Shared>, engine: Arc<dyn Engine>, element: glib::WeakRef<super::TtsBaseSrc>) {
     loop {
-        let sentence = {
+        let job = {
             let mut inner = shared.inner.lock().unwrap();
             loop {
-                if inner.epoch != epoch {
+                if inner.quit {
                     return;
                 }
-                if !inner.pending.is_empty() && inner.ready.len() < LOOKAHEAD {
-                    break;
+                if let Some(job) = inner.playout.next_job() {
+                    break job;
                 }
                 inner = shared.cond.wait(inner).unwrap();
             }
-            let text = inner.pending.pop_front().unwrap();
-            let sentence = Arc::new(Sentence {
-                text,
-                generation: inner.generation,
-                data: Mutex::new(SentenceData::default()),
-            });
-            inner.ready.push_back(sentence.clone());
-            sentence
         };
         let mut sink = Sink {
-            shared: shared.clone(),
-            sentence: sentence.clone(),
-            element: element.clone(),
-            epoch,
+            shared: &shared,
+            id: job.id,
+            text: &job.text,
+            element: &element,
+            samples: 0,
         };
         let started = std::time::Instant::now();
-        let result = engine.synthesize(&sentence.text, &mut sink);
-        let (failed, warning) = match result {
-            Ok(()) => (false, None),
-            Err(SynthError::Cancelled) => (true, None),
-            Err(SynthError::Failed(msg)) => (true, (!sink.cancelled()).then_some(msg)),
+        let result = engine.synthesize(&job.text, &mut sink);
+        gst::debug!(
+            CAT,
+            "synthesized {} samples in {:?} ({}): {:?}",
+            sink.samples,
+            started.elapsed(),
+            match &result {
+                Ok(()) => "done".to_string(),
+                Err(e) => e.to_string(),
+            },
+            job.text
+        );
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(SynthError::Cancelled) => Err(None),
+            Err(SynthError::Failed(reason)) => Err(Some(reason)),
         };
-        {
-            let mut d = sentence.data.lock().unwrap();
-            d.done = true;
-            d.failed = failed;
-            gst::debug!(
-                CAT,
-                "synthesized {} samples in {:?}{}: {:?}",
-                d.samples.len(),
-                started.elapsed(),
-                if failed { " (failed)" } else { "" },
-                sentence.text
-            );
-        }
-        shared.notify();
-        // Posted once the sentence is marked done: whoever reacts to the warning sees it
-        // skipped.
-        if let Some(msg) = warning
-            && let Some(element) = element.upgrade()
-        {
-            gst::element_warning!(
-                element,
-                gst::StreamError::Failed,
-                ("Could not synthesize a sentence, skipped: {msg}"),
-                ["sentence: {:?}", sentence.text]
-            );
-        }
+        shared
+            .inner
+            .lock()
+            .unwrap()
+            .playout
+            .finished(job.id, result);
+        shared.cond.notify_all();
     }
 }
 
 #[glib::object_subclass]
-impl ObjectSubclass for TtsSrc {
-    const NAME: &'static str = "GstLiveTalkTtsSrc";
+impl ObjectSubclass for TtsBaseSrc {
+    const NAME: &'static str = "GstTtsBaseSrc";
     const ABSTRACT: bool = true;
-    type Type = super::TtsSrc;
+    type Type = super::TtsBaseSrc;
     type ParentType = gst_base::PushSrc;
 }
 
-impl ObjectImpl for TtsSrc {
+impl ObjectImpl for TtsBaseSrc {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             vec![
@@ -683,33 +470,33 @@ impl ObjectImpl for TtsSrc {
 
     fn signals() -> &'static [glib::subclass::Signal] {
         static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
-            let text_signal = |name: &'static str, f: fn(&TtsSrc, &str)| {
+            let text_signal = |name: &'static str, f: fn(&TtsBaseSrc, &str)| {
                 glib::subclass::Signal::builder(name)
                     .param_types([String::static_type()])
                     .action()
                     .class_handler(move |args| {
-                        let obj = args[0].get::<super::TtsSrc>().expect("signal arg");
+                        let obj = args[0].get::<super::TtsBaseSrc>().expect("signal arg");
                         let text = args[1].get::<Option<String>>().ok().flatten();
                         f(obj.imp(), text.as_deref().unwrap_or(""));
                         None
                     })
                     .build()
             };
-            let plain_signal = |name: &'static str, f: fn(&TtsSrc)| {
+            let plain_signal = |name: &'static str, f: fn(&TtsBaseSrc)| {
                 glib::subclass::Signal::builder(name)
                     .action()
                     .class_handler(move |args| {
-                        let obj = args[0].get::<super::TtsSrc>().expect("signal arg");
+                        let obj = args[0].get::<super::TtsBaseSrc>().expect("signal arg");
                         f(obj.imp());
                         None
                     })
                     .build()
             };
             vec![
-                text_signal("speak", TtsSrc::speak),
-                text_signal("push-fragment", TtsSrc::push_fragment),
-                plain_signal("end-fragments", TtsSrc::end_fragments),
-                plain_signal("flush", TtsSrc::flush),
+                text_signal("speak", TtsBaseSrc::speak),
+                text_signal("push-fragment", TtsBaseSrc::push_fragment),
+                plain_signal("end-fragments", TtsBaseSrc::end_fragments),
+                plain_signal("flush", TtsBaseSrc::flush),
             ]
         });
         SIGNALS.as_ref()
@@ -721,8 +508,10 @@ impl ObjectImpl for TtsSrc {
             "text" => s.text = value.get().expect("type checked"),
             "is-live" => {
                 s.is_live = value.get().expect("type checked");
+                let live = s.is_live;
+                drop(s);
                 // BaseSrc reads it when going to PAUSED, before `start`.
-                self.obj().set_live(s.is_live);
+                self.obj().set_live(live);
             }
             "gap-silence" => s.gap_silence = value.get().expect("type checked"),
             _ => unimplemented!(),
@@ -747,9 +536,9 @@ impl ObjectImpl for TtsSrc {
     }
 }
 
-impl GstObjectImpl for TtsSrc {}
+impl GstObjectImpl for TtsBaseSrc {}
 
-impl ElementImpl for TtsSrc {
+impl ElementImpl for TtsBaseSrc {
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let caps = gst::Caps::builder("audio/x-raw")
@@ -772,7 +561,7 @@ impl ElementImpl for TtsSrc {
     }
 }
 
-impl BaseSrcImpl for TtsSrc {
+impl BaseSrcImpl for TtsBaseSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let Some(engine) = self.engine.lock().unwrap().clone() else {
             return Err(gst::error_msg!(
@@ -782,22 +571,16 @@ impl BaseSrcImpl for TtsSrc {
         };
         let settings = self.settings.lock().unwrap().clone();
         self.obj().set_live(settings.is_live);
-        *self.state.lock().unwrap() = Some(State {
-            rate: engine.rate(),
-            is_live: settings.is_live,
-            offset: 0,
-            base: None,
-            playing: None,
-            pending_end: None,
-        });
-        let epoch = {
+        {
             let mut inner = self.shared.inner.lock().unwrap();
-            inner.epoch += 1;
+            inner
+                .playout
+                .start(Config::new(engine.rate(), settings.is_live));
+            inner.base = None;
             inner.unlocked = false;
-            inner.flush_pending = false;
-            inner.epoch
-        };
-        self.spawn_worker(engine, epoch);
+            inner.quit = false;
+        }
+        self.spawn_worker(engine)?;
         if let Some(text) = settings.text.filter(|t| !t.trim().is_empty()) {
             self.speak(&text);
         }
@@ -808,18 +591,21 @@ impl BaseSrcImpl for TtsSrc {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         {
             let mut inner = self.shared.inner.lock().unwrap();
-            inner.epoch += 1;
-            inner.generation += 1;
+            inner.quit = true;
             // Sentences not yet playing go back to the queue: only flush loses text.
-            let back: Vec<String> = inner.ready.drain(..).map(|s| s.text.clone()).collect();
-            for text in back.into_iter().rev() {
-                inner.pending.push_front(text);
-            }
-            self.shared.cond.notify_all();
+            inner.playout.stop();
         }
-        *self.state.lock().unwrap() = None;
+        self.shared.cond.notify_all();
+        // The engine sees its job cancelled and returns soon; wait for it.
+        let handle = self.worker.lock().unwrap().take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            gst::error!(CAT, imp = self, "the synthesis thread panicked");
+        }
         *self.engine.lock().unwrap() = None;
         self.set_speaking(false);
+        gst::debug!(CAT, imp = self, "stopped");
         Ok(())
     }
 
@@ -860,7 +646,7 @@ impl BaseSrcImpl for TtsSrc {
         if let gst::QueryViewMut::Latency(q) = query.view_mut() {
             let live = self.obj().is_live();
             let latency = if live {
-                gst::ClockTime::from_mseconds(BUFFER_MS)
+                gst::ClockTime::from_mseconds(playout::BUFFER_MS)
             } else {
                 gst::ClockTime::ZERO
             };
@@ -883,26 +669,69 @@ impl BaseSrcImpl for TtsSrc {
     }
 }
 
-impl PushSrcImpl for TtsSrc {
+impl PushSrcImpl for TtsBaseSrc {
     fn create(
         &self,
         _buffer: Option<&mut gst::BufferRef>,
     ) -> Result<CreateSuccess, gst::FlowError> {
-        let live = self
-            .state
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|s| s.is_live)
-            .ok_or(gst::FlowError::Flushing)?;
-        if live {
-            self.create_live().map(CreateSuccess::NewBuffer)
+        let gap_silence = self.settings.lock().unwrap().gap_silence;
+        let obj = self.obj();
+        // Live: the running time now is sample 0's (used on the first buffer only).
+        let now = if obj.is_live() {
+            obj.clock()
+                .zip(obj.base_time())
+                .map(|(c, b)| c.time().saturating_sub(b))
         } else {
-            match self.create_offline()? {
-                Some(b) => Ok(CreateSuccess::NewBuffer(b)),
-                None => {
+            None
+        };
+        let mut inner = self.shared.inner.lock().unwrap();
+        if !inner.playout.is_started() {
+            return Err(gst::FlowError::Flushing);
+        }
+        let config = *inner.playout.config();
+        if config.live && inner.base.is_none() {
+            inner.base = Some(now.unwrap_or(gst::ClockTime::ZERO));
+        }
+        let t = Timing {
+            base: inner.base.unwrap_or(gst::ClockTime::ZERO),
+            rate: config.rate,
+        };
+        let n = config.buffer_samples();
+        let mut events = Vec::new();
+        loop {
+            if inner.unlocked {
+                return Err(gst::FlowError::Flushing);
+            }
+            let step = inner.playout.next(n);
+            events.extend(step.events);
+            match step.chunk {
+                Chunk::Audio {
+                    offset,
+                    samples,
+                    silence,
+                } => {
+                    // A sentence may have left the look-ahead: room for the synthesis thread.
+                    let wake = inner.playout.has_job();
+                    drop(inner);
+                    if wake {
+                        self.shared.cond.notify_all();
+                    }
+                    let buffer = self.make_buffer(t, offset, &samples, silence && gap_silence);
+                    self.send(events, t);
+                    return Ok(CreateSuccess::NewBuffer(buffer));
+                }
+                Chunk::Wait => {
+                    // Not live: wait for the synthesis thread (woken first if it has work).
+                    if inner.playout.has_job() {
+                        self.shared.cond.notify_all();
+                    }
+                    inner = self.shared.cond.wait(inner).unwrap();
+                }
+                Chunk::Eos => {
+                    drop(inner);
+                    self.send(events, t);
                     gst::debug!(CAT, imp = self, "queue spoken: EOS");
-                    Err(gst::FlowError::Eos)
+                    return Err(gst::FlowError::Eos);
                 }
             }
         }

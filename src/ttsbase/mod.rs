@@ -11,8 +11,16 @@
 //! punctuation as LiveTalking does), `end-fragments()` (speak what is left of the stream),
 //! `flush()` (drop queued and in-flight speech, send `livetalk-interrupt` downstream).
 //!
+//! The playout itself (queue, sentences, flush, what plays in the next buffer) is the pure
+//! state machine [`crate::tts::playout`]; this element feeds it, runs the engine on its
+//! synthesis thread (joined on stop), and turns its events into GStreamer events and
+//! messages.
+//!
+//! One name: folder `ttsbase`, type [`TtsBaseSrc`], debug category `ttsbase`, GType
+//! `GstTtsBaseSrc` (abstract).
+//!
 //! A subclass creates its [`Engine`] in `BaseSrcImpl::start`, hands it over with
-//! [`TtsSrcExt::set_engine`] and chains up.
+//! [`TtsBaseSrcExt::set_engine`] and chains up.
 
 use std::sync::Arc;
 
@@ -26,21 +34,24 @@ use crate::tts::Engine;
 mod imp;
 
 glib::wrapper! {
-    pub struct TtsSrc(ObjectSubclass<imp::TtsSrc>)
+    pub struct TtsBaseSrc(ObjectSubclass<imp::TtsBaseSrc>)
         @extends gst_base::PushSrc, gst_base::BaseSrc, gst::Element, gst::Object;
 }
 
-/// What a subclass of [`TtsSrc`] implements (nothing beyond `PushSrcImpl`: it hands its
+/// What a subclass of [`TtsBaseSrc`] implements (nothing beyond `PushSrcImpl`: it hands its
 /// engine over in `start`).
-pub trait TtsSrcImpl: PushSrcImpl + ObjectSubclass<Type: IsA<TtsSrc>> {}
+pub trait TtsBaseSrcImpl: PushSrcImpl + ObjectSubclass<Type: IsA<TtsBaseSrc>> {}
 
-unsafe impl<T: TtsSrcImpl> IsSubclassable<T> for TtsSrc {}
+unsafe impl<T: TtsBaseSrcImpl> IsSubclassable<T> for TtsBaseSrc {}
 
-pub trait TtsSrcExt: IsA<TtsSrc> + 'static {
+pub trait TtsBaseSrcExt: IsA<TtsBaseSrc> + 'static {
     /// The engine the next stream (after `start`) uses.
     fn set_engine(&self, engine: Arc<dyn Engine>) {
-        self.upcast_ref::<TtsSrc>().imp().set_engine(engine);
+        self.upcast_ref::<TtsBaseSrc>().imp().set_engine(engine);
     }
 }
 
-impl<O: IsA<TtsSrc>> TtsSrcExt for O {}
+impl<O: IsA<TtsBaseSrc>> TtsBaseSrcExt for O {}
+
+#[cfg(test)]
+mod tests;

@@ -56,6 +56,31 @@ pub fn run_to_eos(
     (messages, warnings)
 }
 
+/// How many threads of this process carry the name `name` (Linux: `/proc/self/task/*/comm`,
+/// which keeps the first 15 bytes of a name).
+pub fn threads_named(name: &str) -> usize {
+    let name = &name[..name.len().min(15)];
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+/// Waits up to `within` for exactly `count` threads named `name`; returns the last count
+/// seen. (A new thread names itself once it runs; a joined one leaves `/proc` a moment after
+/// its join returns.)
+pub fn wait_threads_named(name: &str, count: usize, within: std::time::Duration) -> usize {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let n = threads_named(name);
+        if n == count || std::time::Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// The samples of an interleaved S16LE buffer.
 pub fn s16_samples(buffer: &gst::BufferRef) -> Vec<i16> {
     let map = buffer.map_readable().unwrap();
