@@ -377,7 +377,8 @@ fn live_harness(avatar: &Path, batch: u32) -> (Harness, gst::Element) {
 
 /// Base time (0) + running time + pipeline latency - half a frame.
 fn deadline(n: u64, batch: u64) -> gst::ClockTime {
-    frame_time(n) + gst::ClockTime::from_mseconds(100 + 40 * batch) - gst::ClockTime::from_mseconds(20)
+    frame_time(n) + gst::ClockTime::from_mseconds(100 + 40 * batch)
+        - gst::ClockTime::from_mseconds(20)
 }
 
 fn push_speech(h: &mut Harness, n: u64) {
@@ -387,7 +388,10 @@ fn push_speech(h: &mut Harness, n: u64) {
 
 fn assert_made(b: &gst::Buffer, n: u64) {
     assert_eq!(b.pts(), Some(frame_time(n)), "frame {n}");
-    assert!(!b.flags().contains(gst::BufferFlags::GAP), "frame {n} skipped");
+    assert!(
+        !b.flags().contains(gst::BufferFlags::GAP),
+        "frame {n} skipped"
+    );
     assert_eq!(b.size(), 256 * 256 * 3);
     assert!(meta::get(b).unwrap().speaking);
 }
@@ -401,15 +405,19 @@ fn assert_skipped(b: &gst::Buffer, n: u64) {
     assert_eq!(m.frame, n);
 }
 
-/// Runs `f` on another thread; fails if it does not return within a generous bound (it
-/// would hang forever if the element never left its clock wait).
+/// Runs `f` on another thread. If it does not return within a generous bound (it would
+/// hang forever if the element never left its clock wait) the test process fails: a panic
+/// would hang too, in the harness's own shutdown.
 fn returns<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
     rx.recv_timeout(std::time::Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("{what} did not return: the clock wait was not unscheduled"))
+        .unwrap_or_else(|_| {
+            eprintln!("{what} did not return: the clock wait was not unscheduled");
+            std::process::exit(101)
+        })
 }
 
 #[test]
@@ -454,7 +462,11 @@ fn live_batch_waits_on_the_clock_until_its_deadline_allows_and_arrivals_wake_it(
     write_avatar(dir.path(), None);
     let (mut h, muse) = live_harness(dir.path(), 2);
     let clock = h.testclock().unwrap();
-    let stat = |k: &str| muse.property::<gst::Structure>("stats").get::<u64>(k).unwrap();
+    let stat = |k: &str| {
+        muse.property::<gst::Structure>("stats")
+            .get::<u64>(k)
+            .unwrap()
+    };
     // No batch cost measured yet: the first frame runs at once.
     push_speech(&mut h, 0);
     assert_made(&h.pull().unwrap(), 0);
@@ -479,7 +491,8 @@ fn live_batch_waits_on_the_clock_until_its_deadline_allows_and_arrivals_wake_it(
     assert_made(&h.pull().unwrap(), 3);
     assert_eq!(stat("batches"), 3);
     // A frame already past its deadline at arrival is skipped without waiting.
-    h.set_time(deadline(5, 2) + gst::ClockTime::NSECOND).unwrap();
+    h.set_time(deadline(5, 2) + gst::ClockTime::NSECOND)
+        .unwrap();
     push_speech(&mut h, 5);
     assert_skipped(&h.pull().unwrap(), 5);
     assert_eq!(stat("skipped-frames"), 1);
@@ -505,9 +518,11 @@ fn flush_and_stop_unblock_a_pending_clock_wait() {
     assert!(clock.peek_next_pending_id().is_none());
     assert_eq!(clock.time(), gst::ClockTime::ZERO);
     assert!(h.push_event(gst::event::FlushStop::new(true)));
-    assert!(h.push_event(gst::event::Segment::new(
-        &gst::FormattedSegment::<gst::ClockTime>::new()
-    )));
+    assert!(
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
     // Frame 1 was flushed; the element works on.
     push_speech(&mut h, 2);
     assert_eq!(clock.wait_for_next_pending_id().time(), deadline(2, 4));
@@ -518,9 +533,11 @@ fn flush_and_stop_unblock_a_pending_clock_wait() {
     // PAUSED -> READY with a wait pending (after a flush that clears the EOS).
     assert!(h.push_event(gst::event::FlushStart::new()));
     assert!(h.push_event(gst::event::FlushStop::new(true)));
-    assert!(h.push_event(gst::event::Segment::new(
-        &gst::FormattedSegment::<gst::ClockTime>::new()
-    )));
+    assert!(
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
     push_speech(&mut h, 3);
     assert_eq!(clock.wait_for_next_pending_id().time(), deadline(3, 4));
     let m = muse.clone();

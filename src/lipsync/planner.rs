@@ -187,7 +187,7 @@ impl CostModel {
     pub fn estimate(&self, frames: usize) -> Option<Duration> {
         let (fixed, per) = self.parts_ns()?;
         Some(Duration::from_nanos(
-            (fixed + per * frames as f64).round() as u64,
+            (fixed + per * frames as f64).round() as u64
         ))
     }
 }
@@ -531,7 +531,10 @@ mod tests {
         );
         // A full batch runs at once.
         let full = one_queue(&[Some(500); 4]);
-        assert_eq!(plan(Some(ms(0)), &full, &c, 4, true), run(&[0, 1, 2, 3], &[]));
+        assert_eq!(
+            plan(Some(ms(0)), &full, &c, 4, true),
+            run(&[0, 1, 2, 3], &[])
+        );
         // Late frames go out at once, before the wait for the rest.
         let mut frames = one_queue(&[Some(10), Some(100)]);
         frames.push(Frame::awaited(0, Some(ms(140))));
@@ -568,7 +571,10 @@ mod tests {
             c.observe(n, Duration::from_micros(t as u64));
         }
         let (fixed, per) = c.parts().unwrap();
-        assert!((fixed.as_secs_f64() - 0.020).abs() < 0.002, "fixed {fixed:?}");
+        assert!(
+            (fixed.as_secs_f64() - 0.020).abs() < 0.002,
+            "fixed {fixed:?}"
+        );
         assert!((per.as_secs_f64() - 0.010).abs() < 0.0005, "per {per:?}");
         for n in [1usize, 4, 8] {
             let e = c.estimate(n).unwrap().as_secs_f64();
@@ -640,7 +646,10 @@ mod tests {
         // No deadline known (no latency, no segment yet): nothing is late, nothing waits.
         let mut frames = one_queue(&[None, None]);
         frames.push(Frame::awaited(0, None));
-        assert_eq!(plan(Some(ms(1000)), &frames, &c, 4, true), run(&[0, 1], &[]));
+        assert_eq!(
+            plan(Some(ms(1000)), &frames, &c, 4, true),
+            run(&[0, 1], &[])
+        );
         // Live without a clock: runs what is there.
         assert_eq!(plan(None, &frames, &c, 4, true), run(&[0, 1], &[]));
         // No cost measured yet: late only once the deadline has passed.
@@ -662,14 +671,20 @@ mod tests {
             Frame::ready(9, Some(ms(160))),
             Frame::ready(7, Some(ms(180))),
         ];
-        assert_eq!(plan(Some(ms(0)), &frames, &c, 3, true), run(&[0, 1, 2], &[]));
+        assert_eq!(
+            plan(Some(ms(0)), &frames, &c, 3, true),
+            run(&[0, 1, 2], &[])
+        );
         let frames = [
             Frame::ready(9, Some(ms(120))),
             Frame::ready(7, Some(ms(100))),
             Frame::ready(9, Some(ms(160))),
             Frame::ready(7, Some(ms(140))),
         ];
-        assert_eq!(plan(Some(ms(0)), &frames, &c, 3, true), run(&[1, 0, 3], &[]));
+        assert_eq!(
+            plan(Some(ms(0)), &frames, &c, 3, true),
+            run(&[1, 0, 3], &[])
+        );
         // A queue's later frame never overtakes an earlier one, whatever its deadline.
         let frames = one_queue(&[Some(300), Some(100)]);
         assert_eq!(plan(Some(ms(0)), &frames, &c, 1, true), run(&[0], &[]));

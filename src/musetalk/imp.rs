@@ -623,12 +623,15 @@ impl MuseTalkElement {
                         open = false;
                         continue;
                     };
-                    let id = clock.new_single_shot_id(gst::ClockTime::from_nseconds(
-                        until.as_nanos() as u64,
-                    ));
+                    let id = clock
+                        .new_single_shot_id(gst::ClockTime::from_nseconds(until.as_nanos() as u64));
                     q.clock_wait = Some(id.clone());
                     drop(q);
-                    gst::trace!(CAT, imp = self, "waiting until {until:?} for a fuller batch");
+                    gst::trace!(
+                        CAT,
+                        imp = self,
+                        "waiting until {until:?} for a fuller batch"
+                    );
                     // Called without lock: arrivals, flushes and stops unschedule it.
                     let (res, _) = id.wait();
                     q = self.queue.lock().unwrap();
