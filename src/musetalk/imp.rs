@@ -647,7 +647,8 @@ impl MuseTalkElement {
                 }
             };
             // The planner keeps one queue's order: what runs and what is skipped is a prefix
-            // of the run. Should it not be, the rest waits for the next turn.
+            // of the run. Should it not be, the frames after the first gap wait for the next
+            // turn (and an empty prefix makes the first frame alone).
             let n = (0..run)
                 .take_while(|i| take.contains(i) || late.contains(i))
                 .count()
