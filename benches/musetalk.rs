@@ -1,7 +1,8 @@
 //! musetalk's per-frame work on the CPU (UNet + VAE decoder + u8 conversion, what the element
 //! runs for each speech frame), frames per second at several batch sizes, with the tiny test
 //! models (models/make_test_models.py) and the tiny real-architecture fixtures
-//! (tests/fixtures/musetalk-tiny).
+//! (tests/fixtures/musetalk-tiny). Each row's batch times also feed the live planner's cost
+//! model (lipsync::planner::CostModel); its fitted fixed and per-frame parts follow each set.
 //!
 //! `cargo bench --bench musetalk` (after scripts/setup.sh).
 
@@ -11,6 +12,7 @@ use std::time::Instant;
 use gstlivetalk::avatar::LATENT_LEN;
 use gstlivetalk::features::FRAME_LEN;
 use gstlivetalk::inference::{SessionRequest, contract, load_session};
+use gstlivetalk::lipsync::planner::CostModel;
 use gstlivetalk::lipsync::{self, FrameInput, IMAGE_LEN, MuseTalk};
 
 fn main() {
@@ -43,6 +45,7 @@ fn main() {
                 unet: load("unet.onnx", &contract::UNET),
                 vae_decoder: load("vae_decoder.onnx", &contract::VAE_DECODER),
             };
+            let mut cost = CostModel::new();
             for batch in [1usize, 4, 8] {
                 let frames = vec![
                     FrameInput {
@@ -62,7 +65,9 @@ fn main() {
                 let rounds = (48 / batch).max(3);
                 let t = Instant::now();
                 for _ in 0..rounds {
+                    let one = Instant::now();
                     run(&mut rgb);
+                    cost.observe(batch, one.elapsed());
                 }
                 let per = t.elapsed().as_secs_f64() / (rounds * batch) as f64;
                 println!(
@@ -72,6 +77,15 @@ fn main() {
                     batch,
                     per * 1e3,
                     1.0 / per
+                );
+            }
+            if let Some((fixed, per)) = cost.parts() {
+                println!(
+                    "{:<24} {:>7}  cost model: {:.2} ms + {:.2} ms/frame",
+                    name,
+                    threads,
+                    fixed.as_secs_f64() * 1e3,
+                    per.as_secs_f64() * 1e3
                 );
             }
         }

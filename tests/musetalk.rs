@@ -1,5 +1,6 @@
 //! musetalk: crops against MuseTalk's inference in Python, batching, GAP, timestamps, live
-//! QoS skipping, interruption, latency, shared sessions, bad input.
+//! skipping and batch waits on a test clock, flushing, interruption, latency, shared
+//! sessions, bad input.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -359,55 +360,191 @@ fn interrupt_turns_pending_speech_into_idle_frames() {
     assert_eq!(p.stats().get::<u64>("inferred-frames").unwrap(), 2);
 }
 
+/// musetalk in a harness (a live upstream with 100 ms of latency) on a test clock at 0, base
+/// time 0, with the pipeline latency a sink would send (upstream's 100 ms + batch-size
+/// frames of 40 ms): frame `n` (PTS 40n ms) must leave by `deadline(n)`.
+fn live_harness(avatar: &Path, batch: u32) -> (Harness, gst::Element) {
+    let muse = element(avatar, &[("batch-size", &batch)]);
+    let mut h = Harness::with_element(&muse, Some("sink"), Some("src"));
+    h.use_testclock();
+    h.set_upstream_latency(gst::ClockTime::from_mseconds(100));
+    h.play();
+    h.set_src_caps_str(FEATURE_CAPS);
+    let latency = gst::ClockTime::from_mseconds(100 + 40 * batch as u64);
+    assert!(h.push_upstream_event(gst::event::Latency::new(latency)));
+    (h, muse)
+}
+
+/// Base time (0) + running time + pipeline latency - half a frame.
+fn deadline(n: u64, batch: u64) -> gst::ClockTime {
+    frame_time(n) + gst::ClockTime::from_mseconds(100 + 40 * batch)
+        - gst::ClockTime::from_mseconds(20)
+}
+
+fn push_speech(h: &mut Harness, n: u64) {
+    let f = noise(FEAT_LEN, n as u32 + 5, 1.0);
+    h.push(features(n, Some(&f), frame_time(n))).unwrap();
+}
+
+fn assert_made(b: &gst::Buffer, n: u64) {
+    assert_eq!(b.pts(), Some(frame_time(n)), "frame {n}");
+    assert!(
+        !b.flags().contains(gst::BufferFlags::GAP),
+        "frame {n} skipped"
+    );
+    assert_eq!(b.size(), 256 * 256 * 3);
+    assert!(meta::get(b).unwrap().speaking);
+}
+
+fn assert_skipped(b: &gst::Buffer, n: u64) {
+    assert_eq!(b.pts(), Some(frame_time(n)), "frame {n}");
+    assert!(b.flags().contains(gst::BufferFlags::GAP), "frame {n} made");
+    assert_eq!(b.size(), 0);
+    let m = meta::get(b).unwrap();
+    assert!(m.speaking, "a skipped speech frame still says speaking");
+    assert_eq!(m.frame, n);
+}
+
+/// Runs `f` on another thread. If it does not return within a generous bound (it would
+/// hang forever if the element never left its clock wait) the test process fails: a panic
+/// would hang too, in the harness's own shutdown.
+fn returns<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            eprintln!("{what} did not return: the clock wait was not unscheduled");
+            std::process::exit(101)
+        })
+}
+
 #[test]
-fn live_and_behind_skips_late_frames_keeping_timestamps() {
+fn live_on_a_test_clock_skips_frames_past_their_deadline_keeping_timestamps() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     write_avatar(dir.path(), None);
-    let p = pipeline(element(dir.path(), &[("batch-size", &2u32)]), true);
-    p.src.set_property("min-latency", 100_000_000i64);
-    // Let the clock run well past the first frames' deadlines.
-    std::thread::sleep(std::time::Duration::from_millis(800));
-    let f = noise(FEAT_LEN, 5, 1.0);
-    for n in 0..4 {
-        p.src
-            .push_buffer(features(n, Some(&f), frame_time(n)))
-            .unwrap();
-    }
-    // Frames 60..62 (2.4 s) are far ahead of the clock: made.
-    for n in 60..62 {
-        p.src
-            .push_buffer(features(n, Some(&f), frame_time(n)))
-            .unwrap();
-    }
-    let out = p.finish();
-    assert_eq!(out.len(), 6);
-    let pts: Vec<u64> = out
-        .iter()
-        .map(|s| s.buffer().unwrap().pts().unwrap().mseconds())
-        .collect();
-    assert_eq!(pts, [0, 40, 80, 120, 2400, 2440]);
-    for s in &out[..4] {
-        let b = s.buffer().unwrap();
-        assert!(b.flags().contains(gst::BufferFlags::GAP));
-        assert!(
-            meta::get(b).unwrap().speaking,
-            "a skipped speech frame still says speaking"
-        );
-    }
-    for s in &out[4..] {
-        assert_eq!(s.buffer().unwrap().size(), 256 * 256 * 3);
-    }
-    let stats = p.stats();
-    assert_eq!(stats.get::<u64>("skipped-frames").unwrap(), 4);
-    assert_eq!(stats.get::<u64>("inferred-frames").unwrap(), 2);
-
+    let (mut h, muse) = live_harness(dir.path(), 2);
     // Latency: upstream's 100 ms plus batch-size (2) frames of 40 ms.
     let mut q = gst::query::Latency::new();
-    assert!(p.muse.static_pad("src").unwrap().query(&mut q));
-    let (live, min, _) = q.result();
-    assert!(live);
-    assert_eq!(min, gst::ClockTime::from_mseconds(180));
+    assert!(muse.static_pad("src").unwrap().query(&mut q));
+    assert_eq!(q.result(), (true, gst::ClockTime::from_mseconds(180), None));
+    // The clock is at frame 16's deadline: 16 is just in time, 15 is 40 ms late.
+    let now = deadline(16, 2);
+    assert_eq!(now, gst::ClockTime::from_mseconds(800));
+    h.set_time(now).unwrap();
+    let frames = [0u64, 1, 2, 3, 15, 16, 60, 61];
+    for n in frames {
+        push_speech(&mut h, n);
+    }
+    h.push_event(gst::event::Eos::new());
+    for n in frames {
+        let b = h.pull().unwrap();
+        if deadline(n, 2) < now {
+            assert_skipped(&b, n);
+        } else {
+            assert_made(&b, n);
+        }
+    }
+    let stats = muse.property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("skipped-frames").unwrap(), 5);
+    assert_eq!(stats.get::<u64>("inferred-frames").unwrap(), 3);
+    assert_eq!(stats.get::<u64>("speech-frames").unwrap(), 8);
+    // Nothing moved the clock.
+    assert_eq!(h.testclock().unwrap().time(), now);
+}
+
+#[test]
+fn live_batch_waits_on_the_clock_until_its_deadline_allows_and_arrivals_wake_it() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    write_avatar(dir.path(), None);
+    let (mut h, muse) = live_harness(dir.path(), 2);
+    let clock = h.testclock().unwrap();
+    let stat = |k: &str| {
+        muse.property::<gst::Structure>("stats")
+            .get::<u64>(k)
+            .unwrap()
+    };
+    // No batch cost measured yet: the first frame runs at once.
+    push_speech(&mut h, 0);
+    assert_made(&h.pull().unwrap(), 0);
+    // The cost is measured on the pipeline clock, which stood still: 0. Frame 1 waits for
+    // a second frame, until the batch of 2 must start to make frame 1's deadline.
+    push_speech(&mut h, 1);
+    let id = clock.wait_for_next_pending_id();
+    assert_eq!(id.time(), deadline(1, 2));
+    assert!(h.try_pull().is_none(), "frame 1 waits");
+    // Frame 2 arrives: the wait is unscheduled and the full batch runs, with no clock
+    // advance.
+    push_speech(&mut h, 2);
+    assert_made(&h.pull().unwrap(), 1);
+    assert_made(&h.pull().unwrap(), 2);
+    assert_eq!(stat("batches"), 2);
+    assert_eq!(clock.time(), gst::ClockTime::ZERO);
+    // Frame 3 waits; nothing else comes; at its deadline it runs alone, in time.
+    push_speech(&mut h, 3);
+    assert_eq!(clock.wait_for_next_pending_id().time(), deadline(3, 2));
+    h.crank_single_clock_wait().unwrap();
+    assert_eq!(clock.time(), deadline(3, 2));
+    assert_made(&h.pull().unwrap(), 3);
+    assert_eq!(stat("batches"), 3);
+    // A frame already past its deadline at arrival is skipped without waiting.
+    h.set_time(deadline(5, 2) + gst::ClockTime::NSECOND)
+        .unwrap();
+    push_speech(&mut h, 5);
+    assert_skipped(&h.pull().unwrap(), 5);
+    assert_eq!(stat("skipped-frames"), 1);
+    assert_eq!(stat("inferred-frames"), 4);
+}
+
+#[test]
+fn flush_and_stop_unblock_a_pending_clock_wait() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    write_avatar(dir.path(), None);
+    let (mut h, muse) = live_harness(dir.path(), 4);
+    let clock = h.testclock().unwrap();
+    push_speech(&mut h, 0);
+    assert_made(&h.pull().unwrap(), 0);
+    push_speech(&mut h, 1);
+    assert_eq!(clock.wait_for_next_pending_id().time(), deadline(1, 4));
+    // FLUSH_START pauses the worker, which waits for its turn to end: it returns only if
+    // the clock wait was unscheduled (the clock does not move).
+    let sink = muse.static_pad("sink").unwrap();
+    assert!(returns("FLUSH_START", move || sink
+        .send_event(gst::event::FlushStart::new())));
+    assert!(clock.peek_next_pending_id().is_none());
+    assert_eq!(clock.time(), gst::ClockTime::ZERO);
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert!(
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
+    // Frame 1 was flushed; the element works on.
+    push_speech(&mut h, 2);
+    assert_eq!(clock.wait_for_next_pending_id().time(), deadline(2, 4));
+    h.push_event(gst::event::Eos::new());
+    assert_made(&h.pull().unwrap(), 2);
+    assert!(h.try_pull().is_none(), "frame 1 was flushed");
+
+    // PAUSED -> READY with a wait pending (after a flush that clears the EOS).
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert!(
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
+    push_speech(&mut h, 3);
+    assert_eq!(clock.wait_for_next_pending_id().time(), deadline(3, 4));
+    let m = muse.clone();
+    let r = returns("PAUSED->READY", move || m.set_state(gst::State::Ready));
+    assert!(r.is_ok());
+    assert!(clock.peek_next_pending_id().is_none());
+    assert_eq!(clock.time(), gst::ClockTime::ZERO);
 }
 
 #[test]

@@ -1,4 +1,13 @@
 // SPDX-License-Identifier: MPL-2.0
+//
+// Threads: upstream's streaming thread (sink_chain, sink_event) queues frames and events;
+// the src pad's task (work) plans batches with lipsync::planner, waits on the pipeline
+// clock, runs inference and pushes. Timed waits are single-shot clock ids, unscheduled
+// when a frame or event arrives, on FLUSH_START and on PAUSED->READY.
+//
+// Lock order: `queue` before `timing`, then the object lock (clock, base time). `settings`,
+// `loaded` and `counters` are taken alone (never while another of our locks is held). No
+// lock is held while pushing, while running inference or while waiting on a clock id.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -13,6 +22,7 @@ use crate::avatar::{self, Avatar};
 use crate::events;
 use crate::features::{self, FRAME_LEN};
 use crate::inference::{self, Device, Precision, SessionRequest, contract};
+use crate::lipsync::planner::{self, CostModel, Decision};
 use crate::lipsync::{self, FrameInput, IMAGE_LEN, MuseTalk};
 use crate::meta::{self, AvatarFrame};
 
@@ -109,6 +119,18 @@ struct Queue {
     flow: Option<gst::FlowError>,
     /// Whether upstream is live (asked once per stream).
     live: Option<bool>,
+    /// The worker's pending clock wait; whoever changes the queue unschedules it.
+    clock_wait: Option<gst::SingleShotClockId>,
+}
+
+impl Queue {
+    /// Wakes the worker: from waiting for frames (with `cond`) and from a clock wait.
+    fn wake(&mut self, cond: &Condvar) {
+        if let Some(id) = self.clock_wait.take() {
+            id.unschedule();
+        }
+        cond.notify_all();
+    }
 }
 
 /// What the worker knows about time.
@@ -120,8 +142,8 @@ struct Timing {
     upstream_latency: gst::ClockTime,
     /// Running time before which QoS says frames are late.
     qos_earliest: Option<gst::ClockTime>,
-    /// Inference time per frame, smoothed.
-    per_frame: Option<Duration>,
+    /// Batch cost, learned from batch times measured on the pipeline clock.
+    cost: CostModel,
 }
 
 impl Default for Timing {
@@ -132,7 +154,7 @@ impl Default for Timing {
             latency: None,
             upstream_latency: gst::ClockTime::ZERO,
             qos_earliest: None,
-            per_frame: None,
+            cost: CostModel::new(),
         }
     }
 }
@@ -143,6 +165,49 @@ impl Timing {
             .mul_div_round(self.fps.denom() as u64, self.fps.numer().max(1) as u64)
             .unwrap_or(gst::ClockTime::from_mseconds(40))
     }
+
+    /// What we add to the latency when live: a batch of frames.
+    fn our_latency(&self, batch_size: usize) -> gst::ClockTime {
+        self.frame_duration() * batch_size as u64
+    }
+
+    /// When a frame must leave this element, as a clock time: its running time plus the
+    /// pipeline latency, less half a frame for what comes downstream. A frame that QoS
+    /// already declared late gets a deadline at time zero. `None` without a base time or
+    /// outside the segment.
+    fn deadline(
+        &self,
+        base: Option<gst::ClockTime>,
+        pts: Option<gst::ClockTime>,
+        batch_size: usize,
+    ) -> Option<Duration> {
+        let rt = self.segment.to_running_time(pts?)?;
+        let base = base?;
+        if self.qos_earliest.is_some_and(|e| rt < e) {
+            return Some(Duration::ZERO);
+        }
+        let latency = self
+            .latency
+            .unwrap_or_else(|| self.upstream_latency + self.our_latency(batch_size));
+        Some(planner::deadline(
+            dur(base),
+            dur(rt),
+            dur(latency),
+            dur(self.frame_duration() / 2),
+        ))
+    }
+}
+
+fn dur(t: gst::ClockTime) -> Duration {
+    Duration::from_nanos(t.nseconds())
+}
+
+/// What the worker does next.
+enum Job {
+    /// An event or an idle frame, alone.
+    Single(Item),
+    /// A run of speech frames: each made (`false`) or skipped as late (`true`).
+    Batch(Vec<(FrameIn, bool)>),
 }
 
 #[derive(Default)]
@@ -327,7 +392,7 @@ impl MuseTalkElement {
             q = self.cond.wait(q).unwrap();
         }
         q.items.push_back(Item::Frame(frame));
-        self.cond.notify_all();
+        q.wake(&self.cond);
         Ok(gst::FlowSuccess::Ok)
     }
 
@@ -337,7 +402,7 @@ impl MuseTalkElement {
             return false;
         }
         q.items.push_back(Item::Event(event));
-        self.cond.notify_all();
+        q.wake(&self.cond);
         true
     }
 
@@ -357,11 +422,12 @@ impl MuseTalkElement {
         }
     }
 
+    /// Called without lock: waits for the worker's current turn to end.
     fn stop_task(&self) {
         {
             let mut q = self.queue.lock().unwrap();
             q.flushing = true;
-            self.cond.notify_all();
+            q.wake(&self.cond);
         }
         let _ = self.srcpad.stop_task();
     }
@@ -374,8 +440,9 @@ impl MuseTalkElement {
                 {
                     let mut q = self.queue.lock().unwrap();
                     q.flushing = true;
-                    self.cond.notify_all();
+                    q.wake(&self.cond);
                 }
+                // Called without lock: pausing waits for the worker's turn to end.
                 let ret = self.srcpad.push_event(event);
                 let _ = self.srcpad.pause_task();
                 return ret;
@@ -387,6 +454,7 @@ impl MuseTalkElement {
                     q.flushing = false;
                     q.flow = None;
                     q.live = None;
+                    q.clock_wait = None;
                 }
                 self.timing.lock().unwrap().qos_earliest = None;
                 let ret = self.srcpad.push_event(event);
@@ -414,6 +482,7 @@ impl MuseTalkElement {
                             n += 1;
                         }
                     }
+                    // (enqueue_event below wakes the worker: these are idle frames now)
                 }
                 self.counters.lock().unwrap().interrupted += n;
                 gst::debug!(
@@ -452,8 +521,8 @@ impl MuseTalkElement {
     }
 
     fn our_latency(&self) -> gst::ClockTime {
-        let b = self.settings.lock().unwrap().batch_size as u64;
-        self.timing.lock().unwrap().frame_duration() * b
+        let b = self.settings.lock().unwrap().batch_size as usize;
+        self.timing.lock().unwrap().our_latency(b)
     }
 
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
@@ -476,103 +545,137 @@ impl MuseTalkElement {
         gst::Pad::query_default(pad, Some(&*self.obj()), query)
     }
 
-    /// When a frame must leave this element, as a clock time (live pipelines only).
-    fn deadline(&self, pts: Option<gst::ClockTime>) -> Option<gst::ClockTime> {
-        let obj = self.obj();
-        let base = obj.base_time()?;
+    /// The planner's view of the queue's leading run of speech frames: their deadlines and,
+    /// when nothing follows the run (more frames may join it), the frames still to come up
+    /// to a full batch, with deadlines a frame apart. Returns the run's length too.
+    /// Called with the queue lock; takes `timing` (queue -> timing).
+    fn plan_input(
+        &self,
+        q: &Queue,
+        base: Option<gst::ClockTime>,
+        batch_size: usize,
+        open: bool,
+    ) -> (usize, Vec<planner::Frame>) {
         let t = self.timing.lock().unwrap();
-        let rt = t.segment.to_running_time(pts?)?;
-        let latency = t
-            .latency
-            .unwrap_or_else(|| t.upstream_latency + t.frame_duration());
-        // Half a frame for what comes downstream.
-        Some((base + rt + latency).saturating_sub(t.frame_duration() / 2))
+        let mut frames: Vec<planner::Frame> = q
+            .items
+            .iter()
+            .map_while(|i| match i {
+                Item::Frame(f) if f.features.is_some() => Some(f),
+                _ => None,
+            })
+            .map(|f| planner::Frame::ready(0, t.deadline(base, f.pts, batch_size)))
+            .collect();
+        let run = frames.len();
+        if open && run == q.items.len() && run < batch_size {
+            let step = dur(t.frame_duration());
+            let last = frames.last().and_then(|f| f.deadline);
+            for k in 1..=(batch_size - run) as u32 {
+                frames.push(planner::Frame::awaited(0, last.map(|d| d + step * k)));
+            }
+        }
+        (run, frames)
     }
 
-    fn now(&self) -> Option<gst::ClockTime> {
-        self.obj().clock().map(|c| c.time())
-    }
-
-    fn estimate(&self, frames: usize) -> gst::ClockTime {
-        let t = self.timing.lock().unwrap();
-        let per = t.per_frame.unwrap_or_default();
-        gst::ClockTime::from_nseconds((per * frames as u32).as_nanos() as u64)
+    /// Waits until there is something to do and says what; `None` when flushing.
+    fn next_job(&self) -> Option<Job> {
+        let batch_size = self.settings.lock().unwrap().batch_size.max(1) as usize;
+        // After a failed clock wait, plan once without waiting for more frames.
+        let mut open = true;
+        let mut q = self.queue.lock().unwrap();
+        loop {
+            if q.flushing {
+                return None;
+            }
+            // (the object lock, taken last; both may change while we wait)
+            let (clock, base) = {
+                let obj = self.obj();
+                (obj.clock(), obj.base_time())
+            };
+            let live = q.live.unwrap_or(false);
+            match q.items.front() {
+                None => {
+                    q = self.cond.wait(q).unwrap();
+                    continue;
+                }
+                Some(Item::Event(_) | Item::Frame(FrameIn { features: None, .. })) => {
+                    let item = q.items.pop_front().unwrap();
+                    q.wake(&self.cond);
+                    return Some(Job::Single(item));
+                }
+                Some(Item::Frame(_)) => {}
+            }
+            let now = clock.as_ref().filter(|_| live).map(|c| dur(c.time()));
+            let (run, frames) = self.plan_input(&q, base, batch_size, open);
+            let decision = {
+                let t = self.timing.lock().unwrap();
+                planner::plan(now, &frames, &t.cost, batch_size, live)
+            };
+            open = true;
+            let (take, late) = match decision {
+                Decision::Run { take, late } => (take, late),
+                Decision::Idle | Decision::Wait { until: None } => {
+                    q = self.cond.wait(q).unwrap();
+                    continue;
+                }
+                Decision::Wait { until: Some(until) } => {
+                    let Some(clock) = clock.as_ref() else {
+                        open = false;
+                        continue;
+                    };
+                    let id = clock
+                        .new_single_shot_id(gst::ClockTime::from_nseconds(until.as_nanos() as u64));
+                    q.clock_wait = Some(id.clone());
+                    drop(q);
+                    gst::trace!(
+                        CAT,
+                        imp = self,
+                        "waiting until {until:?} for a fuller batch"
+                    );
+                    // Called without lock: arrivals, flushes and stops unschedule it.
+                    let (res, _) = id.wait();
+                    q = self.queue.lock().unwrap();
+                    q.clock_wait = None;
+                    match res {
+                        Ok(_) | Err(gst::ClockError::Early | gst::ClockError::Unscheduled) => {}
+                        Err(err) => {
+                            gst::warning!(CAT, imp = self, "clock wait failed: {err:?}");
+                            open = false;
+                        }
+                    }
+                    continue;
+                }
+            };
+            // The planner keeps one queue's order: what runs and what is skipped is a prefix
+            // of the run. Should it not be, the frames after the first gap wait for the next
+            // turn (and an empty prefix makes the first frame alone).
+            let n = (0..run)
+                .take_while(|i| take.contains(i) || late.contains(i))
+                .count()
+                .max(1);
+            debug_assert_eq!(n, take.len() + late.len());
+            let batch = q
+                .items
+                .drain(..n)
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Item::Frame(f) => (f, late.contains(&i)),
+                    Item::Event(_) => unreachable!("the run holds frames only"),
+                })
+                .collect();
+            q.wake(&self.cond);
+            return Some(Job::Batch(batch));
+        }
     }
 
     /// One turn of the worker: waits for something to do, does it.
     fn work(&self) {
-        let batch_size = self.settings.lock().unwrap().batch_size.max(1) as usize;
-        let mut q = self.queue.lock().unwrap();
-        let job = loop {
-            if q.flushing {
-                drop(q);
-                let _ = self.srcpad.pause_task();
-                return;
-            }
-            let Some(front) = q.items.front() else {
-                q = self.cond.wait(q).unwrap();
-                continue;
-            };
-            match front {
-                Item::Event(_) | Item::Frame(FrameIn { features: None, .. }) => {
-                    break vec![q.items.pop_front().unwrap()];
-                }
-                Item::Frame(_) => {}
-            }
-            let speech = q
-                .items
-                .iter()
-                .take(batch_size)
-                .take_while(|i| {
-                    matches!(
-                        i,
-                        Item::Frame(FrameIn {
-                            features: Some(_),
-                            ..
-                        })
-                    )
-                })
-                .count();
-            let complete = speech == batch_size || q.items.len() > speech;
-            if !complete {
-                let live = q.live.unwrap_or(false);
-                if !live {
-                    // Offline: every frame is made, in full batches.
-                    q = self.cond.wait(q).unwrap();
-                    continue;
-                }
-                let Item::Frame(first) = q.items.front().unwrap() else {
-                    unreachable!()
-                };
-                let pts = first.pts;
-                drop(q);
-                let est = self.estimate(batch_size);
-                let wait = match (self.deadline(pts), self.now()) {
-                    (Some(deadline), Some(now)) => deadline.saturating_sub(est).checked_sub(now),
-                    _ => None,
-                };
-                q = self.queue.lock().unwrap();
-                match wait {
-                    Some(w) if !w.is_zero() => {
-                        // Wait for more frames, but not past the first one's deadline.
-                        let w = Duration::from_nanos(w.nseconds()).min(Duration::from_millis(500));
-                        q = self.cond.wait_timeout(q, w).unwrap().0;
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
-            break q.items.drain(..speech).collect();
+        let Some(job) = self.next_job() else {
+            let _ = self.srcpad.pause_task();
+            return;
         };
-        let live = q.live.unwrap_or(false);
-        self.cond.notify_all();
-        drop(q);
-
-        let res = match job.first() {
-            Some(Item::Event(_)) => {
-                let Some(Item::Event(event)) = job.into_iter().next() else {
-                    unreachable!()
-                };
+        let res = match job {
+            Job::Single(Item::Event(event)) => {
                 if let gst::EventView::Segment(e) = event.view()
                     && let Ok(seg) = e.segment().clone().downcast::<gst::ClockTime>()
                 {
@@ -581,16 +684,8 @@ impl MuseTalkElement {
                 self.srcpad.push_event(event);
                 Ok(())
             }
-            _ => {
-                let frames: Vec<FrameIn> = job
-                    .into_iter()
-                    .map(|i| match i {
-                        Item::Frame(f) => f,
-                        Item::Event(_) => unreachable!(),
-                    })
-                    .collect();
-                self.process(frames, live)
-            }
+            Job::Single(Item::Frame(f)) => self.process(vec![(f, false)]),
+            Job::Batch(frames) => self.process(frames),
         };
         if let Err(err) = res {
             let mut q = self.queue.lock().unwrap();
@@ -643,46 +738,31 @@ impl MuseTalkElement {
         buf
     }
 
-    /// Makes and pushes a run of frames: one idle frame, or a batch of speech frames.
-    fn process(&self, frames: Vec<FrameIn>, live: bool) -> Result<(), gst::FlowError> {
+    /// Makes and pushes a run of frames: one idle frame, or a batch of speech frames, each
+    /// made or (`true`) skipped as late: pushed as GAP with the meta, speaking.
+    /// Called without lock.
+    fn process(&self, frames: Vec<(FrameIn, bool)>) -> Result<(), gst::FlowError> {
         let loaded = self
             .loaded
             .lock()
             .unwrap()
             .clone()
             .ok_or(gst::FlowError::Flushing)?;
-        // Which speech frames would be late: skipped (QoS), still pushed as GAP with the meta.
-        let mut late = vec![false; frames.len()];
-        if live {
-            let est = self.estimate(frames.len());
-            let now = self.now();
-            let earliest = self.timing.lock().unwrap().qos_earliest;
-            for (k, f) in frames.iter().enumerate() {
-                if f.features.is_none() {
-                    continue;
-                }
-                let behind =
-                    matches!((self.deadline(f.pts), now), (Some(d), Some(n)) if n + est > d);
-                let qos = {
-                    let seg = &self.timing.lock().unwrap().segment;
-                    matches!((earliest, f.pts.and_then(|p| seg.to_running_time(p))), (Some(e), Some(rt)) if rt < e)
-                };
-                late[k] = behind || qos;
-            }
-        }
         let inputs: Vec<FrameInput<'_>> = frames
             .iter()
-            .zip(&late)
-            .filter(|(f, l)| f.features.is_some() && !**l)
+            .filter(|(f, late)| f.features.is_some() && !late)
             .map(|(f, _)| FrameInput {
                 latent: loaded.avatar.latent(f.index as usize),
                 audio: f.features.as_deref().unwrap(),
             })
             .collect();
-        let mut images = Vec::new();
+        let mut crops = Vec::new();
         if !inputs.is_empty() {
+            // The cost model learns on the clock the deadlines are on.
+            let clock = self.obj().clock();
+            let clock_start = clock.as_ref().map(|c| c.time());
             let start = Instant::now();
-            images = loaded.muse.run(&inputs).map_err(|e| {
+            let images = loaded.muse.run(&inputs).map_err(|e| {
                 gst::element_imp_error!(
                     self,
                     gst::LibraryError::Failed,
@@ -690,27 +770,37 @@ impl MuseTalkElement {
                 );
                 gst::FlowError::Error
             })?;
+            crops = images
+                .chunks_exact(IMAGE_LEN)
+                .map(|img| {
+                    let mut rgb = vec![0u8; lipsync::RGB_LEN];
+                    lipsync::image_to_rgb(img, &mut rgb, lipsync::IMAGE_SIDE * 3);
+                    rgb
+                })
+                .collect();
             let took = start.elapsed();
-            let per = took / inputs.len() as u32;
-            {
-                let mut t = self.timing.lock().unwrap();
-                t.per_frame = Some(match t.per_frame {
-                    Some(p) => (p * 3 + per) / 4,
-                    None => per,
-                });
-            }
+            let on_clock = match (clock, clock_start) {
+                (Some(c), Some(t0)) => dur(c.time().saturating_sub(t0)),
+                _ => took,
+            };
+            self.timing
+                .lock()
+                .unwrap()
+                .cost
+                .observe(inputs.len(), on_clock);
             let mut c = self.counters.lock().unwrap();
             c.batches += 1;
             c.inferred += inputs.len() as u64;
             c.inference_ns += took.as_nanos() as u64;
         }
+        let skipped = frames.iter().filter(|(_, late)| *late).count();
         let mut out = Vec::with_capacity(frames.len());
-        let mut next_image = 0;
+        let mut crops = crops.into_iter();
         {
             let mut c = self.counters.lock().unwrap();
-            for (f, &l) in frames.iter().zip(&late) {
+            for (f, late) in &frames {
                 c.frames += 1;
-                let buf = match (&f.features, l) {
+                let buf = match (&f.features, late) {
                     (None, _) => {
                         c.idle += 1;
                         self.meta_buffer(f, None, false)
@@ -722,22 +812,17 @@ impl MuseTalkElement {
                     }
                     (Some(_), false) => {
                         c.speech += 1;
-                        let img = &images[next_image * IMAGE_LEN..(next_image + 1) * IMAGE_LEN];
-                        next_image += 1;
-                        let mut rgb = vec![0u8; lipsync::RGB_LEN];
-                        lipsync::image_to_rgb(img, &mut rgb, lipsync::IMAGE_SIDE * 3);
-                        self.meta_buffer(f, Some(rgb), true)
+                        self.meta_buffer(f, crops.next(), true)
                     }
                 };
                 out.push(buf);
             }
         }
-        if late.iter().any(|l| *l) {
+        if skipped > 0 {
             gst::debug!(
                 CAT,
                 imp = self,
-                "behind real time: skipped {} of {} frames",
-                late.iter().filter(|l| **l).count(),
+                "behind real time: skipped {skipped} of {} frames",
                 frames.len()
             );
         }

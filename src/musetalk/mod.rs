@@ -9,12 +9,17 @@
  * Per speech frame: the avatar's latent `i` (`[8,32,32]`: lower-half-masked crop latent ++
  * full crop latent), the audio feature plus sinusoidal positional encoding, the UNet at
  * timestep 0, the latent divided by 0.18215, the VAE decoder, `(x/2+0.5)` clamped to [0,1]
- * times 255, rounded. Up to `batch-size` speech frames run together; in a live pipeline a
- * batch is never held past its first frame's deadline, and frames that would be late
- * (inference slower than real time, or QoS from downstream) are skipped: pushed as GAP
- * buffers with `speaking = true` (avatarblend holds the last mouth), counted in `stats`.
- * Timestamps are never changed, so audio and video do not drift. Offline, every frame is
- * made. GAP features (silence) cost no inference: a GAP buffer with only the
+ * times 255, rounded. Up to `batch-size` speech frames run together.
+ *
+ * In a live pipeline each frame has a deadline on the pipeline clock (base time + running
+ * time + pipeline latency - half a frame). The element learns the cost of a batch (a fixed
+ * part plus a part per frame, from batch times measured on the pipeline clock) and waits
+ * for a fuller batch only while the earliest deadline still allows it (a single-shot clock
+ * wait, cut short when a frame arrives, on flush and on stop). Frames that cannot make
+ * their deadline even alone (inference slower than real time, or QoS from downstream) are
+ * skipped: pushed as GAP buffers with `speaking = true` (avatarblend holds the last mouth),
+ * counted in `stats`. Timestamps are never changed, so audio and video do not drift.
+ * Offline, every frame is made, in full batches. GAP features (silence) cost no inference: a GAP buffer with only the
  * `AvatarFrameMeta`. A `livetalk-interrupt` event turns pending speech frames into idle ones.
  *
  * The element answers the LATENCY query with `batch-size` frame durations when live.

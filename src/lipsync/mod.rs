@@ -5,8 +5,13 @@
 //! encoding (d_model 384), the UNet at timestep 0 -> latent `[4,32,32]`, divided by 0.18215,
 //! the VAE decoder -> image `[3,256,256]` in [-1,1] -> `((x/2+0.5).clamp(0,1)*255).round()`
 //! as u8, channel 0 = red (MuseTalk flips to BGR for OpenCV afterwards; we keep RGB).
+//!
+//! [`planner`] decides which queued frames run together, which are skipped as late and how
+//! long to wait for a fuller batch.
 
 use std::sync::Arc;
+
+pub mod planner;
 
 use crate::avatar::LATENT_LEN;
 use crate::features::{self, FRAME_LEN};

@@ -1,0 +1,760 @@
+//! The batch planner: which queued frames run now, which are skipped because they would be
+//! late, and until when to wait for a fuller batch. Pure: the caller feeds in the time and
+//! the queue; nothing here reads a clock or sleeps.
+//!
+//! Every time is a [`Duration`] on one clock (the musetalk element uses its pipeline clock:
+//! clock time, i.e. time since the clock's epoch). A deadline is the clock time by which a
+//! frame's output must be pushed.
+//!
+//! # Frames
+//! The caller lists [`Frame`]s: each names its queue (one per element / session), its
+//! deadline if one is known, and whether it is ready (its inputs are in, so it can run now).
+//! Each queue's frames are listed in that queue's output order; queues may interleave. A
+//! frame that is not ready is *awaited*: a frame the caller expects (a live queue whose next
+//! frame has not arrived yet) or one whose inputs are not done. Output order within a queue
+//! is kept: only a queue's leading ready frames (its *head*) can be taken or skipped, and a
+//! frame is never taken before an earlier frame of its queue is taken or skipped.
+//!
+//! # Policy
+//! Offline (`live == false`) every frame is made: the planner takes up to `max_batch` head
+//! frames and, while the batch is not full and frames are awaited, waits for them
+//! ([`Decision::Wait`] without a time: "until something arrives").
+//!
+//! Live, with the time known:
+//! - a head frame is *late* when it cannot make its deadline even alone:
+//!   `now + cost(1) > deadline` (with no cost measured yet: when its deadline has passed).
+//!   Late frames are skipped (the element pushes them as GAP, timestamps unchanged);
+//! - the others run in earliest-deadline-first order (per-queue order kept), as many as fit:
+//!   the largest batch of `k <= max_batch` such that `now + cost(k)` is not after the
+//!   earliest deadline among them;
+//! - if all of them fit, the batch is not full and frames are awaited, the planner waits for
+//!   the fuller batch `M = min(max_batch, ready + awaited)` but only until
+//!   `earliest deadline of those M frames - cost(M)`: the latest start that still makes every
+//!   deadline if the awaited frames arrive. Past that time it runs what is there. It waits
+//!   only with a measured cost and a known deadline; otherwise it runs at once.
+//! - late frames are reported at once (a [`Decision::Run`] with nothing to take if the rest
+//!   should wait), so that downstream gets them without delay.
+//!
+//! Live without a known time (no clock yet) nothing is late and nothing waits.
+
+use std::time::Duration;
+
+/// Identifies the queue (element, session) a frame belongs to.
+pub type QueueId = u64;
+
+/// One queued frame, as the planner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    pub queue: QueueId,
+    /// Clock time by which its output must be pushed; `None`: unknown (offline, no clock,
+    /// no segment yet).
+    pub deadline: Option<Duration>,
+    /// Its inputs are in: it can run now. `false`: awaited.
+    pub ready: bool,
+}
+
+impl Frame {
+    pub fn ready(queue: QueueId, deadline: Option<Duration>) -> Self {
+        Self {
+            queue,
+            deadline,
+            ready: true,
+        }
+    }
+
+    pub fn awaited(queue: QueueId, deadline: Option<Duration>) -> Self {
+        Self {
+            queue,
+            deadline,
+            ready: false,
+        }
+    }
+}
+
+/// What to do now. Indices refer to the slice given to [`plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Run `take` as one batch (in this order: earliest deadline first) and skip `late`
+    /// (ascending). Together they are, per queue, a prefix of that queue's frames.
+    Run { take: Vec<usize>, late: Vec<usize> },
+    /// Nothing to do before `until` (clock time), or, with `None`, before a frame arrives.
+    /// Plan again when a frame arrives or the time is reached.
+    Wait { until: Option<Duration> },
+    /// No frame is ready.
+    Idle,
+}
+
+/// The cost of a batch of `n` frames: `fixed + per_frame * n`, learned from measured batch
+/// times.
+///
+/// The model keeps exponentially weighted means (weight `w` for the newest measurement) of
+/// `n`, `t`, `n^2` and `n*t` over the measurements `(n, t)` and fits the line by weighted
+/// least squares on them; old measurements fade, so the model follows a device that gets
+/// slower or faster. While the batch sizes seen hardly vary (weighted variance of `n` below
+/// [`CostModel::MIN_SIZE_VARIANCE`]) a line cannot be fitted: the cost is taken as
+/// proportional, `t/n` per frame and no fixed part (for batches larger than those measured
+/// this errs on the slow side). Both parts are kept non-negative. Until the first
+/// measurement the cost is unknown ([`CostModel::estimate`] gives `None`).
+#[derive(Debug, Clone)]
+pub struct CostModel {
+    weight: f64,
+    samples: u64,
+    /// Weighted means of n, t (ns), n^2, n*t.
+    n: f64,
+    t: f64,
+    nn: f64,
+    nt: f64,
+}
+
+impl Default for CostModel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CostModel {
+    /// Weight of the newest measurement.
+    pub const DEFAULT_WEIGHT: f64 = 0.25;
+    /// Below this weighted variance of the batch sizes the cost is taken as proportional.
+    pub const MIN_SIZE_VARIANCE: f64 = 0.05;
+
+    pub fn new() -> Self {
+        Self::with_weight(Self::DEFAULT_WEIGHT)
+    }
+
+    /// `weight` (clamped to `[0.01, 1]`) is the share of the newest measurement.
+    pub fn with_weight(weight: f64) -> Self {
+        Self {
+            weight: weight.clamp(0.01, 1.0),
+            samples: 0,
+            n: 0.0,
+            t: 0.0,
+            nn: 0.0,
+            nt: 0.0,
+        }
+    }
+
+    /// Records that a batch of `frames` frames took `took`. Empty batches are ignored.
+    pub fn observe(&mut self, frames: usize, took: Duration) {
+        if frames == 0 {
+            return;
+        }
+        let n = frames as f64;
+        let t = took.as_nanos() as f64;
+        let w = if self.samples == 0 { 1.0 } else { self.weight };
+        self.n += w * (n - self.n);
+        self.t += w * (t - self.t);
+        self.nn += w * (n * n - self.nn);
+        self.nt += w * (n * t - self.nt);
+        self.samples += 1;
+    }
+
+    /// How many measurements were taken.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// `(fixed, per_frame)`, or `None` before the first measurement.
+    pub fn parts(&self) -> Option<(Duration, Duration)> {
+        let (fixed, per) = self.parts_ns()?;
+        Some((
+            Duration::from_nanos(fixed.round() as u64),
+            Duration::from_nanos(per.round() as u64),
+        ))
+    }
+
+    fn parts_ns(&self) -> Option<(f64, f64)> {
+        if self.samples == 0 {
+            return None;
+        }
+        let var = self.nn - self.n * self.n;
+        if var < Self::MIN_SIZE_VARIANCE {
+            return Some((0.0, self.t / self.n));
+        }
+        let per = (self.nt - self.n * self.t) / var;
+        let fixed = self.t - per * self.n;
+        Some(if per < 0.0 {
+            (self.t, 0.0)
+        } else if fixed < 0.0 {
+            // The line through the origin that fits best.
+            (0.0, self.nt / self.nn)
+        } else {
+            (fixed, per)
+        })
+    }
+
+    /// The expected time of a batch of `frames` frames; `None` before the first measurement.
+    pub fn estimate(&self, frames: usize) -> Option<Duration> {
+        let (fixed, per) = self.parts_ns()?;
+        Some(Duration::from_nanos(
+            (fixed + per * frames as f64).round() as u64
+        ))
+    }
+}
+
+/// The clock time by which a frame must be pushed: `base_time + running_time + latency -
+/// margin` (the pipeline latency is what the sink waits past a frame's running time; the
+/// margin is what the elements after this one need; saturating at zero).
+pub fn deadline(
+    base_time: Duration,
+    running_time: Duration,
+    latency: Duration,
+    margin: Duration,
+) -> Duration {
+    (base_time + running_time + latency).saturating_sub(margin)
+}
+
+/// Sort key: earliest deadline first, unknown deadlines last, then listing order.
+fn key(frames: &[Frame], i: usize) -> (bool, Duration, usize) {
+    match frames[i].deadline {
+        Some(d) => (false, d, i),
+        None => (true, Duration::ZERO, i),
+    }
+}
+
+/// Merges per-queue lists (each in queue order) earliest deadline first, keeping each
+/// queue's order.
+fn merge_edf(frames: &[Frame], idx: &[usize]) -> Vec<usize> {
+    let mut queues: Vec<(QueueId, Vec<usize>)> = Vec::new();
+    for &i in idx {
+        match queues.iter_mut().find(|(q, _)| *q == frames[i].queue) {
+            Some((_, v)) => v.push(i),
+            None => queues.push((frames[i].queue, vec![i])),
+        }
+    }
+    let mut pos = vec![0usize; queues.len()];
+    let mut out = Vec::with_capacity(idx.len());
+    while out.len() < idx.len() {
+        let (qi, _) = queues
+            .iter()
+            .enumerate()
+            .filter(|(qi, (_, v))| pos[*qi] < v.len())
+            .min_by_key(|(qi, (_, v))| key(frames, v[pos[*qi]]))
+            .expect("frames left");
+        out.push(queues[qi].1[pos[qi]]);
+        pos[qi] += 1;
+    }
+    out
+}
+
+/// Keeps, per queue, only the frames of `chosen` that form a prefix of that queue's frames
+/// (in listing order); returns `chosen` without the others.
+fn queue_prefix(frames: &[Frame], chosen: &[usize]) -> Vec<usize> {
+    let mut cut: Vec<QueueId> = Vec::new();
+    let mut keep = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        if cut.contains(&f.queue) {
+            continue;
+        }
+        if chosen.contains(&i) {
+            keep.push(i);
+        } else {
+            cut.push(f.queue);
+        }
+    }
+    keep
+}
+
+/// Decides what to do with `frames` at clock time `now` (`None`: unknown). `max_batch` (at
+/// least 1) bounds a batch. See the module documentation for the policy.
+pub fn plan(
+    now: Option<Duration>,
+    frames: &[Frame],
+    cost: &CostModel,
+    max_batch: usize,
+    live: bool,
+) -> Decision {
+    let max_batch = max_batch.max(1);
+    // Each queue's head (leading ready frames) is eligible; the rest are awaited.
+    let mut blocked: Vec<QueueId> = Vec::new();
+    let (mut eligible, mut awaited) = (Vec::new(), Vec::new());
+    for (i, f) in frames.iter().enumerate() {
+        if f.ready && !blocked.contains(&f.queue) {
+            eligible.push(i);
+        } else {
+            if !blocked.contains(&f.queue) {
+                blocked.push(f.queue);
+            }
+            awaited.push(i);
+        }
+    }
+    if eligible.is_empty() {
+        return Decision::Idle;
+    }
+
+    let now = match (live, now) {
+        (true, Some(now)) => now,
+        _ => {
+            // Offline, or live without a clock: nothing is late.
+            let order = merge_edf(frames, &eligible);
+            let take: Vec<usize> = order.into_iter().take(max_batch).collect();
+            if !live && take.len() < max_batch && !awaited.is_empty() {
+                return Decision::Wait { until: None };
+            }
+            return Decision::Run {
+                take,
+                late: Vec::new(),
+            };
+        }
+    };
+
+    let alone = cost.estimate(1).unwrap_or(Duration::ZERO);
+    let (late, fit): (Vec<usize>, Vec<usize>) = eligible
+        .iter()
+        .partition(|&&i| matches!(frames[i].deadline, Some(d) if now + alone > d));
+    let order = merge_edf(frames, &fit);
+    let earliest = |set: &[usize]| set.iter().filter_map(|&i| frames[i].deadline).min();
+    let most = order.len().min(max_batch);
+    let k = match cost.estimate(1) {
+        None => most,
+        Some(_) => (1..=most)
+            .rev()
+            .find(|&k| {
+                let c = cost.estimate(k).unwrap_or_default();
+                earliest(&order[..k]).is_none_or(|d| now + c <= d)
+            })
+            .unwrap_or(0),
+    };
+    let take: Vec<usize> = order[..k].to_vec();
+
+    // Wait for a fuller batch while the earliest deadline allows.
+    if k > 0 && k == order.len() && k < max_batch && !awaited.is_empty() {
+        let mut more = awaited.clone();
+        more.sort_by_key(|&i| key(frames, i));
+        let m = max_batch.min(k + more.len());
+        let mut members = take.clone();
+        members.extend_from_slice(&more[..m - k]);
+        let start_by = match (earliest(&members), cost.estimate(m)) {
+            (Some(d), Some(c)) => d.checked_sub(c),
+            _ => None,
+        };
+        if let Some(until) = start_by.filter(|t| *t > now) {
+            let late_now = queue_prefix(frames, &late);
+            if late_now.is_empty() {
+                return Decision::Wait { until: Some(until) };
+            }
+            return Decision::Run {
+                take: Vec::new(),
+                late: late_now,
+            };
+        }
+    }
+    let mut chosen = take.clone();
+    chosen.extend_from_slice(&late);
+    let keep = queue_prefix(frames, &chosen);
+    Decision::Run {
+        take: take.into_iter().filter(|i| keep.contains(i)).collect(),
+        late: late.into_iter().filter(|i| keep.contains(i)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    /// A cost model that has measured exactly `fixed + per * n`.
+    fn cost(fixed: u64, per: u64) -> CostModel {
+        let mut c = CostModel::new();
+        for n in [1usize, 2, 3, 4, 1, 4] {
+            c.observe(n, ms(fixed + per * n as u64));
+        }
+        c
+    }
+
+    fn one_queue(deadlines: &[Option<u64>]) -> Vec<Frame> {
+        deadlines
+            .iter()
+            .map(|d| Frame::ready(0, d.map(ms)))
+            .collect()
+    }
+
+    fn run(take: &[usize], late: &[usize]) -> Decision {
+        Decision::Run {
+            take: take.to_vec(),
+            late: late.to_vec(),
+        }
+    }
+
+    /// Plans until nothing is ready, removing what runs or is skipped; returns the batches
+    /// (as the frames' original indices) and the skipped frames. `now` advances by the
+    /// batch's cost after each batch.
+    fn drain(
+        mut frames: Vec<Frame>,
+        mut now: Duration,
+        cost: &CostModel,
+        max: usize,
+        live: bool,
+    ) -> (Vec<Vec<usize>>, Vec<usize>) {
+        let mut ids: Vec<usize> = (0..frames.len()).collect();
+        let (mut batches, mut skipped) = (Vec::new(), Vec::new());
+        loop {
+            match plan(Some(now), &frames, cost, max, live) {
+                Decision::Run { take, late } => {
+                    assert!(!take.is_empty() || !late.is_empty(), "an empty run");
+                    assert!(take.len() <= max);
+                    if !take.is_empty() {
+                        batches.push(take.iter().map(|&i| ids[i]).collect());
+                        now += cost.estimate(take.len()).unwrap_or_default();
+                    }
+                    skipped.extend(late.iter().map(|&i| ids[i]));
+                    let mut gone: Vec<usize> = take.into_iter().chain(late).collect();
+                    gone.sort_unstable();
+                    for i in gone.into_iter().rev() {
+                        frames.remove(i);
+                        ids.remove(i);
+                    }
+                }
+                Decision::Idle => break,
+                Decision::Wait { until } => panic!("unexpected wait until {until:?}"),
+            }
+        }
+        (batches, skipped)
+    }
+
+    #[test]
+    fn offline_takes_everything_in_batches() {
+        // Deadlines long past and a slow model do not matter offline.
+        let frames = one_queue(&[Some(0); 10]);
+        let (batches, skipped) = drain(frames, ms(10_000), &cost(500, 500), 4, false);
+        assert_eq!(
+            batches,
+            [vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]],
+            "every frame, in order, in full batches"
+        );
+        assert!(skipped.is_empty());
+        // A partial batch waits for the awaited frames, without a time limit...
+        let mut frames = one_queue(&[None, None]);
+        frames.push(Frame::awaited(0, None));
+        assert_eq!(
+            plan(Some(ms(5)), &frames, &CostModel::new(), 4, false),
+            Decision::Wait { until: None }
+        );
+        // ... and runs once nothing more is awaited.
+        frames.pop();
+        assert_eq!(
+            plan(None, &frames, &CostModel::new(), 4, false),
+            run(&[0, 1], &[])
+        );
+    }
+
+    #[test]
+    fn live_skips_exactly_the_frames_that_cannot_make_their_deadline() {
+        let c = cost(10, 5); // cost(1) = 15 ms
+        // now = 100: 90 has passed; 114 needs 115; 115 makes it exactly; 200, 300 easily.
+        let frames = one_queue(&[Some(90), Some(114), Some(115), Some(200), Some(300)]);
+        // A batch of 3 (25 ms) or 2 (20 ms) would miss 115: frame 2 runs alone.
+        assert_eq!(
+            plan(Some(ms(100)), &frames, &c, 4, true),
+            run(&[2], &[0, 1])
+        );
+        let (batches, skipped) = drain(frames, ms(100), &c, 4, true);
+        assert_eq!(batches, [vec![2], vec![3, 4]]);
+        assert_eq!(skipped, [0, 1]);
+
+        // Behind real time: frames every 40 ms, each batch costs 10 + 45 n ms. Every frame
+        // is either made in time or skipped, and a skipped frame could not have been made
+        // alone at the time it was skipped.
+        let c = cost(10, 45);
+        let mut now = ms(0);
+        let mut frames: Vec<Frame> = Vec::new();
+        let mut ids: Vec<u64> = Vec::new();
+        let (mut made, mut skipped) = (0, 0);
+        for n in 0..200u64 {
+            frames.push(Frame::ready(0, Some(ms(40 * n + 60))));
+            ids.push(n);
+            now = now.max(ms(40 * n));
+            while let Decision::Run { take, late } = plan(Some(now), &frames, &c, 4, true) {
+                for &i in &late {
+                    let d = frames[i].deadline.unwrap();
+                    assert!(now + c.estimate(1).unwrap() > d, "frame {} skipped", ids[i]);
+                }
+                if !take.is_empty() {
+                    now += c.estimate(take.len()).unwrap();
+                    for &i in &take {
+                        assert!(now <= frames[i].deadline.unwrap(), "frame {} late", ids[i]);
+                    }
+                }
+                made += take.len();
+                skipped += late.len();
+                let mut gone: Vec<usize> = take.into_iter().chain(late).collect();
+                gone.sort_unstable();
+                for i in gone.into_iter().rev() {
+                    frames.remove(i);
+                    ids.remove(i);
+                }
+            }
+        }
+        assert_eq!(made + skipped + frames.len(), 200);
+        assert!(made > 0 && skipped > 0, "made {made}, skipped {skipped}");
+    }
+
+    #[test]
+    fn live_waits_for_a_fuller_batch_only_while_the_earliest_deadline_allows() {
+        let c = cost(10, 5); // cost(4) = 30 ms, cost(3) = 25 ms
+        // One frame due at 100, three awaited behind it.
+        let mut frames = one_queue(&[Some(100)]);
+        frames.extend([140, 180, 220].map(|d| Frame::awaited(0, Some(ms(d)))));
+        // The full batch of 4 must start by 100 - 30 = 70.
+        assert_eq!(
+            plan(Some(ms(0)), &frames, &c, 4, true),
+            Decision::Wait {
+                until: Some(ms(70))
+            }
+        );
+        assert_eq!(
+            plan(Some(ms(69)), &frames, &c, 4, true),
+            Decision::Wait {
+                until: Some(ms(70))
+            }
+        );
+        // At 70 nothing more came: run what is there.
+        assert_eq!(plan(Some(ms(70)), &frames, &c, 4, true), run(&[0], &[]));
+        // Two awaited only: a batch of 3 starts by 75.
+        frames.pop();
+        assert_eq!(
+            plan(Some(ms(0)), &frames, &c, 4, true),
+            Decision::Wait {
+                until: Some(ms(75))
+            }
+        );
+        // An awaited frame of another queue due earlier bounds the wait.
+        frames.push(Frame::awaited(1, Some(ms(50))));
+        assert_eq!(
+            plan(Some(ms(0)), &frames, &c, 4, true),
+            Decision::Wait {
+                until: Some(ms(20))
+            }
+        );
+        // A full batch runs at once.
+        let full = one_queue(&[Some(500); 4]);
+        assert_eq!(
+            plan(Some(ms(0)), &full, &c, 4, true),
+            run(&[0, 1, 2, 3], &[])
+        );
+        // Late frames go out at once, before the wait for the rest.
+        let mut frames = one_queue(&[Some(10), Some(100)]);
+        frames.push(Frame::awaited(0, Some(ms(140))));
+        assert_eq!(plan(Some(ms(20)), &frames, &c, 4, true), run(&[], &[0]));
+        frames.remove(0);
+        // (a batch of 2, 20 ms, must start by 100 - 20)
+        assert_eq!(
+            plan(Some(ms(20)), &frames, &c, 4, true),
+            Decision::Wait {
+                until: Some(ms(80))
+            }
+        );
+        // Without a measured cost, or without deadlines, a live planner does not wait.
+        let mut frames = one_queue(&[Some(100)]);
+        frames.push(Frame::awaited(0, Some(ms(140))));
+        assert_eq!(
+            plan(Some(ms(0)), &frames, &CostModel::new(), 4, true),
+            run(&[0], &[])
+        );
+        let mut frames = one_queue(&[None]);
+        frames.push(Frame::awaited(0, None));
+        assert_eq!(plan(Some(ms(0)), &frames, &c, 4, true), run(&[0], &[]));
+    }
+
+    #[test]
+    fn cost_model_converges_to_measured_costs() {
+        // Batches of 1..=5 frames costing 20 ms + 10 ms per frame, with +-1 ms jitter.
+        let mut c = CostModel::new();
+        assert_eq!(c.estimate(1), None);
+        for k in 0..60u64 {
+            let n = 1 + (k % 5) as usize;
+            let jitter = [0i64, 1, -1, 1, 0, -1][(k % 6) as usize];
+            let t = 20_000 + 10_000 * n as i64 + jitter * 1000;
+            c.observe(n, Duration::from_micros(t as u64));
+        }
+        let (fixed, per) = c.parts().unwrap();
+        assert!(
+            (fixed.as_secs_f64() - 0.020).abs() < 0.002,
+            "fixed {fixed:?}"
+        );
+        assert!((per.as_secs_f64() - 0.010).abs() < 0.0005, "per {per:?}");
+        for n in [1usize, 4, 8] {
+            let e = c.estimate(n).unwrap().as_secs_f64();
+            let want = 0.020 + 0.010 * n as f64;
+            assert!((e - want).abs() < 0.03 * want, "{n} frames: {e} vs {want}");
+        }
+        // The device becomes twice as slow: the model follows within a few dozen batches.
+        for k in 0..40u64 {
+            let n = 1 + (k % 4) as usize;
+            c.observe(n, ms(40 + 20 * n as u64));
+        }
+        let e = c.estimate(4).unwrap().as_secs_f64();
+        assert!((e - 0.120).abs() < 0.0012, "after the change: {e}");
+        // Exact measurements give the exact line.
+        assert_eq!(cost(20, 10).parts(), Some((ms(20), ms(10))));
+        // One batch size only: proportional.
+        let mut c = CostModel::new();
+        for _ in 0..5 {
+            c.observe(4, ms(60));
+        }
+        assert_eq!(c.estimate(4), Some(ms(60)));
+        assert_eq!(c.estimate(2), Some(ms(30)));
+        assert_eq!(c.parts(), Some((ms(0), ms(15))));
+        // Empty batches teach nothing.
+        let mut c = CostModel::new();
+        c.observe(0, ms(5));
+        assert_eq!(c.samples(), 0);
+        assert_eq!(c.estimate(1), None);
+    }
+
+    #[test]
+    fn cost_model_keeps_both_parts_non_negative() {
+        // Larger batches measured cheaper (noise): no negative per-frame cost.
+        let mut c = CostModel::new();
+        c.observe(1, ms(30));
+        c.observe(4, ms(20));
+        let (_, per) = c.parts().unwrap();
+        assert_eq!(per, Duration::ZERO);
+        assert!(c.estimate(8).unwrap() > Duration::ZERO);
+        // Cost growing faster than proportional: no negative fixed part.
+        let mut c = CostModel::new();
+        c.observe(1, ms(1));
+        c.observe(4, ms(40));
+        let (fixed, per) = c.parts().unwrap();
+        assert_eq!(fixed, Duration::ZERO);
+        assert!(per > ms(5));
+    }
+
+    #[test]
+    fn edge_cases() {
+        let c = cost(10, 5);
+        // Empty queue; only awaited frames.
+        assert_eq!(plan(Some(ms(0)), &[], &c, 4, true), Decision::Idle);
+        assert_eq!(plan(None, &[], &c, 4, false), Decision::Idle);
+        let awaited = [Frame::awaited(0, Some(ms(100)))];
+        assert_eq!(plan(Some(ms(0)), &awaited, &c, 4, true), Decision::Idle);
+        // max_batch 1 (and 0, taken as 1): one frame at a time, never waiting.
+        let mut frames = one_queue(&[Some(100), Some(140)]);
+        frames.push(Frame::awaited(0, Some(ms(180))));
+        assert_eq!(plan(Some(ms(0)), &frames, &c, 1, true), run(&[0], &[]));
+        assert_eq!(plan(Some(ms(0)), &frames, &c, 0, true), run(&[0], &[]));
+        assert_eq!(plan(None, &frames, &c, 1, false), run(&[0], &[]));
+        // Every deadline already passed: all skipped, nothing run.
+        let frames = one_queue(&[Some(1), Some(2), Some(3)]);
+        assert_eq!(
+            plan(Some(ms(1000)), &frames, &c, 2, true),
+            run(&[], &[0, 1, 2])
+        );
+        // No deadline known (no latency, no segment yet): nothing is late, nothing waits.
+        let mut frames = one_queue(&[None, None]);
+        frames.push(Frame::awaited(0, None));
+        assert_eq!(
+            plan(Some(ms(1000)), &frames, &c, 4, true),
+            run(&[0, 1], &[])
+        );
+        // Live without a clock: runs what is there.
+        assert_eq!(plan(None, &frames, &c, 4, true), run(&[0, 1], &[]));
+        // No cost measured yet: late only once the deadline has passed.
+        let frames = one_queue(&[Some(99), Some(100), Some(101)]);
+        assert_eq!(
+            plan(Some(ms(100)), &frames, &CostModel::new(), 4, true),
+            run(&[1, 2], &[0])
+        );
+    }
+
+    #[test]
+    fn queues_keep_their_order_and_batch_earliest_deadline_first() {
+        let c = cost(0, 1);
+        // Two queues interleaved: earliest deadlines first.
+        let frames = [
+            Frame::ready(7, Some(ms(100))),
+            Frame::ready(9, Some(ms(120))),
+            Frame::ready(7, Some(ms(140))),
+            Frame::ready(9, Some(ms(160))),
+            Frame::ready(7, Some(ms(180))),
+        ];
+        assert_eq!(
+            plan(Some(ms(0)), &frames, &c, 3, true),
+            run(&[0, 1, 2], &[])
+        );
+        let frames = [
+            Frame::ready(9, Some(ms(120))),
+            Frame::ready(7, Some(ms(100))),
+            Frame::ready(9, Some(ms(160))),
+            Frame::ready(7, Some(ms(140))),
+        ];
+        assert_eq!(
+            plan(Some(ms(0)), &frames, &c, 3, true),
+            run(&[1, 0, 3], &[])
+        );
+        // A queue's later frame never overtakes an earlier one, whatever its deadline.
+        let frames = one_queue(&[Some(300), Some(100)]);
+        assert_eq!(plan(Some(ms(0)), &frames, &c, 1, true), run(&[0], &[]));
+        // An awaited frame holds back the frames behind it in its queue only.
+        let frames = [
+            Frame::ready(1, Some(ms(100))),
+            Frame::awaited(1, Some(ms(140))),
+            Frame::ready(1, Some(ms(180))),
+            Frame::ready(2, Some(ms(200))),
+        ];
+        assert_eq!(plan(None, &frames, &c, 4, true), run(&[0, 3], &[]));
+        // A late frame behind one that is neither run nor skipped waits its turn.
+        let frames = one_queue(&[Some(300), Some(5), Some(400)]);
+        assert_eq!(plan(Some(ms(10)), &frames, &c, 1, true), run(&[0], &[1]));
+        let frames = [
+            Frame::ready(1, Some(ms(300))),
+            Frame::ready(1, Some(ms(5))),
+            Frame::ready(2, Some(ms(50))),
+        ];
+        assert_eq!(plan(Some(ms(10)), &frames, &c, 1, true), run(&[2], &[]));
+    }
+
+    #[test]
+    fn one_queue_runs_and_skips_a_prefix() {
+        // Many random single-queue situations (deadlines non-decreasing, as one element's
+        // frames are): what runs and what is skipped is always a prefix of the queue, late
+        // frames first, and never empty while a frame is ready.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for _ in 0..2000 {
+            let c = cost(rnd(30), rnd(20));
+            let now = ms(rnd(500));
+            let mut d = rnd(400);
+            let ready = 1 + rnd(8) as usize;
+            let mut frames = Vec::new();
+            for _ in 0..ready {
+                d += rnd(60);
+                frames.push(Frame::ready(0, Some(ms(d))));
+            }
+            for _ in 0..rnd(4) {
+                d += 40;
+                frames.push(Frame::awaited(0, Some(ms(d))));
+            }
+            let max = 1 + rnd(6) as usize;
+            match plan(Some(now), &frames, &c, max, true) {
+                Decision::Run { take, late } => {
+                    assert!(!take.is_empty() || !late.is_empty());
+                    let all: Vec<usize> = late.iter().chain(&take).copied().collect();
+                    assert_eq!(all, (0..all.len()).collect::<Vec<_>>(), "{take:?} {late:?}");
+                    assert!(take.len() <= max);
+                }
+                Decision::Wait { until } => {
+                    let until = until.expect("live waits have a time");
+                    assert!(until > now);
+                    let d0 = frames[0].deadline.unwrap();
+                    assert!(now + c.estimate(1).unwrap() <= d0, "a late frame waits");
+                }
+                Decision::Idle => panic!("frames were ready"),
+            }
+        }
+    }
+
+    #[test]
+    fn deadline_adds_latency_and_takes_the_margin() {
+        assert_eq!(deadline(ms(1000), ms(80), ms(180), ms(20)), ms(1240));
+        assert_eq!(deadline(ms(0), ms(0), ms(0), ms(20)), ms(0));
+    }
+}
