@@ -359,4 +359,23 @@ fn every_element_is_in_the_interface_with_its_pads() {
         .collect();
     assert_eq!(nicks, ["auto", "musetalk", "lipwarp"]);
     assert_eq!(driver["default"], "auto");
+    // Every element that runs models has the same device enum (so "npu" or "cuda:x" cannot
+    // even be set) and a GPU number.
+    for (name, e) in elements {
+        let props = e["properties"].as_object().unwrap();
+        if let Some(d) = props.get("device") {
+            assert_eq!(d["type"], "GstLivetalkDevice", "{name}");
+            let nicks: Vec<&str> = d["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["nick"].as_str().unwrap())
+                .collect();
+            assert_eq!(nicks, ["cpu", "cuda", "tensorrt"], "{name}");
+            assert!(props.contains_key("device-id"), "{name}");
+        }
+        if let Some(p) = props.get("precision") {
+            assert_eq!(p["type"], "GstLivetalkPrecision", "{name}");
+        }
+    }
 }

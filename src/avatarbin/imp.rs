@@ -19,7 +19,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use crate::avatar::Avatar;
-use crate::enums::{Device, Driver, Precision};
+use crate::enums::{self, Device, Driver, Precision};
 use crate::events;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -244,6 +244,7 @@ impl ObjectSubclass for AvatarBin {
 impl ObjectImpl for AvatarBin {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let [device, device_id] = enums::device_properties("whisperfeat and musetalk");
             vec![
                 glib::ParamSpecString::builder("avatar")
                     .nick("Avatar")
@@ -265,23 +266,11 @@ impl ObjectImpl for AvatarBin {
                     .blurb("Folder with unet.onnx and vae_decoder.onnx (default: the set-up cache's models/musetalk)")
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecEnum::builder_with_default("device", Device::Cpu)
-                    .nick("Device")
-                    .blurb("Where whisperfeat and musetalk run (a GPU that cannot be used falls back to the CPU with a warning)")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("device-id")
-                    .nick("GPU number")
-                    .blurb("Which GPU, for device=cuda or tensorrt")
-                    .maximum(64)
-                    .default_value(0)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("precision", Precision::Fp32)
-                    .nick("Precision")
-                    .blurb("musetalk's precision (fp16 loads the *_fp16.onnx models where present)")
-                    .mutable_ready()
-                    .build(),
+                device,
+                device_id,
+                enums::precision_property(
+                    "musetalk's precision (fp16 loads the *_fp16.onnx models where present)",
+                ),
                 glib::ParamSpecUInt::builder("transition-ms")
                     .nick("Transition")
                     .blurb("Crossfade between idle and speaking frames, both ways, in ms (0: cut)")

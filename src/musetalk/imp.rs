@@ -19,6 +19,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use crate::avatar::{self, Avatar};
+use crate::enums;
 use crate::events;
 use crate::features::{self, FRAME_LEN};
 use crate::inference::{self, Device, Precision, SessionRequest, contract};
@@ -34,8 +35,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_DEVICE: &str = "cpu";
-const DEFAULT_PRECISION: &str = "fp32";
 const DEFAULT_BATCH_SIZE: u32 = 4;
 const DEFAULT_THREADS: u32 = 0;
 const DEFAULT_FPS: gst::Fraction = gst::Fraction::from_integer(25);
@@ -47,8 +46,9 @@ struct Settings {
     unet: Option<PathBuf>,
     vae_decoder: Option<PathBuf>,
     model_dir: Option<PathBuf>,
-    device: String,
-    precision: String,
+    device: enums::Device,
+    device_id: u32,
+    precision: enums::Precision,
     batch_size: u32,
     threads: u32,
     ort_library: Option<PathBuf>,
@@ -61,8 +61,9 @@ impl Default for Settings {
             unet: None,
             vae_decoder: None,
             model_dir: None,
-            device: DEFAULT_DEVICE.into(),
-            precision: DEFAULT_PRECISION.into(),
+            device: enums::Device::Cpu,
+            device_id: 0,
+            precision: enums::Precision::Fp32,
             batch_size: DEFAULT_BATCH_SIZE,
             threads: DEFAULT_THREADS,
             ort_library: None,
@@ -236,14 +237,8 @@ pub struct MuseTalkElement {
 impl MuseTalkElement {
     fn load(&self) -> Result<(), gst::ErrorMessage> {
         let s = self.settings.lock().unwrap().clone();
-        let device: Device = s
-            .device
-            .parse()
-            .map_err(|e: String| gst::error_msg!(gst::ResourceError::Settings, ("{e}")))?;
-        let precision: Precision = s
-            .precision
-            .parse()
-            .map_err(|e: String| gst::error_msg!(gst::ResourceError::Settings, ("{e}")))?;
+        let device: Device = s.device.with_id(s.device_id);
+        let precision: Precision = s.precision.into();
         let Some(dir) = s.avatar.clone() else {
             return Err(gst::error_msg!(
                 gst::ResourceError::NotFound,
@@ -907,7 +902,13 @@ impl ObjectSubclass for MuseTalkElement {
 impl ObjectImpl for MuseTalkElement {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let [device, device_id] = enums::device_properties("the UNet and the VAE decoder");
             vec![
+                device,
+                device_id,
+                enums::precision_property(
+                    "fp16: the *_fp16.onnx files of model-dir where present, and TensorRT's fp16 kernels",
+                ),
                 glib::ParamSpecString::builder("avatar")
                     .nick("Avatar")
                     .blurb("Avatar directory (format v1) with MuseTalk latents (latents.npy [N,8,32,32])")
@@ -927,18 +928,6 @@ impl ObjectImpl for MuseTalkElement {
                 glib::ParamSpecString::builder("vae-decoder")
                     .nick("VAE decoder")
                     .blurb("sd-vae-ft-mse decoder ONNX (latent [B,4,32,32] -> image [B,3,256,256]); overrides model-dir")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("device")
-                    .nick("Device")
-                    .blurb("cpu, cuda, cuda:N or tensorrt (an unavailable GPU falls back to cpu with a warning)")
-                    .default_value(Some(DEFAULT_DEVICE))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("precision")
-                    .nick("Precision")
-                    .blurb("fp32 or fp16 (fp16: the *_fp16.onnx files of model-dir, and TensorRT's fp16 kernels)")
-                    .default_value(Some(DEFAULT_PRECISION))
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("batch-size")
@@ -986,18 +975,9 @@ impl ObjectImpl for MuseTalkElement {
             "model-dir" => s.model_dir = path(value),
             "unet" => s.unet = path(value),
             "vae-decoder" => s.vae_decoder = path(value),
-            "device" => {
-                s.device = value
-                    .get::<Option<String>>()
-                    .unwrap()
-                    .unwrap_or_else(|| DEFAULT_DEVICE.into())
-            }
-            "precision" => {
-                s.precision = value
-                    .get::<Option<String>>()
-                    .unwrap()
-                    .unwrap_or_else(|| DEFAULT_PRECISION.into())
-            }
+            "device" => s.device = value.get().unwrap(),
+            "device-id" => s.device_id = value.get().unwrap(),
+            "precision" => s.precision = value.get().unwrap(),
             "batch-size" => s.batch_size = value.get().unwrap(),
             "threads" => s.threads = value.get().unwrap(),
             "ort-library" => s.ort_library = path(value),
@@ -1014,6 +994,7 @@ impl ObjectImpl for MuseTalkElement {
             "unet" => show(&s.unet).to_value(),
             "vae-decoder" => show(&s.vae_decoder).to_value(),
             "device" => s.device.to_value(),
+            "device-id" => s.device_id.to_value(),
             "precision" => s.precision.to_value(),
             "batch-size" => s.batch_size.to_value(),
             "threads" => s.threads.to_value(),

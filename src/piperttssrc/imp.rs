@@ -12,6 +12,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use crate::enums;
 use crate::inference::{self, Device, SessionRequest};
 use crate::tts::piper_engine::{PiperEngine, PiperParams, PiperVoice, VoiceErrorKind};
 use crate::ttsbase::{TtsBaseSrcExt, TtsBaseSrcImpl};
@@ -28,7 +29,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_SCALE: f32 = -1.0;
 const DEFAULT_SPEAKER: u32 = 0;
 const DEFAULT_SENTENCE_SILENCE_MS: u32 = 200;
-const DEFAULT_DEVICE: &str = "cpu";
 const DEFAULT_THREADS: u32 = 0;
 
 #[derive(Debug, Clone)]
@@ -39,7 +39,8 @@ struct Settings {
     noise_scale: f32,
     noise_w: f32,
     sentence_silence_ms: u32,
-    device: String,
+    device: enums::Device,
+    device_id: u32,
     threads: u32,
     ort_library: Option<PathBuf>,
 }
@@ -53,7 +54,8 @@ impl Default for Settings {
             noise_scale: DEFAULT_SCALE,
             noise_w: DEFAULT_SCALE,
             sentence_silence_ms: DEFAULT_SENTENCE_SILENCE_MS,
-            device: DEFAULT_DEVICE.into(),
+            device: enums::Device::Cpu,
+            device_id: 0,
             threads: DEFAULT_THREADS,
             ort_library: None,
         }
@@ -87,10 +89,7 @@ impl PiperTtsSrc {
             };
             gst::error_msg!(kind, ("{}", e.message))
         })?;
-        let device: Device = s
-            .device
-            .parse()
-            .map_err(|e: String| gst::error_msg!(gst::ResourceError::Settings, ("{e}")))?;
+        let device: Device = s.device.with_id(s.device_id);
         let mut req = SessionRequest::new(&model, voice.contract());
         req.device = device;
         req.threads = s.threads as usize;
@@ -130,7 +129,10 @@ impl ObjectSubclass for PiperTtsSrc {
 impl ObjectImpl for PiperTtsSrc {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let [device, device_id] = enums::device_properties("the voice");
             vec![
+                device,
+                device_id,
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
                     .blurb(
@@ -171,12 +173,6 @@ impl ObjectImpl for PiperTtsSrc {
                     .maximum(10_000)
                     .default_value(DEFAULT_SENTENCE_SILENCE_MS)
                     .build(),
-                glib::ParamSpecString::builder("device")
-                    .nick("Device")
-                    .blurb("Where the voice runs: cpu, cuda, cuda:N, tensorrt, tensorrt:N")
-                    .default_value(Some(DEFAULT_DEVICE))
-                    .mutable_ready()
-                    .build(),
                 glib::ParamSpecUInt::builder("threads")
                     .nick("Threads")
                     .blurb("ONNX Runtime intra-op threads (0: its default)")
@@ -211,12 +207,8 @@ impl ObjectImpl for PiperTtsSrc {
             "noise-scale" => s.noise_scale = value.get().expect("type checked"),
             "noise-w" => s.noise_w = value.get().expect("type checked"),
             "sentence-silence-ms" => s.sentence_silence_ms = value.get().expect("type checked"),
-            "device" => {
-                s.device = value
-                    .get::<Option<String>>()
-                    .expect("type checked")
-                    .unwrap_or_else(|| DEFAULT_DEVICE.into())
-            }
+            "device" => s.device = value.get().expect("type checked"),
+            "device-id" => s.device_id = value.get().expect("type checked"),
             "threads" => s.threads = value.get().expect("type checked"),
             "ort-library" => {
                 s.ort_library = value
@@ -239,6 +231,7 @@ impl ObjectImpl for PiperTtsSrc {
             "noise-w" => s.noise_w.to_value(),
             "sentence-silence-ms" => s.sentence_silence_ms.to_value(),
             "device" => s.device.to_value(),
+            "device-id" => s.device_id.to_value(),
             "threads" => s.threads.to_value(),
             "ort-library" => s
                 .ort_library

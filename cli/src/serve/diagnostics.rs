@@ -25,12 +25,16 @@ fn leaks_tracer() -> Option<gst::Tracer> {
         .find(|t| t.type_().name() == "GstLeaksTracer")
 }
 
-/// Starts the leaks tracer's activity tracking (a no-op without the tracer); call once,
-/// before the first session.
+/// Starts the leaks tracer's activity tracking (a no-op without the tracer), before the first
+/// session. Only the first call does anything: GStreamer 1.22's tracer returns from a second
+/// start with its lock still held, and the next object created then hangs.
 pub fn start_object_tracking() {
-    if let Some(t) = leaks_tracer() {
-        t.emit_by_name::<()>("activity-start-tracking", &[]);
-    }
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        if let Some(t) = leaks_tracer() {
+            t.emit_by_name::<()>("activity-start-tracking", &[]);
+        }
+    });
 }
 
 /// Net GStreamer objects created since [`start_object_tracking`], by kind, from the leaks
