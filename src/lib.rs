@@ -9,6 +9,7 @@
 use gst::glib;
 
 pub mod actions;
+pub mod asr;
 pub mod audioclock;
 pub mod avatar;
 mod avatarblend;
@@ -27,8 +28,10 @@ mod musetalk;
 pub mod npy;
 pub mod paths;
 mod piperttssrc;
+mod silerovad;
 pub mod tts;
 mod ttsbase;
+mod whisperasr;
 mod whisperfeat;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
@@ -39,6 +42,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     avatarblend::register(plugin)?;
     edgettssrc::register(plugin)?;
     piperttssrc::register(plugin)?;
+    silerovad::register(plugin)?;
+    whisperasr::register(plugin)?;
     Ok(())
 }
 
