@@ -255,10 +255,10 @@ fn sample(t: gst::ClockTime) -> u64 {
 /// samples; returns (our text, CTranslate2's).
 fn check_against_ctranslate2(label: &str, sentences: &[&str], audio: &[f32]) -> (String, String) {
     let out = run(audio, true, "");
-    assert_eq!(
-        out.transcripts.len(),
-        sentences.len(),
-        "{label}: one transcript per sentence expected: {:?}",
+    // at least one utterance per sentence (a comma's pause may split one)
+    assert!(
+        out.transcripts.len() >= sentences.len(),
+        "{label}: fewer utterances than sentences: {:?}",
         out.transcripts
     );
     assert_eq!(
