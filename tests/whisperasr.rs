@@ -378,3 +378,104 @@ fn missing_model_is_refused_at_ready() {
     };
     assert!(e.error().to_string().contains("asr.json"), "{}", e.error());
 }
+
+fn harness() -> gst_check::Harness {
+    init();
+    let el = gst::ElementFactory::make("whisperasr")
+        .property("model-dir", model_dir().to_str().unwrap())
+        .build()
+        .unwrap();
+    let mut h = gst_check::Harness::with_element(&el, Some("sink"), Some("src"));
+    h.set_src_caps_str(CAPS);
+    h
+}
+
+fn push_samples(h: &mut gst_check::Harness, audio: &[f32], at: u64) {
+    for (i, chunk) in audio.chunks(320).enumerate() {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut b = gst::Buffer::from_mut_slice(bytes);
+        let bm = b.get_mut().unwrap();
+        bm.set_pts(gst::ClockTime::from_nseconds(
+            (at + i as u64 * 320) * 62_500,
+        ));
+        h.push(b).unwrap();
+        h.pull().unwrap();
+    }
+}
+
+fn transcript_events(h: &mut gst_check::Harness) -> Vec<Transcript> {
+    let mut out = Vec::new();
+    while let Some(ev) = h.try_pull_event() {
+        if let Some(t) = ev
+            .structure()
+            .and_then(gstlivetalk::events::parse_transcript)
+        {
+            out.push(t);
+        }
+    }
+    out
+}
+
+#[test]
+fn vad_events_in_the_past_delimit_the_utterance() {
+    use gstlivetalk::events::{VadStatus, vad_event};
+    model_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let speech = espeak(dir.path(), "Please call me back tomorrow morning.");
+    let mut h = harness();
+    // half a second of silence, then the speech; the start comes after the audio it names,
+    // as silerovad sends it
+    push_samples(&mut h, &vec![0.0; 8_000], 0);
+    push_samples(&mut h, &speech, 8_000);
+    let start = gst::ClockTime::from_mseconds(480);
+    assert!(h.push_event(vad_event(VadStatus::Start, start)));
+    // the end lies ahead of the audio received so far
+    let end_sample = 8_000 + speech.len() as u64 + 3_200;
+    let end = gst::ClockTime::from_nseconds(end_sample * 62_500);
+    assert!(h.push_event(vad_event(VadStatus::End, end)));
+    push_samples(&mut h, &vec![0.0; 16_000], 8_000 + speech.len() as u64);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let got = transcript_events(&mut h);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let t = &got[0];
+    assert_eq!((t.start, t.end, t.is_final), (start, end, true));
+    let reference = reference(
+        &[vec![0.0; 8_000], speech.clone(), vec![0.0; 16_000]].concat(),
+        &[(7_680, end_sample)],
+    );
+    eprintln!("ours {:?}\nct2  {:?}", t.text, reference[0]);
+    assert_eq!(words(&t.text), words(&reference[0]));
+}
+
+#[test]
+fn flush_drops_pending_transcripts() {
+    use gstlivetalk::events::{VadStatus, vad_event};
+    model_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let speech = espeak(dir.path(), "Only the second time counts.");
+    let end = gst::ClockTime::from_nseconds(speech.len() as u64 * 62_500);
+    let mut h = harness();
+    assert!(h.push_event(vad_event(VadStatus::Start, gst::ClockTime::ZERO)));
+    push_samples(&mut h, &speech, 0);
+    assert!(h.push_event(vad_event(VadStatus::End, end)));
+    // the utterance is queued (or being decoded): a flush drops it
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert!(
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
+    // the same utterance again after the flush: heard once
+    assert!(h.push_event(vad_event(VadStatus::Start, gst::ClockTime::ZERO)));
+    push_samples(&mut h, &speech, 0);
+    assert!(h.push_event(vad_event(VadStatus::End, end)));
+    assert!(h.push_event(gst::event::Eos::new()));
+    let got = transcript_events(&mut h);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].start, got[0].end), (gst::ClockTime::ZERO, end));
+    assert!(
+        words(&got[0].text).contains(&"second".to_string()),
+        "{got:?}"
+    );
+}
