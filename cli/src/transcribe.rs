@@ -26,6 +26,9 @@ pub struct Args {
     /// Device: cpu, cuda, cuda:N, tensorrt.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Intra-op threads of whisper on CPU (0: ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    threads: u32,
     /// Print the cost on stderr: VAD inference time per second of audio, whisper's
     /// real-time factor (inference time over transcribed audio).
     #[arg(long)]
@@ -62,6 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut asr = gst::ElementFactory::make("whisperasr")
         .property("device", &args.device)
         .property("language", &args.language)
+        .property("threads", args.threads)
         .property_from_str("segmentation", if args.no_vad { "windows" } else { "vad" });
     if let Some(dir) = &args.model_dir {
         asr = asr.property("model-dir", dir.to_str().context("path is not UTF-8")?);
