@@ -479,3 +479,45 @@ fn flush_drops_pending_transcripts() {
         "{got:?}"
     );
 }
+
+#[test]
+fn long_utterances_are_transcribed_in_pieces() {
+    use gstlivetalk::events::{VadStatus, vad_event};
+    model_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let text = "Good morning everybody. Today we are going to talk about the weather and the \
+                trains. Please remember to send your questions before Friday.";
+    let speech = espeak(dir.path(), text);
+    assert!(speech.len() > 6 * 16_000, "{} samples", speech.len());
+    init();
+    let el = gst::ElementFactory::make("whisperasr")
+        .property("model-dir", model_dir().to_str().unwrap())
+        .property("max-window-ms", 4_000u32)
+        .build()
+        .unwrap();
+    let mut h = gst_check::Harness::with_element(&el, Some("sink"), Some("src"));
+    h.set_src_caps_str(CAPS);
+    let end = gst::ClockTime::from_nseconds(speech.len() as u64 * 62_500);
+    assert!(h.push_event(vad_event(VadStatus::Start, gst::ClockTime::ZERO)));
+    push_samples(&mut h, &speech, 0);
+    assert!(h.push_event(vad_event(VadStatus::End, end)));
+    assert!(h.push_event(gst::event::Eos::new()));
+    let got = transcript_events(&mut h);
+    eprintln!("{got:#?}");
+    // pieces of at most 4 s that tile the utterance; only the last is final
+    assert!(got.len() >= speech.len() / (4 * 16_000), "{got:?}");
+    assert_eq!(got[0].start, gst::ClockTime::ZERO);
+    assert_eq!(got.last().unwrap().end, end);
+    for (i, t) in got.iter().enumerate() {
+        assert!(t.end - t.start <= gst::ClockTime::from_seconds(4));
+        assert_eq!(t.is_final, i == got.len() - 1);
+        if i > 0 {
+            assert_eq!(t.start, got[i - 1].end);
+        }
+    }
+    let all: Vec<&str> = got.iter().map(|t| t.text.as_str()).collect();
+    let heard = all.join(" ");
+    let e = wer(text, &heard);
+    eprintln!("pieces: WER vs the script {e:.3}: {heard}");
+    assert!(e <= 0.35, "{heard}");
+}

@@ -406,14 +406,15 @@ impl WhisperAsr {
 
     /// Drops queued work and cancels what runs (flush).
     fn cancel_pending(&self) {
-        if let Some(w) = self.worker.lock().unwrap().as_ref() {
-            w.generation.fetch_add(1, Ordering::SeqCst);
-            let (lock, cv) = &*w.shared;
-            let mut s = lock.lock().unwrap();
-            s.queue.clear();
-            s.results.clear();
-            cv.notify_all();
-        }
+        let Some((shared, generation)) = self.shared() else {
+            return;
+        };
+        generation.fetch_add(1, Ordering::SeqCst);
+        let (lock, cv) = &*shared;
+        let mut s = lock.lock().unwrap();
+        s.queue.clear();
+        s.results.clear();
+        cv.notify_all();
     }
 
     fn segment(&self) -> gst::FormattedSegment<gst::ClockTime> {
