@@ -21,8 +21,13 @@ Contract of the produced ONNX model (opset 17, IR version 8, fp32 weights):
   i.e. exactly HF transformers' WhisperEncoder(output_hidden_states=True).hidden_states
   stacked on axis 2 (what MuseTalk feeds its UNet). For tiny: [batch, steps, 5, 384].
 
+With --decoder, the decoder whisperasr needs is written instead, into the directory -o:
+decoder.onnx (with a self-attention cache), cross_kv.onnx, tokenizer.json, asr.json (see
+"Decoder" below).
+
 Usage:
   python convert_whisper.py --ct2-package -o encoder.onnx
+  python convert_whisper.py --ct2-package --decoder -o whisper-tiny.en/
   python convert_whisper.py --hf path/to/whisper-tiny -o encoder.onnx
 """
 
@@ -562,6 +567,412 @@ def build_onnx(w: EncoderWeights) -> onnx.ModelProto:
     return model
 
 
+# --------------------------------------------------------------------------------------
+# Decoder (for whisperasr): a decoder with a self-attention cache, and the cross-attention
+# keys/values computed once per utterance.
+#
+#   cross_kv.onnx:  encoder_output f32 [batch, steps, d_model]
+#                   -> cross_kv f32 [2 * layers, batch, heads, steps, head_dim]
+#                      (layer-major: keys of layer 0, values of layer 0, keys of layer 1, ...)
+#   decoder.onnx:   tokens i64 [batch, tokens], self_kv f32 [2 * layers, batch, heads, past,
+#                   head_dim] (past may be 0), cross_kv (as above)
+#                   -> logits f32 [batch, tokens, vocab] (the next token after each position),
+#                      new_self_kv f32 [2 * layers, batch, heads, past + tokens, head_dim]
+#   tokenizer.json  the model's tokenizer (copied)
+#   asr.json        what decoding needs beyond the graphs: vocabulary size, text context,
+#                   whether the model is multilingual, the suppressed tokens
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecoderLayer:
+    self_ln_g: np.ndarray
+    self_ln_b: np.ndarray
+    q_w: np.ndarray
+    q_b: np.ndarray
+    k_w: np.ndarray
+    k_b: np.ndarray
+    v_w: np.ndarray
+    v_b: np.ndarray
+    o_w: np.ndarray
+    o_b: np.ndarray
+    cross_ln_g: np.ndarray
+    cross_ln_b: np.ndarray
+    cq_w: np.ndarray
+    cq_b: np.ndarray
+    ck_w: np.ndarray
+    ck_b: np.ndarray
+    cv_w: np.ndarray
+    cv_b: np.ndarray
+    co_w: np.ndarray
+    co_b: np.ndarray
+    mlp_ln_g: np.ndarray
+    mlp_ln_b: np.ndarray
+    fc1_w: np.ndarray
+    fc1_b: np.ndarray
+    fc2_w: np.ndarray
+    fc2_b: np.ndarray
+
+
+@dataclass
+class DecoderWeights:
+    embed: np.ndarray  # [vocab, d_model]; the output projection is tied to it
+    positions: np.ndarray  # [n_text_ctx, d_model]
+    layers: list[DecoderLayer]
+    ln_g: np.ndarray
+    ln_b: np.ndarray
+    num_heads: int
+    suppress_ids: list[int]
+    suppress_ids_begin: list[int]
+    tokenizer: Path
+    source: str = ""
+    layer_norm_eps: float = WHISPER_LAYER_NORM_EPS
+
+    @property
+    def d_model(self) -> int:
+        return int(self.embed.shape[1])
+
+    def validate(self) -> None:
+        d = self.d_model
+        assert d % self.num_heads == 0, (d, self.num_heads)
+        assert self.positions.shape[1] == d
+        for i, l in enumerate(self.layers):
+            for n, v in vars(l).items():
+                assert v.dtype == np.float32 and np.all(np.isfinite(v)), (i, n)
+            for n in ("q_w", "k_w", "v_w", "o_w", "cq_w", "ck_w", "cv_w", "co_w"):
+                assert getattr(l, n).shape == (d, d), (i, n, getattr(l, n).shape)
+
+
+def load_ct2_decoder(model_dir: Path, label: str | None = None) -> DecoderWeights:
+    model_dir = Path(model_dir)
+    spec, _, _, variables = read_ct2_model_bin(model_dir / "model.bin")
+    if spec != "WhisperSpec":
+        raise ValueError(f"{model_dir}: spec {spec!r} is not a CTranslate2 WhisperSpec")
+
+    def raw(name: str):
+        key = "decoder/" + name
+        if key not in variables:
+            raise KeyError(f"{model_dir}/model.bin has no variable {key}")
+        return variables[key]
+
+    def get(name: str) -> np.ndarray:
+        dtype, arr = raw(name)
+        if "decoder/" + name + "_scale" in variables or dtype not in ("float32", "float16",
+                                                                       "bfloat16"):
+            raise ValueError(f"decoder/{name}: dtype {dtype} (quantized CTranslate2 models are "
+                             "not supported; convert with --quantization float16 or float32)")
+        return f32(arr)
+
+    for flag, want in (("scale_embeddings", 0), ("pre_norm", 1), ("alibi", 0)):
+        key = "decoder/" + flag
+        if key in variables and int(variables[key][1]) != want:
+            raise ValueError(f"{key} = {int(variables[key][1])}: not a whisper decoder")
+    num_heads = int(raw("num_heads")[1]) if "decoder/num_heads" in variables else 8
+    n_layers = 0
+    while f"decoder/layer_{n_layers}/self_attention/linear_0/weight" in variables:
+        n_layers += 1
+    layers = []
+    for i in range(n_layers):
+        p = f"layer_{i}/"
+        qkv_w, qkv_b = get(p + "self_attention/linear_0/weight"), get(p + "self_attention/linear_0/bias")
+        d = qkv_w.shape[1]
+        kv_w, kv_b = get(p + "attention/linear_1/weight"), get(p + "attention/linear_1/bias")
+        layers.append(DecoderLayer(
+            self_ln_g=get(p + "self_attention/layer_norm/gamma"),
+            self_ln_b=get(p + "self_attention/layer_norm/beta"),
+            q_w=qkv_w[:d].copy(), q_b=qkv_b[:d].copy(),
+            k_w=qkv_w[d:2 * d].copy(), k_b=qkv_b[d:2 * d].copy(),
+            v_w=qkv_w[2 * d:].copy(), v_b=qkv_b[2 * d:].copy(),
+            o_w=get(p + "self_attention/linear_1/weight"),
+            o_b=get(p + "self_attention/linear_1/bias"),
+            cross_ln_g=get(p + "attention/layer_norm/gamma"),
+            cross_ln_b=get(p + "attention/layer_norm/beta"),
+            cq_w=get(p + "attention/linear_0/weight"), cq_b=get(p + "attention/linear_0/bias"),
+            ck_w=kv_w[:d].copy(), ck_b=kv_b[:d].copy(),
+            cv_w=kv_w[d:].copy(), cv_b=kv_b[d:].copy(),
+            co_w=get(p + "attention/linear_2/weight"), co_b=get(p + "attention/linear_2/bias"),
+            mlp_ln_g=get(p + "ffn/layer_norm/gamma"), mlp_ln_b=get(p + "ffn/layer_norm/beta"),
+            fc1_w=get(p + "ffn/linear_0/weight"), fc1_b=get(p + "ffn/linear_0/bias"),
+            fc2_w=get(p + "ffn/linear_1/weight"), fc2_b=get(p + "ffn/linear_1/bias"),
+        ))
+    embed = get("embeddings/weight")
+    if "decoder/projection/weight" in variables and not np.array_equal(
+            get("projection/weight"), embed):
+        raise ValueError("decoder/projection/weight differs from the embeddings (whisper ties them)")
+    cfg = json.loads((model_dir / "config.json").read_text())
+    return DecoderWeights(
+        embed=embed, positions=get("position_encodings/encodings"), layers=layers,
+        ln_g=get("layer_norm/gamma"), ln_b=get("layer_norm/beta"), num_heads=num_heads,
+        suppress_ids=[int(t) for t in cfg.get("suppress_ids", [])],
+        suppress_ids_begin=[int(t) for t in cfg.get("suppress_ids_begin", [])],
+        tokenizer=model_dir / "tokenizer.json",
+        source=f"ctranslate2:{label or model_dir.name}",
+    )
+
+
+def load_hf_decoder(path: Path) -> DecoderWeights:
+    """The decoder of an official HuggingFace checkpoint (openai/whisper-tiny, ...): weights
+    from model.safetensors, suppressed tokens from generation_config.json, tokenizer.json."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    st_file = path if path.is_file() else path / "model.safetensors"
+    d_dir = st_file.parent
+    cfg = json.loads((d_dir / "config.json").read_text())
+    gen = {}
+    if (d_dir / "generation_config.json").exists():
+        gen = json.loads((d_dir / "generation_config.json").read_text())
+    with safe_open(str(st_file), framework="np") as f:
+        keys = set(f.keys())
+        prefix = next((c for c in ("model.decoder.", "decoder.") if c + "embed_tokens.weight" in keys),
+                      None)
+        if prefix is None:
+            raise KeyError(f"{st_file}: no (model.)decoder.embed_tokens.weight tensor")
+
+        def get(name: str, like: np.ndarray | None = None) -> np.ndarray:
+            if prefix + name not in keys:
+                if like is not None:
+                    return np.zeros(like.shape[0], np.float32)
+                raise KeyError(f"{st_file} has no tensor {prefix + name}")
+            return f32(f.get_tensor(prefix + name))
+
+        layers = []
+        i = 0
+        while prefix + f"layers.{i}.fc1.weight" in keys:
+            p = f"layers.{i}."
+            k_w, ck_w = get(p + "self_attn.k_proj.weight"), get(p + "encoder_attn.k_proj.weight")
+            layers.append(DecoderLayer(
+                self_ln_g=get(p + "self_attn_layer_norm.weight"),
+                self_ln_b=get(p + "self_attn_layer_norm.bias"),
+                q_w=get(p + "self_attn.q_proj.weight"), q_b=get(p + "self_attn.q_proj.bias"),
+                k_w=k_w, k_b=get(p + "self_attn.k_proj.bias", k_w),
+                v_w=get(p + "self_attn.v_proj.weight"), v_b=get(p + "self_attn.v_proj.bias"),
+                o_w=get(p + "self_attn.out_proj.weight"), o_b=get(p + "self_attn.out_proj.bias"),
+                cross_ln_g=get(p + "encoder_attn_layer_norm.weight"),
+                cross_ln_b=get(p + "encoder_attn_layer_norm.bias"),
+                cq_w=get(p + "encoder_attn.q_proj.weight"),
+                cq_b=get(p + "encoder_attn.q_proj.bias"),
+                ck_w=ck_w, ck_b=get(p + "encoder_attn.k_proj.bias", ck_w),
+                cv_w=get(p + "encoder_attn.v_proj.weight"),
+                cv_b=get(p + "encoder_attn.v_proj.bias"),
+                co_w=get(p + "encoder_attn.out_proj.weight"),
+                co_b=get(p + "encoder_attn.out_proj.bias"),
+                mlp_ln_g=get(p + "final_layer_norm.weight"),
+                mlp_ln_b=get(p + "final_layer_norm.bias"),
+                fc1_w=get(p + "fc1.weight"), fc1_b=get(p + "fc1.bias"),
+                fc2_w=get(p + "fc2.weight"), fc2_b=get(p + "fc2.bias"),
+            ))
+            i += 1
+        w = DecoderWeights(
+            embed=get("embed_tokens.weight"), positions=get("embed_positions.weight"),
+            layers=layers, ln_g=get("layer_norm.weight"), ln_b=get("layer_norm.bias"),
+            num_heads=int(cfg.get("decoder_attention_heads", 0)) or
+            {384: 6, 512: 8, 768: 12, 1024: 16, 1280: 20}[int(cfg["d_model"])],
+            suppress_ids=[int(t) for t in gen.get("suppress_tokens", cfg.get("suppress_tokens") or [])],
+            suppress_ids_begin=[int(t) for t in gen.get("begin_suppress_tokens",
+                                                        cfg.get("begin_suppress_tokens") or [])],
+            tokenizer=d_dir / "tokenizer.json",
+            source=f"huggingface:{d_dir.name}",
+        )
+    return w
+
+
+def build_cross_kv_onnx(w: DecoderWeights) -> onnx.ModelProto:
+    d, h = w.d_model, w.num_heads
+    dh = d // h
+    g = _Graph()
+    g.const("c_heads_shape", np.array([0, 0, h, dh], np.int64))
+    g.const("c_axis0", np.array([0], np.int64))
+    outs = []
+    for i, L in enumerate(w.layers):
+        p = f"layers.{i}.encoder_attn"
+        for tag, wt, b in (("k", L.ck_w, L.ck_b), ("v", L.cv_w, L.cv_b)):
+            t = _linear(g, "encoder_output", wt, b, f"{p}.{tag}_proj")
+            t = g.op("Reshape", [t, "c_heads_shape"], name=f"{p}/{tag}_heads")
+            t = g.op("Transpose", [t], name=f"{p}/{tag}_t", perm=[0, 2, 1, 3])
+            outs.append(g.op("Unsqueeze", [t, "c_axis0"], name=f"{p}/{tag}_stacked"))
+    g.op("Concat", outs, name="cross_kv", axis=0)
+    inp = helper.make_tensor_value_info("encoder_output", TensorProto.FLOAT,
+                                        ["batch", "steps", d])
+    out = helper.make_tensor_value_info("cross_kv", TensorProto.FLOAT,
+                                        [2 * len(w.layers), "batch", h, "steps", dh])
+    graph = helper.make_graph(g.nodes, "whisper_cross_kv", [inp], [out], initializer=g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="livetalk convert_whisper.py")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def build_decoder_onnx(w: DecoderWeights) -> onnx.ModelProto:
+    w.validate()
+    d, h = w.d_model, w.num_heads
+    dh = d // h
+    n_layers = len(w.layers)
+    scale = np.float32(1.0 / math.sqrt(dh))
+    g = _Graph()
+    g.const("c_sqrt2", np.array(math.sqrt(2.0), np.float32))
+    g.const("c_one", np.array(1.0, np.float32))
+    g.const("c_half", np.array(0.5, np.float32))
+    g.const("c_heads_shape", np.array([0, 0, h, dh], np.int64))
+    g.const("c_model_shape", np.array([0, 0, d], np.int64))
+    g.const("c_flat_shape", np.array([-1, d], np.int64))
+    g.const("c_axis0", np.array([0], np.int64))
+    g.const("c_axis1", np.array([1], np.int64))
+    g.const("c_i0", np.array(0, np.int64))
+    g.const("c_i1", np.array(1, np.int64))
+    g.const("c_idx1", np.array([1], np.int64))
+    g.const("c_idx2", np.array([2], np.int64))
+    g.const("c_idx3", np.array([3], np.int64))
+    g.const("c_idx4", np.array([4], np.int64))
+    g.const("c_masked", np.array(-1e9, np.float32))
+    g.const("c_zero_f", np.array(0.0, np.float32))
+    g.const("embed_tokens.weight", w.embed)
+    g.const("embed_positions.weight", w.positions)
+
+    # past = self_kv.shape[3], n = tokens.shape[1]
+    kv_shape = g.op("Shape", ["self_kv"], name="past/shape")
+    past = g.op("Slice", [kv_shape, "c_idx3", "c_idx4"], name="past/len")  # [1]
+    tok_shape = g.op("Shape", ["tokens"], name="tokens/shape")
+    n = g.op("Slice", [tok_shape, "c_idx1", "c_idx2"], name="tokens/len")  # [1]
+    total = g.op("Add", [past, n], name="total/len")
+
+    x = g.op("Gather", ["embed_tokens.weight", "tokens"], name="embed/tokens", axis=0)
+    pos = g.op("Slice", ["embed_positions.weight", past, total, "c_axis0"], name="embed/positions")
+    x = g.op("Add", [x, pos], name="embed/out")
+
+    # causal mask [n, past + n]: query i (at past + i) sees keys j <= past + i
+    past_s = g.op("Squeeze", [past, "c_axis0"], name="mask/past")
+    total_s = g.op("Squeeze", [total, "c_axis0"], name="mask/total")
+    q_idx = g.op("Range", [past_s, total_s, "c_i1"], name="mask/q_idx")
+    k_idx = g.op("Range", ["c_i0", total_s, "c_i1"], name="mask/k_idx")
+    q_col = g.op("Unsqueeze", [q_idx, "c_axis1"], name="mask/q_col")
+    k_row = g.op("Unsqueeze", [k_idx, "c_axis0"], name="mask/k_row")
+    future = g.op("Greater", [k_row, q_col], name="mask/future")
+    mask = g.op("Where", [future, "c_masked", "c_zero_f"], name="mask/out")
+
+    def heads(t: str, p: str, tag: str) -> str:
+        r = g.op("Reshape", [t, "c_heads_shape"], name=f"{p}/{tag}_heads")
+        return g.op("Transpose", [r], name=f"{p}/{tag}_t", perm=[0, 2, 1, 3])  # [B,H,T,dh]
+
+    def attend(q: str, k: str, v: str, p: str, masked: bool) -> str:
+        kt = g.op("Transpose", [k], name=f"{p}/k_tt", perm=[0, 1, 3, 2])
+        scores = g.op("MatMul", [q, kt], name=f"{p}/scores")
+        if masked:
+            scores = g.op("Add", [scores, mask], name=f"{p}/scores_masked")
+        probs = g.op("Softmax", [scores], name=f"{p}/probs", axis=-1)
+        ctx = g.op("MatMul", [probs, v], name=f"{p}/context")
+        ctx = g.op("Transpose", [ctx], name=f"{p}/context_t", perm=[0, 2, 1, 3])
+        return g.op("Reshape", [ctx, "c_model_shape"], name=f"{p}/context_merged")
+
+    new_kv = []
+    for i, L in enumerate(w.layers):
+        p = f"layers.{i}"
+        # --- masked self-attention with the cache ---
+        hN = _layer_norm(g, x, L.self_ln_g, L.self_ln_b, w.layer_norm_eps,
+                         p + ".self_attn_layer_norm")
+        qkv_w = np.concatenate([L.q_w * scale, L.k_w, L.v_w], axis=0).astype(np.float32)
+        qkv_b = np.concatenate([L.q_b * scale, L.k_b, L.v_b], axis=0).astype(np.float32)
+        qkv = _linear(g, hN, qkv_w, qkv_b, p + ".self_attn.qkv_proj")
+        q, k, v = g.op_multi("Split", [qkv, g.const(p + ".split_sizes",
+                                                     np.array([d, d, d], np.int64))], 3, axis=-1)
+        qh, kh, vh = heads(q, p + ".self_attn", "q"), heads(k, p + ".self_attn", "k"), \
+            heads(v, p + ".self_attn", "v")
+        past_k = g.op("Gather", ["self_kv", g.const(f"c_kv{2 * i}", np.array(2 * i, np.int64))],
+                      name=f"{p}.self_attn/past_k", axis=0)
+        past_v = g.op("Gather", ["self_kv", g.const(f"c_kv{2 * i + 1}",
+                                                    np.array(2 * i + 1, np.int64))],
+                      name=f"{p}.self_attn/past_v", axis=0)
+        k_all = g.op("Concat", [past_k, kh], name=f"{p}.self_attn/k_all", axis=2)
+        v_all = g.op("Concat", [past_v, vh], name=f"{p}.self_attn/v_all", axis=2)
+        new_kv.append(g.op("Unsqueeze", [k_all, "c_axis0"], name=f"{p}.self_attn/k_out"))
+        new_kv.append(g.op("Unsqueeze", [v_all, "c_axis0"], name=f"{p}.self_attn/v_out"))
+        ctx = attend(qh, k_all, v_all, p + ".self_attn", masked=True)
+        x = g.op("Add", [x, _linear(g, ctx, L.o_w, L.o_b, p + ".self_attn.out_proj")],
+                 name=f"{p}/self_residual")
+        # --- cross-attention on the precomputed keys/values ---
+        hN = _layer_norm(g, x, L.cross_ln_g, L.cross_ln_b, w.layer_norm_eps,
+                         p + ".encoder_attn_layer_norm")
+        cq = _linear(g, hN, (L.cq_w * scale).astype(np.float32),
+                     (L.cq_b * scale).astype(np.float32), p + ".encoder_attn.q_proj")
+        cqh = heads(cq, p + ".encoder_attn", "q")
+        ck = g.op("Gather", ["cross_kv", f"c_kv{2 * i}"], name=f"{p}.encoder_attn/k", axis=0)
+        cv = g.op("Gather", ["cross_kv", f"c_kv{2 * i + 1}"], name=f"{p}.encoder_attn/v", axis=0)
+        ctx = attend(cqh, ck, cv, p + ".encoder_attn", masked=False)
+        x = g.op("Add", [x, _linear(g, ctx, L.co_w, L.co_b, p + ".encoder_attn.out_proj")],
+                 name=f"{p}/cross_residual")
+        # --- MLP ---
+        hN = _layer_norm(g, x, L.mlp_ln_g, L.mlp_ln_b, w.layer_norm_eps, p + ".final_layer_norm")
+        m = _gelu(g, _linear(g, hN, L.fc1_w, L.fc1_b, p + ".fc1"), p + ".fc1")
+        m = _linear(g, m, L.fc2_w, L.fc2_b, p + ".fc2")
+        x = g.op("Add", [x, m], name=f"{p}/out")
+
+    x = _layer_norm(g, x, w.ln_g, w.ln_b, w.layer_norm_eps, "layer_norm")
+    # logits = x @ embed^T (tied), as a Gemm on [B*T, d] so the table is stored once
+    flat = g.op("Reshape", [x, "c_flat_shape"], name="logits/flat")
+    lg = g.op("Gemm", [flat, "embed_tokens.weight"], name="logits/gemm", transB=1)
+    out_shape = g.op("Concat", [g.op("Slice", [tok_shape, "c_axis0", "c_idx2"],
+                                     name="logits/bt"),
+                                g.const("c_vocab", np.array([w.embed.shape[0]], np.int64))],
+                     name="logits/shape", axis=0)
+    g.op("Reshape", [lg, out_shape], name="logits")
+    g.op("Concat", new_kv, name="new_self_kv", axis=0)
+
+    kv_dims = lambda t: [2 * n_layers, "batch", h, t, dh]  # noqa: E731
+    inputs = [
+        helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "tokens"]),
+        helper.make_tensor_value_info("self_kv", TensorProto.FLOAT, kv_dims("past")),
+        helper.make_tensor_value_info("cross_kv", TensorProto.FLOAT, kv_dims("steps")),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                      ["batch", "tokens", int(w.embed.shape[0])]),
+        helper.make_tensor_value_info("new_self_kv", TensorProto.FLOAT, kv_dims("total")),
+    ]
+    graph = helper.make_graph(g.nodes, "whisper_decoder", inputs, outputs, initializer=g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="livetalk convert_whisper.py")
+    model.ir_version = IR_VERSION
+    meta = {"source": w.source, "d_model": str(d), "num_heads": str(h),
+            "num_layers": str(n_layers), "n_vocab": str(w.embed.shape[0]),
+            "n_text_ctx": str(w.positions.shape[0])}
+    for k_, v_ in meta.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k_, value=v_))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def write_decoder(w: DecoderWeights, out_dir: Path) -> None:
+    """Writes decoder.onnx, cross_kv.onnx, tokenizer.json and asr.json into out_dir."""
+    import shutil
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, model in (("decoder.onnx", build_decoder_onnx(w)),
+                        ("cross_kv.onnx", build_cross_kv_onnx(w))):
+        tmp = out_dir / (name + ".tmp")
+        onnx.save_model(model, str(tmp))
+        os.replace(tmp, out_dir / name)
+    if not w.tokenizer.is_file():
+        raise FileNotFoundError(f"no tokenizer.json beside the weights ({w.tokenizer})")
+    shutil.copyfile(w.tokenizer, out_dir / "tokenizer.json.tmp")
+    os.replace(out_dir / "tokenizer.json.tmp", out_dir / "tokenizer.json")
+    n_vocab = int(w.embed.shape[0])
+    info = {
+        "format": 1,
+        "source": w.source,
+        "n_vocab": n_vocab,
+        "n_text_ctx": int(w.positions.shape[0]),
+        "n_layers": len(w.layers),
+        "num_heads": w.num_heads,
+        "d_model": w.d_model,
+        # whisper's rule: the multilingual vocabulary has 51865 tokens or more
+        "multilingual": n_vocab >= 51865,
+        "suppress_ids": w.suppress_ids,
+        "suppress_ids_begin": w.suppress_ids_begin,
+    }
+    (out_dir / "asr.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -572,7 +983,24 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--hf", metavar="DIR", type=Path,
                      help="HF checkpoint dir (model.safetensors + config.json)")
     ap.add_argument("-o", "--output", type=Path, required=True, help="output .onnx path")
+    ap.add_argument("--decoder", action="store_true",
+                    help="write the decoder for whisperasr instead (decoder.onnx, cross_kv.onnx, "
+                         "tokenizer.json, asr.json) into the directory -o")
     args = ap.parse_args(argv)
+
+    if args.decoder:
+        if args.hf is not None:
+            dec = load_hf_decoder(args.hf)
+        elif args.ct2_package:
+            dec = load_ct2_decoder(ct2_package_dir(), label=_package_label())
+        else:
+            dec = load_ct2_decoder(args.ct2)
+        write_decoder(dec, args.output)
+        print(f"source    : {dec.source}")
+        print(f"decoder   : d_model={dec.d_model} heads={dec.num_heads} layers={len(dec.layers)} "
+              f"vocab={dec.embed.shape[0]} text_ctx={dec.positions.shape[0]}")
+        print(f"wrote     : {args.output}/decoder.onnx, cross_kv.onnx, tokenizer.json, asr.json")
+        return 0
 
     if args.hf is not None:
         weights = load_hf(args.hf)

