@@ -3,10 +3,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -401,4 +399,177 @@ fn set_audiotype_maps_names_and_numbers_to_action_clips() {
     assert_eq!(s, 404, "{v}");
     // (A clip waits for the idle cycle and speech stops it: avatarblend's, tested in
     // tests/avatarblend.rs.)
+}
+
+/// A multipart form POST to `/humanaudio`: (status, JSON body).
+fn post_audio(
+    server: &Server,
+    fields: &[(&str, &str)],
+    file: Option<(&str, &[u8])>,
+) -> (u16, serde_json::Value) {
+    let boundary = "livetalk-test-boundary";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .bytes(),
+        );
+    }
+    if let Some((name, data)) = file {
+        body.extend(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{boundary}--\r\n").bytes());
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST /humanaudio HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let _ = s.write_all(&body);
+    support::read_response(&mut s).unwrap_or((0, serde_json::Value::Null))
+}
+
+/// espeak-ng speech as a WAV file's bytes, and the same as MP3 (GStreamer's lamemp3enc).
+fn speech_files(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
+    let wav = dir.join("s.wav");
+    let ok = std::process::Command::new("espeak-ng")
+        .args([
+            "-w",
+            wav.to_str().unwrap(),
+            "This was uploaded as a recording.",
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "espeak-ng failed");
+    let mp3 = dir.join("s.mp3");
+    let ok = std::process::Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "filesrc",
+            &format!("location={}", wav.display()),
+            "!",
+            "wavparse",
+            "!",
+            "audioconvert",
+            "!",
+            "lamemp3enc",
+            "!",
+            "filesink",
+            &format!("location={}", mp3.display()),
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mp3 encoding failed");
+    (std::fs::read(&wav).unwrap(), std::fs::read(&mp3).unwrap())
+}
+
+#[test]
+fn humanaudio_says_wav_and_mp3_uploads_and_refuses_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wav, mp3) = speech_files(dir.path());
+    let server = Server::start(&["--max-upload", "200000"]);
+    let id = server.new_session();
+    let events = server.events(&id);
+    for (name, data) in [("speech.wav", &wav), ("speech.mp3", &mp3)] {
+        let (status, v) = post_audio(&server, &[("sessionid", &id)], Some((name, data)));
+        assert_eq!(status, 200, "{name}: {v}");
+        let secs = v["data"]["seconds"].as_f64().unwrap();
+        assert!((1.0..6.0).contains(&secs), "{name}: {secs} s");
+        // Played as a sentence: start and end events carry the file name.
+        let start = events
+            .wait(Duration::from_secs(20), |e| {
+                e["type"] == "speech" && e["status"] == "start"
+            })
+            .expect("no speech start for the upload");
+        assert_eq!(start["text"], name);
+        let end = events
+            .wait(Duration::from_secs(20), |e| {
+                e["type"] == "speech" && e["status"] == "end"
+            })
+            .expect("no speech end for the upload");
+        let ms =
+            end["running_time_ms"].as_u64().unwrap() - start["running_time_ms"].as_u64().unwrap();
+        assert!(
+            (ms as f64 - secs * 1000.0).abs() < 100.0,
+            "{name}: played {ms} ms of {secs} s"
+        );
+    }
+    // Queued behind speech unless interrupt is asked for.
+    server.post("/human", json!({"sessionid": id, "text": LONG_TEXT}));
+    events
+        .wait(Duration::from_secs(20), |e| {
+            e["type"] == "speech" && e["status"] == "start"
+        })
+        .expect("no speech");
+    let (status, _) = post_audio(
+        &server,
+        &[("sessionid", &id), ("interrupt", "true")],
+        Some(("cut.wav", &wav)),
+    );
+    assert_eq!(status, 200);
+    let end = events
+        .wait(Duration::from_secs(10), |e| {
+            e["type"] == "speech" && e["status"] == "end"
+        })
+        .expect("the long text did not end");
+    assert_eq!(end["interrupted"], true, "{end}");
+    assert!(
+        events
+            .wait(Duration::from_secs(10), |e| e["type"] == "speech"
+                && e["status"] == "start"
+                && e["text"] == "cut.wav")
+            .is_some()
+    );
+    // Bad input: not audio, too big, no session, unknown session, no file.
+    let (status, v) = post_audio(
+        &server,
+        &[("sessionid", &id)],
+        Some(("notes.txt", b"just some text, not audio")),
+    );
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("not_audio")),
+        "{v}"
+    );
+    let big = vec![7u8; 300_000];
+    let (status, _) = post_audio(&server, &[("sessionid", &id)], Some(("big.wav", &big)));
+    assert_eq!(status, 413);
+    let (status, v) = post_audio(&server, &[], Some(("speech.wav", &wav)));
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("bad_fields")),
+        "{v}"
+    );
+    let (status, v) = post_audio(
+        &server,
+        &[("sessionid", "nope")],
+        Some(("speech.wav", &wav)),
+    );
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (404, Some("unknown_session")),
+        "{v}"
+    );
+    let (status, v) = post_audio(&server, &[("sessionid", &id)], None);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("bad_fields")),
+        "{v}"
+    );
+    // The session goes on.
+    let (status, _) = server.post("/human", json!({"sessionid": id, "text": "Still here."}));
+    assert_eq!(status, 200);
 }

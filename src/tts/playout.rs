@@ -3,7 +3,8 @@
 //! Three parties drive it, each under the caller's lock:
 //!
 //! - the application: [`Playout::speak`], [`Playout::push_fragment`],
-//!   [`Playout::end_fragments`], [`Playout::flush`];
+//!   [`Playout::end_fragments`], [`Playout::flush`], and [`Playout::push_audio`] for audio
+//!   that needs no synthesis (an uploaded recording), queued and played like a sentence;
 //! - the synthesis side: [`Playout::next_job`] (the next piece of text to synthesize, at most
 //!   `lookahead` pieces ahead of the one playing), then [`Playout::audio`] /
 //!   [`Playout::word`] as the engine delivers, and [`Playout::finished`];
@@ -119,6 +120,13 @@ pub struct Step {
     pub events: Vec<PlayoutEvent>,
 }
 
+/// What waits for the synthesis side: text, or audio that is ready as it is.
+#[derive(Debug)]
+enum Pending {
+    Text(String),
+    Audio { label: String, samples: Vec<i16> },
+}
+
 /// A sentence being synthesized, synthesized, or playing.
 #[derive(Debug)]
 struct Sentence {
@@ -131,6 +139,8 @@ struct Sentence {
     failure: Option<String>,
     /// Synthesis stopped without a reason to report (cancelled).
     dropped: bool,
+    /// Given as audio ([`Playout::push_audio`]), not synthesized.
+    audio: bool,
 }
 
 #[derive(Debug)]
@@ -148,8 +158,8 @@ struct Playing {
 pub struct Playout {
     config: Config,
     started: bool,
-    /// Text waiting for synthesis, in order.
-    pending: VecDeque<String>,
+    /// Text waiting for synthesis (and ready audio queued behind it), in order.
+    pending: VecDeque<Pending>,
     /// Streamed fragments not yet cut into a sentence.
     segmenter: Segmenter,
     /// Sentences being or done being synthesized, not yet playing.
@@ -219,7 +229,14 @@ impl Playout {
         self.playing = None;
         self.pending_end = None;
         for s in self.ready.drain(..).rev() {
-            self.pending.push_front(s.text);
+            self.pending.push_front(if s.audio {
+                Pending::Audio {
+                    label: s.text,
+                    samples: s.samples,
+                }
+            } else {
+                Pending::Text(s.text)
+            });
         }
         self.speaking = false;
     }
@@ -251,8 +268,21 @@ impl Playout {
 
     fn queue(&mut self, pieces: Vec<String>) -> usize {
         let n = pieces.len();
-        self.pending.extend(pieces);
+        self.pending.extend(pieces.into_iter().map(Pending::Text));
         n
+    }
+
+    /// Audio to play as it is (S16 mono at the configured rate), queued behind what is
+    /// already queued; `label` is the text its speech events carry. Empty audio is ignored.
+    pub fn push_audio(&mut self, label: &str, samples: Vec<i16>) -> usize {
+        if samples.is_empty() {
+            return 0;
+        }
+        self.pending.push_back(Pending::Audio {
+            label: label.to_string(),
+            samples,
+        });
+        1
     }
 
     /// Pieces of text queued and not yet playing (waiting, being synthesized, synthesized).
@@ -276,24 +306,38 @@ impl Playout {
         self.started && self.ready.len() < self.config.lookahead && !self.pending.is_empty()
     }
 
-    /// The next piece to synthesize, if any and if the look-ahead allows.
+    /// The next piece to synthesize, if any and if the look-ahead allows. Queued audio on
+    /// the way goes straight to the sentences ready to play.
     pub fn next_job(&mut self) -> Option<Job> {
-        if !self.has_job() {
-            return None;
+        while self.has_job() {
+            let id = self.next_id;
+            self.next_id += 1;
+            let mut sentence = Sentence {
+                id,
+                text: String::new(),
+                samples: Vec::new(),
+                words: Vec::new(),
+                done: false,
+                failure: None,
+                dropped: false,
+                audio: false,
+            };
+            match self.pending.pop_front()? {
+                Pending::Audio { label, samples } => {
+                    sentence.text = label;
+                    sentence.samples = samples;
+                    sentence.done = true;
+                    sentence.audio = true;
+                    self.ready.push_back(sentence);
+                }
+                Pending::Text(text) => {
+                    sentence.text = text.clone();
+                    self.ready.push_back(sentence);
+                    return Some(Job { id, text });
+                }
+            }
         }
-        let text = self.pending.pop_front()?;
-        let id = self.next_id;
-        self.next_id += 1;
-        self.ready.push_back(Sentence {
-            id,
-            text: text.clone(),
-            samples: Vec::new(),
-            words: Vec::new(),
-            done: false,
-            failure: None,
-            dropped: false,
-        });
-        Some(Job { id, text })
+        None
     }
 
     fn sentence_mut(&mut self, id: u64) -> Option<&mut Sentence> {
@@ -397,7 +441,7 @@ impl Playout {
                 self.set_speaking(false, events);
                 return Chunk::Eos;
             }
-            self.pending.extend(rest);
+            self.pending.extend(rest.into_iter().map(Pending::Text));
             return Chunk::Wait;
         }
         let mut samples = vec![0i16; n];
@@ -423,6 +467,13 @@ impl Playout {
     /// Starts the next playable sentence, if none is playing. A sentence still being
     /// synthesized is playable once it has `need` samples.
     fn start_next(&mut self, need: usize, events: &mut Vec<PlayoutEvent>) {
+        // Audio at the head of the queue needs no synthesis side to become ready.
+        while self.started
+            && self.ready.len() < self.config.lookahead
+            && matches!(self.pending.front(), Some(Pending::Audio { .. }))
+        {
+            self.next_job();
+        }
         while self.playing.is_none() {
             let Some(front) = self.ready.front() else {
                 return;
@@ -546,6 +597,57 @@ mod tests {
             offset,
             interrupted,
         }
+    }
+
+    #[test]
+    fn pushed_audio_plays_in_queue_order_like_a_sentence_and_flush_drops_it() {
+        let mut p = live();
+        p.speak("First.").unwrap();
+        assert_eq!(p.push_audio("an upload", ramp(0, N + 10)), 1);
+        p.speak("Last.").unwrap();
+        assert_eq!(p.queued(), 3);
+        // The synthesis side only ever sees the texts; the upload takes a look-ahead slot.
+        let first = synth(&mut p, N);
+        assert_eq!(first.text, "First.");
+        assert!(p.next_job().is_none());
+        // First., then the upload (N + 10 samples over two buffers), then Last.
+        let s1 = p.next(N);
+        assert_eq!(
+            s1.events[..2],
+            [start("First.", 0), PlayoutEvent::Speaking(true)]
+        );
+        let s2 = p.next(N);
+        assert!(
+            s2.events.contains(&end("First.", N as u64, false)),
+            "{:?}",
+            s2.events
+        );
+        assert!(
+            s2.events.contains(&start("an upload", N as u64)),
+            "{:?}",
+            s2.events
+        );
+        assert_eq!(audio(&s2).1, &ramp(0, N)[..]);
+        let last = p.next_job().expect("the second text");
+        assert_eq!(last.text, "Last.");
+        let s3 = p.next(N);
+        assert_eq!(&audio(&s3).1[..10], &ramp(N, 10)[..]);
+        // Flush while the upload is queued behind speech: it is dropped with the rest.
+        let mut q = live();
+        q.speak("Talking.").unwrap();
+        q.push_audio("dropped", ramp(0, N));
+        synth(&mut q, 4 * N);
+        q.next(N);
+        assert_eq!(q.flush(), 1);
+        let events: Vec<PlayoutEvent> = (0..4).flat_map(|_| q.next(N).events).collect();
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, PlayoutEvent::SpeechStart { text, .. } if text == "dropped")),
+            "{events:?}"
+        );
+        // Empty audio is refused.
+        assert_eq!(q.push_audio("nothing", Vec::new()), 0);
     }
 
     #[test]

@@ -157,6 +157,24 @@ impl TtsBaseSrc {
         self.queued("push-fragment", pieces);
     }
 
+    /// `push-audio(label, samples)`: S16LE mono audio at the source's rate, played as it is,
+    /// queued like a sentence (its speech events carry `label`).
+    fn push_audio(&self, label: &str, bytes: &[u8]) -> bool {
+        let samples: Vec<i16> = bytes
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let pieces = self
+            .shared
+            .inner
+            .lock()
+            .unwrap()
+            .playout
+            .push_audio(label, samples);
+        self.queued("push-audio", pieces);
+        pieces > 0
+    }
+
     /// `end-fragments()`: the stream is over, speak what is left of it.
     fn end_fragments(&self) {
         let pieces = self.shared.inner.lock().unwrap().playout.end_fragments();
@@ -497,6 +515,20 @@ impl ObjectImpl for TtsBaseSrc {
                 text_signal("push-fragment", TtsBaseSrc::push_fragment),
                 plain_signal("end-fragments", TtsBaseSrc::end_fragments),
                 plain_signal("flush", TtsBaseSrc::flush),
+                glib::subclass::Signal::builder("push-audio")
+                    .param_types([String::static_type(), glib::Bytes::static_type()])
+                    .return_type::<bool>()
+                    .action()
+                    .class_handler(|args| {
+                        let obj = args[0].get::<super::TtsBaseSrc>().expect("signal arg");
+                        let label = args[1].get::<Option<String>>().ok().flatten();
+                        let bytes = args[2].get::<Option<glib::Bytes>>().ok().flatten();
+                        let ok = bytes.is_some_and(|b| {
+                            obj.imp().push_audio(label.as_deref().unwrap_or(""), &b)
+                        });
+                        Some(ok.to_value())
+                    })
+                    .build(),
             ]
         });
         SIGNALS.as_ref()

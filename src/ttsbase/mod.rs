@@ -9,7 +9,9 @@
 //! possible, then EOS), `speaking` (read-only, notifies).
 //! Action signals: `speak(text)`, `push-fragment(text)` (a piece of a streamed answer, cut at
 //! punctuation as LiveTalking does), `end-fragments()` (speak what is left of the stream),
-//! `flush()` (drop queued and in-flight speech, send `livetalk-interrupt` downstream).
+//! `flush()` (drop queued and in-flight speech, send `livetalk-interrupt` downstream),
+//! `push-audio(label, bytes)` (S16LE mono audio at the source's output rate, played as it is
+//! in queue order, with speech events carrying `label`; returns false for empty audio).
 //!
 //! The playout itself (queue, sentences, flush, what plays in the next buffer) is the pure
 //! state machine [`crate::tts::playout`]; this element feeds it, runs the engine on its

@@ -62,6 +62,7 @@ impl From<SessionError> for ApiError {
             SessionError::UnknownAction(_) => (StatusCode::NOT_FOUND, "unknown_action"),
             SessionError::ActionNotReady => (StatusCode::CONFLICT, "action_refused"),
             SessionError::Recording(_) => (StatusCode::CONFLICT, "record_failed"),
+            SessionError::BadAudio(_) => (StatusCode::BAD_REQUEST, "not_audio"),
         };
         ApiError::new(status, code, &msg)
     }
@@ -151,6 +152,10 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/sessions/{id}", delete(close_session))
         .route("/avatars", get(avatars))
         .route("/human", post(human))
+        .route(
+            "/humanaudio",
+            post(human_audio).layer(DefaultBodyLimit::max(server.cfg.max_upload)),
+        )
         .route("/interrupt_talk", post(interrupt_talk))
         .route("/is_speaking", post(is_speaking))
         .route("/set_audiotype", post(set_audiotype))
@@ -387,6 +392,51 @@ async fn human(State(server): State<Arc<Server>>, ApiJson(req): ApiJson<HumanReq
         }
     }
     ok(json!({}))
+}
+
+/// LiveTalking's `/humanaudio`: a multipart form with `file` (audio in any format GStreamer
+/// decodes) and `sessionid`; `interrupt` ("true"/"1") cuts what is being said first, else
+/// the audio is queued behind it.
+async fn human_audio(
+    State(server): State<Arc<Server>>,
+    mut form: axum::extract::Multipart,
+) -> ApiResult {
+    let (mut id, mut file, mut name, mut interrupt) = (None, None, String::new(), false);
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(ApiError::new(e.status(), "bad_form", &e.body_text())),
+        };
+        let key = field.name().unwrap_or_default().to_string();
+        if key == "file" {
+            name = field.file_name().unwrap_or("audio").to_string();
+        }
+        let data = field
+            .bytes()
+            .await
+            .map_err(|e| ApiError::new(e.status(), "bad_form", &e.body_text()))?;
+        match key.as_str() {
+            "file" => file = Some(data),
+            "sessionid" => id = Some(String::from_utf8_lossy(&data).trim().to_string()),
+            "interrupt" => {
+                interrupt = matches!(String::from_utf8_lossy(&data).trim(), "true" | "1")
+            }
+            _ => {}
+        }
+    }
+    let id =
+        id.ok_or_else(|| ApiError::bad_request("bad_fields", "the form has no 'sessionid'"))?;
+    let file = file.ok_or_else(|| ApiError::bad_request("bad_fields", "the form has no 'file'"))?;
+    let session = find(&server, &SessionId::Str(id))?;
+    let seconds = tokio::task::spawn_blocking(move || -> Result<f64, ApiError> {
+        let tmp = tempfile::NamedTempFile::new().map_err(|e| ApiError::internal(&e.to_string()))?;
+        std::fs::write(tmp.path(), &file).map_err(|e| ApiError::internal(&e.to_string()))?;
+        Ok(session.say_audio(tmp.path(), &name, interrupt)?)
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e.to_string()))??;
+    ok(json!({"data": {"seconds": seconds}}))
 }
 
 #[derive(Deserialize)]

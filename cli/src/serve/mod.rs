@@ -112,6 +112,9 @@ pub struct Args {
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_body: usize,
+    /// Largest `/humanaudio` upload, in bytes.
+    #[arg(long, default_value_t = 20 * 1024 * 1024)]
+    pub max_upload: usize,
     /// WebRTC congestion control: gcc, homegrown or disabled.
     #[arg(long, value_enum, default_value_t = CongestionControl::Gcc)]
     pub congestion_control: CongestionControl,
@@ -177,6 +180,7 @@ pub struct Config {
     pub llm: Option<llm::LlmConfig>,
     pub record_dir: PathBuf,
     pub max_body: usize,
+    pub max_upload: usize,
     pub congestion_control: CongestionControl,
 }
 
@@ -380,6 +384,7 @@ pub fn config(a: &Args) -> anyhow::Result<Arc<Config>> {
         llm,
         record_dir: a.record_dir.clone().unwrap_or_else(default_record_dir),
         max_body: a.max_body,
+        max_upload: a.max_upload,
         congestion_control: a.congestion_control,
     });
     // The default avatar must exist (a typo should fail at start, not at the first session).

@@ -41,6 +41,8 @@ pub enum SessionError {
     ActionNotReady,
     /// A recording could not be started or finished.
     Recording(String),
+    /// An upload that is not audio GStreamer can decode, or holds no sound.
+    BadAudio(String),
 }
 
 impl std::fmt::Display for SessionError {
@@ -61,6 +63,7 @@ impl std::fmt::Display for SessionError {
                 f.write_str("the session is not ready to play actions yet")
             }
             SessionError::Recording(e) => f.write_str(e),
+            SessionError::BadAudio(e) => write!(f, "not playable audio: {e}"),
         }
     }
 }
@@ -370,6 +373,40 @@ impl Session {
         self.tts.emit_by_name::<()>("end-fragments", &[]);
     }
 
+    /// Says an audio file (any format GStreamer decodes): decoded to the TTS source's rate
+    /// and queued behind what is queued, or said at once with `interrupt`. Blocking (decodes).
+    pub fn say_audio(
+        &self,
+        file: &Path,
+        label: &str,
+        interrupt: bool,
+    ) -> Result<f64, SessionError> {
+        let rate = self
+            .tts
+            .static_pad("src")
+            .and_then(|p| p.current_caps())
+            .and_then(|c| c.structure(0).and_then(|s| s.get::<i32>("rate").ok()))
+            .ok_or_else(|| SessionError::Pipeline("the voice has not started yet".into()))?;
+        let samples =
+            decode_mono_s16(file, rate).map_err(|e| SessionError::BadAudio(format!("{e:#}")))?;
+        if samples.iter().all(|s| s.unsigned_abs() < 8) {
+            return Err(SessionError::BadAudio("the file holds no sound".into()));
+        }
+        let seconds = samples.len() as f64 / rate as f64;
+        let bytes = glib::Bytes::from_owned(
+            samples
+                .iter()
+                .flat_map(|s| s.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
+        if interrupt {
+            self.interrupt();
+        }
+        self.tts
+            .emit_by_name::<bool>("push-audio", &[&label, &bytes]);
+        Ok(seconds)
+    }
+
     /// Cancels the LLM stream, if any, and drops queued and in-flight speech.
     pub fn interrupt(&self) {
         if let Some(h) = self.chat.lock().unwrap().take() {
@@ -584,6 +621,46 @@ impl Session {
         }
         let _ = self.pipeline.set_state(gst::State::Null);
     }
+}
+
+/// A whole audio file as S16 mono samples at `rate`, decoded by GStreamer.
+fn decode_mono_s16(file: &Path, rate: i32) -> anyhow::Result<Vec<i16>> {
+    use gst_app::AppSink;
+    let p = gst::parse::launch(&format!(
+        "filesrc location={} ! decodebin ! audioconvert ! audioresample ! \
+         audio/x-raw,format=S16LE,channels=1,rate={rate} ! appsink name=out sync=false",
+        quote(file)
+    ))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| anyhow!("not a pipeline"))?;
+    let sink = p
+        .by_name("out")
+        .and_then(|e| e.downcast::<AppSink>().ok())
+        .context("no appsink")?;
+    p.set_state(gst::State::Playing)?;
+    let bus = p.bus().context("no bus")?;
+    let mut out = Vec::new();
+    let result = loop {
+        if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+            if let Some(b) = sample.buffer()
+                && let Ok(m) = b.map_readable()
+            {
+                out.extend(m.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])));
+            }
+            continue;
+        }
+        if sink.is_eos() {
+            break Ok(());
+        }
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            if let gst::MessageView::Error(e) = msg.view() {
+                break Err(anyhow!("{}", e.error()));
+            }
+        }
+    };
+    let _ = p.set_state(gst::State::Null);
+    result?;
+    Ok(out)
 }
 
 /// The name of a session's recording bin.
