@@ -9,6 +9,7 @@
 use gst::glib;
 
 pub mod actions;
+pub mod audio_intake;
 pub mod audioclock;
 pub mod avatar;
 mod avatarblend;

@@ -503,3 +503,53 @@ fn wrong_caps_do_not_link_and_say_what_to_add() {
     pipeline.set_state(gst::State::Null).unwrap();
     assert!(hint && error, "hint {hint} error {error}");
 }
+
+/// The audio intake's SEGMENT and EOS rules (the same test is in tests/lipwarp.rs): a new
+/// segment mid-stream drains the partial frame, stamped on the old grid; buffers without PTS
+/// then start a new grid at the segment's start; EOS drains the partial last frame.
+#[test]
+fn segment_mid_stream_and_eos_drain_then_reanchor() {
+    let mut h = harness(&[
+        ("model", &tiny_model()),
+        ("silence-threshold-db", &-200.0f64),
+    ]);
+    let out = push_segment_scenario(&mut h);
+    check_segment_scenario(&out);
+}
+
+fn push_segment_scenario(h: &mut Harness) -> Vec<gst::Buffer> {
+    // 25 frames and 360 samples, timestamped from 0.
+    let audio = noise(16_360, 5, 0.3);
+    for (k, c) in audio.chunks(1000).enumerate() {
+        h.push(buffer(c, Some(pts_of_sample(k as u64 * 1000))))
+            .unwrap();
+    }
+    let mut seg = gst::FormattedSegment::<gst::ClockTime>::new();
+    seg.set_start(gst::ClockTime::from_seconds(10));
+    seg.set_time(gst::ClockTime::from_seconds(10));
+    h.push_event(gst::event::Segment::new(&seg));
+    // 5 frames and 100 samples without timestamps.
+    for c in noise(3300, 6, 0.3).chunks(330) {
+        h.push(buffer(c, None)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    pull_all(h)
+}
+
+fn check_segment_scenario(out: &[gst::Buffer]) {
+    let ms = gst::ClockTime::from_mseconds;
+    let expected: Vec<(u64, gst::ClockTime)> = (0..26)
+        .map(|i| (i, ms(40 * i)))
+        .chain((0..6).map(|i| (i, ms(10_000 + 40 * i))))
+        .collect();
+    let got: Vec<(u64, gst::ClockTime)> =
+        out.iter().map(|b| (b.offset(), b.pts().unwrap())).collect();
+    assert_eq!(got, expected);
+    for b in out {
+        assert_eq!(b.duration(), Some(ms(40)));
+        assert_eq!(
+            b.flags().contains(gst::BufferFlags::DISCONT),
+            b.offset() == 0
+        );
+    }
+}
