@@ -6,12 +6,12 @@
 //! before the start of the stream (and after its end) are zeros, as MuseTalk pads them.
 //!
 //! The encoder runs on windows, in one of two modes ([`WindowMode`]):
-//! - **chunk**: as MuseTalk's `audio_processor` cuts the audio into 30 s chunks and
+//! - **chunk** (default): as MuseTalk's `audio_processor` cuts the audio into 30 s chunks and
 //!   encodes each whole, a window starts at the start of the 30 s chunk of its steps (so
 //!   whisper's positional embedding counts from there) and holds all audio of that chunk up
 //!   to the batch's end plus `context_right` of lookahead; a batch whose steps cross a chunk
 //!   boundary runs one window per chunk.
-//! - **short** (default): the frames of a batch plus `context_left` audio before and `context_right`
+//! - **short**: the frames of a batch plus `context_left` audio before and `context_right`
 //!   after (LiveTalking's strides); cheap, but positions restart at each window, far from
 //!   the features MuseTalk was trained on.
 //!
@@ -44,9 +44,9 @@ pub const CAPS_NAME: &str = "application/x-livetalk-features";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WindowMode {
     /// Batch plus left and right context; positions restart at each window.
-    #[default]
     Short,
     /// From the start of the 30 s chunk to the batch's end plus the right context.
+    #[default]
     Chunk,
 }
 
@@ -65,12 +65,15 @@ pub struct StreamConfig {
     /// Pad every encoder window to whisper's 30 s with silence (as MuseTalk and LiveTalking
     /// do). Slower, closer to what the MuseTalk UNet was trained on.
     pub pad_to_30s: bool,
+    /// Pad shorter windows with silence to this many mel frames (0: no padding; whisper's
+    /// 30 s is 3000). `pad_to_30s` is the same as 3000.
+    pub min_mel_frames: usize,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
         Self {
-            window: WindowMode::Short,
+            window: WindowMode::Chunk,
             fps_n: 25,
             fps_d: 1,
             context_left: ms_to_samples(200),
@@ -78,6 +81,7 @@ impl Default for StreamConfig {
             batch_frames: 8,
             silence_power: db_to_power(-50.0),
             pad_to_30s: false,
+            min_mel_frames: 0,
         }
     }
 }
@@ -355,18 +359,23 @@ impl FeatureStream {
             .collect();
         let mut log_mel = self.mel.log_mel_raw(&audio);
         let mut mel_frames = steps * 2;
-        if self.cfg.pad_to_30s && mel_frames < MAX_MEL_FRAMES {
-            // As if the window were followed by digital silence up to 30 s.
+        let pad_to = if self.cfg.pad_to_30s {
+            MAX_MEL_FRAMES
+        } else {
+            self.cfg.min_mel_frames.min(MAX_MEL_FRAMES) & !1
+        };
+        if mel_frames < pad_to {
+            // As if the window were followed by digital silence.
             let max = log_mel.iter().copied().fold(-10.0f32, f32::max);
             let pad = mel::silence_value(max);
             mel::normalize(&mut log_mel);
-            let mut padded = vec![pad; mel::N_MELS * MAX_MEL_FRAMES];
+            let mut padded = vec![pad; mel::N_MELS * pad_to];
             for m in 0..mel::N_MELS {
-                padded[m * MAX_MEL_FRAMES..m * MAX_MEL_FRAMES + mel_frames]
+                padded[m * pad_to..m * pad_to + mel_frames]
                     .copy_from_slice(&log_mel[m * mel_frames..(m + 1) * mel_frames]);
             }
             log_mel = padded;
-            mel_frames = MAX_MEL_FRAMES;
+            mel_frames = pad_to;
         } else {
             mel::normalize(&mut log_mel);
         }
@@ -737,6 +746,34 @@ mod tests {
         };
         assert_eq!(job.windows.len(), 1);
         assert_eq!(job.windows[0].mel_frames, MAX_MEL_FRAMES);
+    }
+
+    #[test]
+    fn short_chunk_windows_are_padded_to_the_minimum() {
+        let mut s = FeatureStream::new(StreamConfig {
+            min_mel_frames: 1000,
+            ..Default::default()
+        });
+        s.push(&loud(16_000));
+        let Some(Step::Encode(job)) = s.next_step() else {
+            panic!()
+        };
+        let w = &job.windows[0];
+        assert_eq!((w.mel_frames, w.mel.len()), (1000, 80 * 1000));
+        // The audio part first, then the same silence value in every padded frame.
+        assert_eq!(w.steps, 26); // 8 frames + 200 ms
+        let row = &w.mel[79 * 1000..80 * 1000]; // the loud test tone is near 8 kHz
+        assert!(row[52..].windows(2).all(|p| p[0] == p[1]));
+        assert_ne!(row[0], row[999]);
+        // Longer windows are left as they are.
+        s.push(&loud(16_000 * 20));
+        let mut longest = 0;
+        while let Some(Step::Encode(job)) = s.next_step() {
+            longest = longest.max(job.windows[0].mel_frames);
+            let h = fake_encode(&job);
+            s.complete(&job, &h);
+        }
+        assert!(longest > 1000 && longest < MAX_MEL_FRAMES, "{longest}");
     }
 
     #[test]

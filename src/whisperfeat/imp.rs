@@ -29,10 +29,15 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_DEVICE: &str = "cpu";
 const DEFAULT_FPS: gst::Fraction = gst::Fraction::from_integer(25);
 const DEFAULT_CONTEXT_LEFT_MS: u32 = 200;
-const DEFAULT_CONTEXT_RIGHT_MS: u32 = 200;
-const DEFAULT_BATCH_FRAMES: u32 = 8;
+/// Lookahead: 500 ms brings chunk windows to >= 0.97 cosine on every layer (README).
+const DEFAULT_CONTEXT_RIGHT_MS: u32 = 500;
+/// 16 frames (640 ms): chunk windows stay real time on one core even at a chunk's end.
+const DEFAULT_BATCH_FRAMES: u32 = 16;
 const DEFAULT_SILENCE_THRESHOLD_DB: f64 = -50.0;
 const DEFAULT_PAD_30S: bool = false;
+/// Windows shorter than 10 s are padded with silence to 10 s: close to MuseTalk's 30 s padding
+/// on short utterances, at a third of its cost.
+const DEFAULT_PAD_TO_MS: u32 = 10_000;
 const DEFAULT_THREADS: u32 = 0;
 
 const AUDIO_CAPS: &str = "audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved";
@@ -54,7 +59,7 @@ pub enum WindowMode {
     Short = 1,
 }
 
-const DEFAULT_WINDOW_MODE: WindowMode = WindowMode::Short;
+const DEFAULT_WINDOW_MODE: WindowMode = WindowMode::Chunk;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -69,6 +74,7 @@ struct Settings {
     batch_frames: u32,
     silence_threshold_db: f64,
     pad_30s: bool,
+    pad_to_ms: u32,
 }
 
 impl Default for Settings {
@@ -85,6 +91,7 @@ impl Default for Settings {
             batch_frames: DEFAULT_BATCH_FRAMES,
             silence_threshold_db: DEFAULT_SILENCE_THRESHOLD_DB,
             pad_30s: DEFAULT_PAD_30S,
+            pad_to_ms: DEFAULT_PAD_TO_MS,
         }
     }
 }
@@ -103,6 +110,7 @@ impl Settings {
             batch_frames: self.batch_frames as usize,
             silence_power: features::db_to_power(self.silence_threshold_db),
             pad_to_30s: self.pad_30s,
+            min_mel_frames: self.pad_to_ms as usize / 10,
         }
     }
 }
@@ -435,6 +443,20 @@ impl WhisperFeat {
             model.display(),
             session.device
         );
+        if english_only(&session) {
+            // MuseTalk's UNet learned from the multilingual whisper-tiny's features.
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Settings,
+                (
+                    "The whisper encoder {} is English-only (tiny.en): MuseTalk was trained on \
+                     the multilingual whisper-tiny's features, so lip sync is less accurate. \
+                     Fix: convert openai/whisper-tiny with `models/convert_whisper.py --hf DIR -o \
+                     encoder.onnx` and set whisperfeat's model to it",
+                    model.display()
+                )
+            );
+        }
         *self.session.lock().unwrap() = Some(session);
         Ok(())
     }
@@ -449,6 +471,17 @@ impl WhisperFeat {
             .field("encoder-time", gst::ClockTime::from_nseconds(c.encoder_ns))
             .field("encoder-steps", c.encoder_steps)
             .build()
+    }
+}
+
+/// Whether the encoder is an English-only whisper: the converter's `english_only` metadata,
+/// or for files converted before it wrote that, a `.en` model named in its `source`.
+fn english_only(session: &SharedSession) -> bool {
+    match session.metadata("english_only").as_deref() {
+        Some(v) => v == "true",
+        None => session
+            .metadata("source")
+            .is_some_and(|s| s.contains("tiny.en") || s.contains(".en)")),
     }
 }
 
@@ -608,6 +641,14 @@ impl ObjectImpl for WhisperFeat {
                     .default_value(DEFAULT_PAD_30S)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("pad-to-ms")
+                    .nick("Pad windows to")
+                    .blurb("Pad encoder windows shorter than this with silence (MuseTalk pads to 30 s; \
+                            10 s comes close on short utterances at a third of the cost; 0: no padding)")
+                    .maximum(30_000)
+                    .default_value(DEFAULT_PAD_TO_MS)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("encoder-runs, speech-frames, silent-frames, interrupted-frames, encoder-time, encoder-steps")
@@ -647,6 +688,7 @@ impl ObjectImpl for WhisperFeat {
             "batch-frames" => s.batch_frames = value.get().unwrap(),
             "silence-threshold-db" => s.silence_threshold_db = value.get().unwrap(),
             "pad-30s" => s.pad_30s = value.get().unwrap(),
+            "pad-to-ms" => s.pad_to_ms = value.get().unwrap(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -669,6 +711,7 @@ impl ObjectImpl for WhisperFeat {
             "batch-frames" => s.batch_frames.to_value(),
             "silence-threshold-db" => s.silence_threshold_db.to_value(),
             "pad-30s" => s.pad_30s.to_value(),
+            "pad-to-ms" => s.pad_to_ms.to_value(),
             "stats" => {
                 drop(s);
                 self.stats().to_value()
