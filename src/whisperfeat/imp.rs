@@ -612,7 +612,7 @@ impl ObjectImpl for WhisperFeat {
                     .build(),
                 glib::ParamSpecUInt::builder("context-right-ms")
                     .nick("Right context")
-                    .blurb("Audio after a batch given to the encoder (at least 80 ms); adds latency")
+                    .blurb("Lookahead: audio after a batch given to the encoder (at least 80 ms); adds latency")
                     .minimum(0)
                     .maximum(10_000)
                     .default_value(DEFAULT_CONTEXT_RIGHT_MS)
