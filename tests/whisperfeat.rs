@@ -326,9 +326,13 @@ fn a_hole_in_the_timestamps_is_silence_and_keeps_the_grid() {
 
 #[test]
 fn interrupt_silences_pending_speech_at_once() {
-    let mut h = harness(&[("model", &tiny_model())]);
-    // 600 ms of speech: with 8-frame batches and 200 ms right context, frames from 5 on are
-    // still pending.
+    let mut h = harness(&[
+        ("model", &tiny_model()),
+        ("batch-frames", &8u32),
+        ("context-right-ms", &200u32),
+    ]);
+    // 600 ms of speech: with 8-frame batches and 200 ms right context, frames 0..8 are made
+    // (they need audio up to 8 * 40 + 200 ms), frames 8..15 are still pending.
     h.push(buffer(&noise(9600, 9, 0.3), Some(gst::ClockTime::ZERO)))
         .unwrap();
     let before = pull_all(&mut h);
@@ -338,6 +342,7 @@ fn interrupt_silences_pending_speech_at_once() {
             .all(|b| !b.flags().contains(gst::BufferFlags::GAP))
     );
     let made = before.len();
+    assert_eq!(made, 8);
     while h.try_pull_event().is_some() {}
     h.push_event(gstlivetalk::events::interrupt_event());
     // Every started frame comes out at once, silent, before the event itself.
