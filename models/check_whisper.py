@@ -8,6 +8,9 @@
      every frame (exit status 1 otherwise); max abs diff reported
   4. the --hf path: the CT2 weights written as an HF-named model.safetensors (temp dir),
      converted with `convert_whisper.py --hf`, must give identical outputs
+  4b. all five hidden states against transformers' WhisperEncoder (PyTorch, CPU) loaded with
+     the same HF-named weights, output_hidden_states=True: per-step cosine >= 0.999 on every
+     state (embeddings + each layer, the last after the final layer norm)
   5. informational: our ONNX at frames=200 vs the first 100 steps of the 3000-frame run,
      and a batch-of-2 run vs the single runs
 
@@ -148,6 +151,48 @@ def export_hf_checkpoint(w: cw.EncoderWeights, out_dir: Path) -> None:
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
 
 
+def check_transformers(w: cw.EncoderWeights, feats: np.ndarray, hs: np.ndarray) -> bool:
+    """Our five hidden states against transformers' own WhisperEncoder, same weights."""
+    try:
+        import torch
+        from transformers import WhisperConfig
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    except ImportError as e:
+        print(f"layers    : transformers' WhisperEncoder needs PyTorch ({e}): run "
+              "scripts/setup.sh -> FAIL")
+        return False
+    cfg = WhisperConfig(
+        d_model=w.d_model, encoder_layers=len(w.layers), encoder_attention_heads=w.num_heads,
+        encoder_ffn_dim=int(w.layers[0].fc1_w.shape[0]), num_mel_bins=w.n_mels,
+        max_source_positions=int(w.positions.shape[0]), activation_function="gelu")
+    with tempfile.TemporaryDirectory() as td:
+        export_hf_checkpoint(w, Path(td))
+        from safetensors.numpy import load_file
+        tensors = load_file(str(Path(td) / "model.safetensors"))
+    prefix = "model.encoder."
+    state = {k[len(prefix):]: torch.from_numpy(v) for k, v in tensors.items()}
+    enc = WhisperEncoder(cfg).eval()
+    missing, unexpected = enc.load_state_dict(state, strict=False)
+    # k_proj has no bias in whisper; nothing else may be missing.
+    assert not unexpected and all("k_proj.bias" in m for m in missing), (missing, unexpected)
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        out = enc(torch.from_numpy(feats), output_hidden_states=True).hidden_states
+    assert len(out) == hs.shape[2], (len(out), hs.shape)
+    ok = True
+    for j, ref in enumerate(out):
+        ref = ref.numpy()
+        c = cosine_rows(hs[:, :, j, :], ref)
+        good = bool(c.min() >= THRESHOLD)
+        ok = ok and good
+        print(f"layers    : hidden state {j} vs transformers' WhisperEncoder: cosine min "
+              f"{c.min():.7f} mean {c.mean():.7f}, max abs diff "
+              f"{np.abs(hs[:, :, j, :] - ref).max():.2e} -> {'PASS' if good else 'FAIL'}")
+    wrong = cosine_rows(hs[:, :, 3, :], out[4].numpy()).mean()
+    print(f"layers    : control, state 3 vs their state 4: cosine mean {wrong:.2f}")
+    return ok
+
+
 def convert(args: list[str]) -> None:
     subprocess.run([sys.executable, str(HERE / "convert_whisper.py"), *args], check=True,
                    stdout=subprocess.DEVNULL)
@@ -202,10 +247,11 @@ def main() -> int:
         hs_ct2_fresh = run(ort_session(td / "ct2.onnx"), feats)
     same_hf = bool(np.array_equal(hs_hf, hs_ct2_fresh))
     same_cache = bool(np.array_equal(hs, hs_ct2_fresh))
+    layers_ok = check_transformers(w, feats, hs)
     print(f"hf check  : --hf ONNX vs --ct2 ONNX identical: {same_hf} "
           f"(max abs diff {np.abs(hs_hf - hs_ct2_fresh).max():.1e}); "
           f"{args.onnx.name} == fresh --ct2 conversion: {same_cache}")
-    ok = ok and same_hf
+    ok = ok and same_hf and layers_ok
 
     # informational: short window (global attention -> it differs from the 30 s run)
     hs200 = run(sess, np.ascontiguousarray(feats[:, :, :200]))

@@ -93,6 +93,13 @@ class EncoderWeights:
     layer_norm_eps: float = WHISPER_LAYER_NORM_EPS
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    # Whisper's vocabulary tells: 51864 tokens for the English-only (.en) models, 51865+ for
+    # the multilingual ones (MuseTalk's features come from the multilingual whisper-tiny).
+    vocab_size: int | None = None
+
+    @property
+    def english_only(self) -> str:
+        return "unknown" if self.vocab_size is None else str(self.vocab_size < 51865).lower()
 
     @property
     def d_model(self) -> int:
@@ -293,6 +300,8 @@ def load_ct2(model_dir: Path, label: str | None = None) -> EncoderWeights:
         notes=notes,
     )
     w.notes.append("stored dtypes: " + ", ".join(f"{k} x{v}" for k, v in dtypes_seen.items()))
+    if "decoder/embeddings/weight" in variables:
+        w.vocab_size = int(variables["decoder/embeddings/weight"][1].shape[0])
     return w
 
 
@@ -402,6 +411,8 @@ def load_hf(path: Path) -> EncoderWeights:
         if key in cfg and int(cfg[key]) != want:
             raise ValueError(f"config.json {key}={cfg[key]} but the weights say {want}")
     w.notes.append(f"tensor prefix {prefix!r}, {n_layers} layers")
+    if "vocab_size" in cfg:
+        w.vocab_size = int(cfg["vocab_size"])
     return w
 
 
@@ -560,6 +571,7 @@ def build_onnx(w: EncoderWeights) -> onnx.ModelProto:
         "d_model": str(d), "num_heads": str(h), "num_layers": str(n_layers),
         "n_mels": str(w.n_mels), "max_frames": str(2 * w.positions.shape[0]),
         "hidden_states": "0=embeddings, 1..L-1=layer outputs, L=last layer + final LayerNorm",
+        "english_only": w.english_only,
     }
     for k_, v_ in meta.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=k_, value=v_))
@@ -1021,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"encoder   : d_model={weights.d_model} heads={weights.num_heads} "
           f"layers={len(weights.layers)} ffn={weights.layers[0].fc1_w.shape[0]} "
           f"n_mels={weights.n_mels} positions={weights.positions.shape[0]} "
-          f"params={n_params}")
+          f"params={n_params} english_only={weights.english_only}")
     print(f"wrote     : {args.output} ({args.output.stat().st_size} bytes)")
     return 0
 

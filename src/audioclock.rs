@@ -1,96 +1,80 @@
-//! Timestamps of a raw audio stream derived from its sample count, as the elements that turn
-//! audio into video frames need them: exact over hours, robust to jittery or missing PTS.
-//!
-//! The first buffer anchors sample 0 (its PTS, else the segment start). After that the sample
-//! count rules; a buffer's PTS only matters when it disagrees by more than [`JITTER`]: a
-//! forward hole up to [`MAX_FILL`] is filled with silence, anything else restarts the grid.
+//! The GStreamer side of [`crate::audio_intake`]: what an F32LE mono buffer means for the
+//! intake (its PTS, its samples, or silence when it is a GAP).
 
-use gst::ClockTime;
+use crate::audio_intake::Input;
 
-pub const JITTER: ClockTime = ClockTime::from_mseconds(20);
-pub const MAX_FILL: ClockTime = ClockTime::from_seconds(10);
-
-/// What a new buffer means for the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arrival {
-    /// In sequence.
-    Continue,
-    /// This many samples are missing before it: insert silence.
-    FillSilence(u64),
-    /// A jump back, or too far ahead: finish what is pending, then [`AudioClock::restart`].
-    Restart(ClockTime),
+/// One input buffer, read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferAudio {
+    pub pts: Option<u64>,
+    samples: Vec<f32>,
+    /// Samples of silence, for a GAP buffer.
+    gap: Option<u64>,
 }
 
-#[derive(Debug, Clone)]
-pub struct AudioClock {
-    rate: u64,
-    base: Option<ClockTime>,
-}
-
-impl AudioClock {
-    pub fn new(rate: u64) -> Self {
-        Self { rate, base: None }
+impl BufferAudio {
+    /// Reads an F32LE mono buffer at `rate`. A GAP buffer is silence: as many samples as it
+    /// holds, or for an empty one as many as its duration covers. `None` if it cannot be
+    /// mapped.
+    pub fn read(buffer: &gst::BufferRef, rate: u64) -> Option<Self> {
+        let pts = buffer.pts().map(|t| t.nseconds());
+        if buffer.flags().contains(gst::BufferFlags::GAP) {
+            let n = if buffer.size() == 0 {
+                buffer.duration().map_or(0, |d| {
+                    (d.nseconds() as u128 * rate as u128 / 1_000_000_000) as u64
+                })
+            } else {
+                (buffer.size() / 4) as u64
+            };
+            return Some(Self {
+                pts,
+                samples: Vec::new(),
+                gap: Some(n),
+            });
+        }
+        let map = buffer.map_readable().ok()?;
+        Some(Self {
+            pts,
+            samples: map
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            gap: None,
+        })
     }
 
-    pub fn is_anchored(&self) -> bool {
-        self.base.is_some()
-    }
-
-    pub fn base(&self) -> ClockTime {
-        self.base.unwrap_or(ClockTime::ZERO)
-    }
-
-    /// Forget the anchor (the next buffer anchors anew).
-    pub fn reset(&mut self) {
-        self.base = None;
-    }
-
-    pub fn restart(&mut self, at: ClockTime) {
-        self.base = Some(at);
-    }
-
-    /// Time of stream sample `s`.
-    pub fn sample_time(&self, s: u64) -> ClockTime {
-        self.base()
-            + ClockTime::from_nseconds((s as u128 * 1_000_000_000 / self.rate as u128) as u64)
-    }
-
-    /// Time of video frame `i` at `fps_n / fps_d`.
-    pub fn frame_time(&self, i: u64, fps_n: u64, fps_d: u64) -> ClockTime {
-        self.base()
-            + ClockTime::from_nseconds(
-                (i as u128 * fps_d as u128 * 1_000_000_000 / fps_n as u128) as u64,
-            )
-    }
-
-    /// Samples in `d`.
-    pub fn samples_in(&self, d: ClockTime) -> u64 {
-        (d.nseconds() as u128 * self.rate as u128 / 1_000_000_000) as u64
-    }
-
-    /// A buffer with `pts` arrives when `received` samples have come so far.
-    pub fn arrive(
-        &mut self,
-        pts: Option<ClockTime>,
-        segment_start: Option<ClockTime>,
-        received: u64,
-    ) -> Arrival {
-        let Some(_) = self.base else {
-            self.base = Some(pts.or(segment_start).unwrap_or(ClockTime::ZERO));
-            return Arrival::Continue;
-        };
-        let Some(pts) = pts else {
-            return Arrival::Continue;
-        };
-        let expected = self.sample_time(received);
-        if pts > expected + JITTER && pts - expected <= MAX_FILL {
-            Arrival::FillSilence(self.samples_in(pts - expected))
-        } else if pts + JITTER < expected || pts > expected + MAX_FILL {
-            Arrival::Restart(pts)
-        } else {
-            Arrival::Continue
+    pub fn input(&self) -> Input<'_> {
+        match self.gap {
+            Some(n) => Input::Gap(n),
+            None => Input::Samples(&self.samples),
         }
     }
+}
+
+/// Stamps the buffer of frame `index` of a grid: PTS, duration, offsets (the frame number),
+/// and DISCONT on frame 0, where a grid starts.
+pub fn stamp_frame(buf: &mut gst::BufferRef, index: u64, pts: u64, duration: u64) {
+    buf.set_pts(clock_time(pts));
+    buf.set_duration(clock_time(duration));
+    buf.set_offset(index);
+    buf.set_offset_end(index + 1);
+    if index == 0 {
+        buf.set_flags(gst::BufferFlags::DISCONT);
+    }
+}
+
+/// Nanoseconds as a clock time.
+pub fn clock_time(ns: u64) -> gst::ClockTime {
+    gst::ClockTime::from_nseconds(ns)
+}
+
+/// The start of a TIME segment, in nanoseconds.
+pub fn segment_start(event: &gst::event::Segment) -> Option<u64> {
+    event
+        .segment()
+        .downcast_ref::<gst::ClockTime>()
+        .and_then(|s| s.start())
+        .map(|t| t.nseconds())
 }
 
 #[cfg(test)]
@@ -98,32 +82,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn anchors_then_follows_the_sample_count() {
-        let mut c = AudioClock::new(16_000);
+    fn gap_buffers_are_silence() {
+        gst::init().unwrap();
+        let mut b = gst::Buffer::new();
+        {
+            let b = b.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_mseconds(7));
+            b.set_duration(gst::ClockTime::from_mseconds(20));
+            b.set_flags(gst::BufferFlags::GAP);
+        }
+        let a = BufferAudio::read(&b, 16_000).unwrap();
+        assert_eq!((a.pts, a.input()), (Some(7_000_000), Input::Gap(320)));
+        // A GAP with data: its samples, silent.
+        let mut b = gst::Buffer::from_mut_slice(1.0f32.to_le_bytes().repeat(10));
+        b.get_mut().unwrap().set_flags(gst::BufferFlags::GAP);
         assert_eq!(
-            c.arrive(None, Some(ClockTime::from_seconds(3)), 0),
-            Arrival::Continue
+            BufferAudio::read(&b, 16_000).unwrap().input(),
+            Input::Gap(10)
         );
-        assert_eq!(c.sample_time(16_000), ClockTime::from_seconds(4));
-        // 10 ms of jitter is ignored.
-        assert_eq!(
-            c.arrive(Some(ClockTime::from_mseconds(4010)), None, 16_000),
-            Arrival::Continue
-        );
-        // A 500 ms hole is silence.
-        assert_eq!(
-            c.arrive(Some(ClockTime::from_mseconds(4500)), None, 16_000),
-            Arrival::FillSilence(8000)
-        );
-        // Backwards, or a minute ahead: restart.
-        assert_eq!(
-            c.arrive(Some(ClockTime::from_seconds(1)), None, 16_000),
-            Arrival::Restart(ClockTime::from_seconds(1))
-        );
-        assert!(matches!(
-            c.arrive(Some(ClockTime::from_seconds(70)), None, 16_000),
-            Arrival::Restart(_)
-        ));
-        assert_eq!(c.frame_time(25, 25, 1), ClockTime::from_seconds(4));
+        let b = gst::Buffer::from_mut_slice(0.5f32.to_le_bytes().repeat(3));
+        let a = BufferAudio::read(&b, 16_000).unwrap();
+        assert_eq!((a.pts, a.input()), (None, Input::Samples(&[0.5; 3])));
     }
 }

@@ -5,9 +5,18 @@
 //! `a = floor(i * 50 / fps)`, the 5 hidden states of each, rows in (step, layer) order; steps
 //! before the start of the stream (and after its end) are zeros, as MuseTalk pads them.
 //!
-//! The encoder runs on windows: the frames of a batch plus `context_left` audio before and
-//! `context_right` after (LiveTalking's strides). A frame is silent when its whole feature
-//! window is below the threshold: it costs no encoder run.
+//! The encoder runs on windows, in one of two modes ([`WindowMode`]):
+//! - **chunk** (default): as MuseTalk's `audio_processor` cuts the audio into 30 s chunks and
+//!   encodes each whole, a window starts at the start of the 30 s chunk of its steps (so
+//!   whisper's positional embedding counts from there) and holds all audio of that chunk up
+//!   to the batch's end plus `context_right` of lookahead; a batch whose steps cross a chunk
+//!   boundary runs one window per chunk.
+//! - **short**: the frames of a batch plus `context_left` audio before and `context_right`
+//!   after (LiveTalking's strides); cheap, but positions restart at each window, far from
+//!   the features MuseTalk was trained on.
+//!
+//! A frame is silent when its whole feature window is below the threshold: it costs no
+//! encoder run.
 
 use crate::mel::{self, LogMel};
 
@@ -26,11 +35,24 @@ pub const ROWS: usize = STEPS_PER_FRAME * LAYERS;
 pub const FRAME_LEN: usize = ROWS * DIM;
 /// Whisper's input length: 30 s of mel frames.
 pub const MAX_MEL_FRAMES: usize = 3000;
+/// Encoder steps in one of MuseTalk's 30 s chunks.
+pub const CHUNK_STEPS: u64 = (MAX_MEL_FRAMES / 2) as u64;
 /// GStreamer media type of the features (one buffer per video frame).
 pub const CAPS_NAME: &str = "application/x-livetalk-features";
 
+/// How encoder windows are cut (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WindowMode {
+    /// Batch plus left and right context; positions restart at each window.
+    Short,
+    /// From the start of the 30 s chunk to the batch's end plus the right context.
+    #[default]
+    Chunk,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamConfig {
+    pub window: WindowMode,
     pub fps_n: u64,
     pub fps_d: u64,
     /// Audio before a batch's first frame given to the encoder, in samples (>= 80 ms).
@@ -43,11 +65,15 @@ pub struct StreamConfig {
     /// Pad every encoder window to whisper's 30 s with silence (as MuseTalk and LiveTalking
     /// do). Slower, closer to what the MuseTalk UNet was trained on.
     pub pad_to_30s: bool,
+    /// Pad shorter windows with silence to this many mel frames (0: no padding; whisper's
+    /// 30 s is 3000). `pad_to_30s` is the same as 3000.
+    pub min_mel_frames: usize,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
         Self {
+            window: WindowMode::Chunk,
             fps_n: 25,
             fps_d: 1,
             context_left: ms_to_samples(200),
@@ -55,6 +81,7 @@ impl Default for StreamConfig {
             batch_frames: 8,
             silence_power: db_to_power(-50.0),
             pad_to_30s: false,
+            min_mel_frames: 0,
         }
     }
 }
@@ -117,17 +144,24 @@ pub enum Step {
     Encode(EncoderJob),
 }
 
-/// One encoder run: frames `[first_frame, end_frame)` from the steps of `[first_step, ..)`.
+/// One encoder input: normalised log-mel of the audio from step `first_step` on.
 #[derive(Debug)]
-pub struct EncoderJob {
-    pub first_frame: u64,
-    pub end_frame: u64,
+pub struct Window {
     pub first_step: u64,
-    /// Steps whose hidden states the job uses (the encoder may give more, when padded).
+    /// Steps of audio in the window (the encoder gives more when it is padded).
     pub steps: usize,
     /// Normalised log-mel, `[80, mel_frames]`.
     pub mel: Vec<f32>,
     pub mel_frames: usize,
+}
+
+/// The encoder runs for frames `[first_frame, end_frame)`: one per window (two when a
+/// chunk-aligned batch crosses a 30 s boundary).
+#[derive(Debug)]
+pub struct EncoderJob {
+    pub first_frame: u64,
+    pub end_frame: u64,
+    pub windows: Vec<Window>,
 }
 
 /// Counters, for the element's `stats`.
@@ -286,39 +320,66 @@ impl FeatureStream {
         let c = &self.cfg;
         let need_lo = c.frame_step(first).saturating_sub(STEPS_BEFORE);
         let need_hi = c.frame_step(end - 1) + STEPS_AFTER;
-        let ctx_lo = c.frame_start(first).saturating_sub(c.context_left) / SAMPLES_PER_STEP;
-        let ctx_hi = (c.frame_start(end) + c.context_right).div_ceil(SAMPLES_PER_STEP);
-        let mut first_step = ctx_lo.min(need_lo);
-        let last_step = ctx_hi.max(need_hi);
-        // The encoder takes at most 30 s.
-        let max_steps = (MAX_MEL_FRAMES / 2) as u64;
-        if last_step - first_step > max_steps {
-            first_step = last_step - max_steps;
+        let ctx_hi = (c.frame_start(end) + c.context_right)
+            .div_ceil(SAMPLES_PER_STEP)
+            .max(need_hi);
+        let mut spans = Vec::new();
+        match c.window {
+            WindowMode::Short => {
+                let ctx_lo = c.frame_start(first).saturating_sub(c.context_left) / SAMPLES_PER_STEP;
+                // The encoder takes at most 30 s.
+                let lo = ctx_lo.min(need_lo).max(ctx_hi.saturating_sub(CHUNK_STEPS));
+                spans.push((lo, ctx_hi));
+            }
+            WindowMode::Chunk => {
+                let mut chunk = need_lo / CHUNK_STEPS;
+                while chunk * CHUNK_STEPS < need_hi {
+                    let lo = chunk * CHUNK_STEPS;
+                    spans.push((lo, ctx_hi.min(lo + CHUNK_STEPS)));
+                    chunk += 1;
+                }
+            }
         }
-        let steps = (last_step - first_step) as usize;
-        let audio: Vec<f32> = (first_step * SAMPLES_PER_STEP..last_step * SAMPLES_PER_STEP)
+        let windows = spans
+            .into_iter()
+            .map(|(lo, hi)| self.window(lo, hi))
+            .collect();
+        EncoderJob {
+            first_frame: first,
+            end_frame: end,
+            windows,
+        }
+    }
+
+    /// The encoder input for steps `[first_step, end_step)`.
+    fn window(&mut self, first_step: u64, end_step: u64) -> Window {
+        let steps = (end_step - first_step) as usize;
+        let audio: Vec<f32> = (first_step * SAMPLES_PER_STEP..end_step * SAMPLES_PER_STEP)
             .map(|s| self.sample(s))
             .collect();
         let mut log_mel = self.mel.log_mel_raw(&audio);
         let mut mel_frames = steps * 2;
-        if self.cfg.pad_to_30s && mel_frames < MAX_MEL_FRAMES {
-            // As if the window were followed by digital silence up to 30 s.
+        let pad_to = if self.cfg.pad_to_30s {
+            MAX_MEL_FRAMES
+        } else {
+            self.cfg.min_mel_frames.min(MAX_MEL_FRAMES) & !1
+        };
+        if mel_frames < pad_to {
+            // As if the window were followed by digital silence.
             let max = log_mel.iter().copied().fold(-10.0f32, f32::max);
             let pad = mel::silence_value(max);
             mel::normalize(&mut log_mel);
-            let mut padded = vec![pad; mel::N_MELS * MAX_MEL_FRAMES];
+            let mut padded = vec![pad; mel::N_MELS * pad_to];
             for m in 0..mel::N_MELS {
-                padded[m * MAX_MEL_FRAMES..m * MAX_MEL_FRAMES + mel_frames]
+                padded[m * pad_to..m * pad_to + mel_frames]
                     .copy_from_slice(&log_mel[m * mel_frames..(m + 1) * mel_frames]);
             }
             log_mel = padded;
-            mel_frames = MAX_MEL_FRAMES;
+            mel_frames = pad_to;
         } else {
             mel::normalize(&mut log_mel);
         }
-        EncoderJob {
-            first_frame: first,
-            end_frame: end,
+        Window {
             first_step,
             steps,
             mel: log_mel,
@@ -326,16 +387,17 @@ impl FeatureStream {
         }
     }
 
-    /// Takes the encoder's hidden states (`[steps_out, 5, 384]`, `steps_out >= job.steps`)
-    /// and returns the features of the job's frames, in order.
-    pub fn complete(&mut self, job: &EncoderJob, hidden: &[f32]) -> Vec<(u64, Vec<f32>)> {
+    /// Takes the encoder's hidden states, one `[steps_out, 5, 384]` per window
+    /// (`steps_out >= window.steps`), and returns the features of the job's frames, in order.
+    pub fn complete(&mut self, job: &EncoderJob, hidden: &[Vec<f32>]) -> Vec<(u64, Vec<f32>)> {
         let step_len = LAYERS * DIM;
-        assert!(
-            hidden.len() >= job.steps * step_len,
-            "encoder output too short"
-        );
+        assert_eq!(hidden.len(), job.windows.len(), "one output per window");
+        for (h, w) in hidden.iter().zip(&job.windows) {
+            assert!(h.len() >= w.steps * step_len, "encoder output too short");
+        }
+        // As MuseTalk: the steps of the audio are floor(samples / 320); later ones are zeros.
         let audio_steps = if self.finished {
-            self.total.div_ceil(SAMPLES_PER_STEP)
+            self.total / SAMPLES_PER_STEP
         } else {
             u64::MAX
         };
@@ -350,10 +412,14 @@ impl FeatureStream {
                     if step >= audio_steps {
                         continue; // after its end: zeros
                     }
-                    let k = (step - job.first_step) as usize;
+                    let Some((w, h)) = job.windows.iter().zip(hidden).find(|(w, _)| {
+                        step >= w.first_step && step < w.first_step + w.steps as u64
+                    }) else {
+                        continue; // not in any window: cannot happen, zeros
+                    };
+                    let k = (step - w.first_step) as usize;
                     let dst = r as usize * step_len;
-                    feat[dst..dst + step_len]
-                        .copy_from_slice(&hidden[k * step_len..(k + 1) * step_len]);
+                    feat[dst..dst + step_len].copy_from_slice(&h[k * step_len..(k + 1) * step_len]);
                 }
                 (i, feat)
             })
@@ -368,12 +434,15 @@ impl FeatureStream {
     /// Forgets audio no later frame can need.
     fn trim(&mut self) {
         let c = &self.cfg;
-        let keep_from = (c
-            .frame_start(self.next_frame)
-            .saturating_sub(c.context_left)
-            / SAMPLES_PER_STEP)
-            .min(c.frame_step(self.next_frame).saturating_sub(STEPS_BEFORE))
-            * SAMPLES_PER_STEP;
+        let need_lo = c.frame_step(self.next_frame).saturating_sub(STEPS_BEFORE);
+        let keep_from = match c.window {
+            WindowMode::Short => (c
+                .frame_start(self.next_frame)
+                .saturating_sub(c.context_left)
+                / SAMPLES_PER_STEP)
+                .min(need_lo),
+            WindowMode::Chunk => need_lo / CHUNK_STEPS * CHUNK_STEPS,
+        } * SAMPLES_PER_STEP;
         if keep_from > self.base + 16_000 {
             let drop = ((keep_from - self.base) as usize).min(self.samples.len());
             self.samples.drain(..drop);
@@ -400,20 +469,31 @@ mod tests {
     use super::*;
 
     /// A fake encoder: hidden state of step s, layer l, dim d = s*1000 + l*10 + d%10 (one
-    /// step per two mel frames, like whisper).
-    fn fake_encode(job: &EncoderJob) -> Vec<f32> {
-        let steps = job.mel_frames / 2;
+    /// step per two mel frames, like whisper), s counted from the window's start (its
+    /// position) plus 100_000 * the window's chunk, so tests see which run a step came from.
+    fn fake_window(w: &Window) -> Vec<f32> {
+        let steps = w.mel_frames / 2;
         let mut h = vec![0.0; steps * LAYERS * DIM];
         for k in 0..steps {
             for l in 0..LAYERS {
                 for d in 0..DIM {
                     h[(k * LAYERS + l) * DIM + d] =
-                        ((job.first_step + k as u64) * 1000 + l as u64 * 10 + (d % 10) as u64)
-                            as f32;
+                        ((w.first_step + k as u64) * 1000 + l as u64 * 10 + (d % 10) as u64) as f32;
                 }
             }
         }
         h
+    }
+
+    fn fake_encode(job: &EncoderJob) -> Vec<Vec<f32>> {
+        job.windows.iter().map(fake_window).collect()
+    }
+
+    fn short() -> StreamConfig {
+        StreamConfig {
+            window: WindowMode::Short,
+            ..Default::default()
+        }
     }
 
     fn run(stream: &mut FeatureStream, out: &mut Vec<(u64, Option<Vec<f32>>)>) {
@@ -457,6 +537,7 @@ mod tests {
             assert_eq!(at(f10, r, 2, 3), ((16 + r) * 1000 + 20 + 3) as f32);
         }
         // Last frame 24: a = 48, steps 44..54; steps >= 50 are past the end: zeros.
+        // (MuseTalk keeps floor(samples / 320) steps.)
         let f24 = out[24].1.as_ref().unwrap();
         assert_eq!(at(f24, 5, 0, 0), 49_000.0);
         assert!(f24[6 * LAYERS * DIM..].iter().all(|&v| v == 0.0));
@@ -503,7 +584,7 @@ mod tests {
 
     #[test]
     fn frames_wait_for_right_context_and_batch() {
-        let cfg = StreamConfig::default(); // batch 8, right context 200 ms
+        let cfg = short(); // batch 8, right context 200 ms
         let mut s = FeatureStream::new(cfg.clone());
         // Frame 0 needs audio up to frame 8's start + 200 ms = 8*640 + 3200 samples.
         let need = cfg.latency_samples() as usize;
@@ -515,9 +596,11 @@ mod tests {
             Some(Step::Encode(job)) => {
                 assert_eq!((job.first_frame, job.end_frame), (0, 8));
                 // Window: from the stream start to frame 8 + 200 ms, in steps.
-                assert_eq!(job.first_step, 0);
-                assert_eq!(job.steps as u64, (8 * 640 + 3200) / 320);
-                assert_eq!(job.mel_frames, job.steps * 2);
+                let w = &job.windows[0];
+                assert_eq!(job.windows.len(), 1);
+                assert_eq!(w.first_step, 0);
+                assert_eq!(w.steps as u64, (8 * 640 + 3200) / 320);
+                assert_eq!(w.mel_frames, w.steps * 2);
             }
             other => panic!("{other:?}"),
         }
@@ -527,14 +610,18 @@ mod tests {
     fn windows_include_left_context() {
         let mut s = FeatureStream::new(StreamConfig {
             batch_frames: 2,
-            ..Default::default()
+            ..short()
         });
         s.push(&loud(64_000));
         let mut jobs = Vec::new();
         while let Some(Step::Encode(job)) = s.next_step() {
             let h = fake_encode(&job);
             s.complete(&job, &h);
-            jobs.push((job.first_frame, job.first_step, job.steps));
+            jobs.push((
+                job.first_frame,
+                job.windows[0].first_step,
+                job.windows[0].steps,
+            ));
         }
         // Frame 20 starts at step 40; 200 ms left context = 10 steps before.
         let &(_, first_step, steps) = jobs.iter().find(|j| j.0 == 20).unwrap();
@@ -554,8 +641,8 @@ mod tests {
         let Some(Step::Encode(job)) = s.next_step() else {
             panic!()
         };
-        assert_eq!(job.mel_frames, MAX_MEL_FRAMES);
-        assert_eq!(job.mel.len(), 80 * MAX_MEL_FRAMES);
+        assert_eq!(job.windows[0].mel_frames, MAX_MEL_FRAMES);
+        assert_eq!(job.windows[0].mel.len(), 80 * MAX_MEL_FRAMES);
         let h = fake_encode(&job);
         assert_eq!(s.complete(&job, &h).len(), 8);
     }
@@ -585,7 +672,7 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded() {
-        let mut s = FeatureStream::new(StreamConfig::default());
+        let mut s = FeatureStream::new(short());
         let mut out = Vec::new();
         for _ in 0..600 {
             s.push(&loud(1600));
@@ -601,6 +688,92 @@ mod tests {
             s.next_frame() + 8 + 5,
             s.cfg.frames_covering(s.total_samples()) + 1
         );
+    }
+
+    #[test]
+    fn chunk_windows_start_at_the_chunk_and_split_at_its_end() {
+        let mut s = FeatureStream::new(StreamConfig {
+            batch_frames: 10,
+            window: WindowMode::Chunk,
+            ..Default::default()
+        });
+        let mut windows = Vec::new();
+        let mut out = Vec::new();
+        // 32 s of sound, in 100 ms buffers.
+        for _ in 0..320 {
+            s.push(&loud(1600));
+            while let Some(step) = s.next_step() {
+                let Step::Encode(job) = step else { panic!() };
+                let h = fake_encode(&job);
+                for w in &job.windows {
+                    windows.push((job.first_frame, w.first_step, w.steps));
+                }
+                out.extend(s.complete(&job, &h));
+            }
+        }
+        // Batch of frames 20..30 (steps 36..64): the window starts at 0 and reaches 10 steps
+        // (200 ms) past frame 30's start.
+        assert!(windows.contains(&(20, 0, 70)), "{windows:?}");
+        // Frames 740..750 need steps 1476..1504: the rest of chunk 0 (all of it), and chunk 1
+        // from its start to 200 ms past frame 750.
+        let at_740: Vec<_> = windows.iter().filter(|w| w.0 == 740).collect();
+        assert_eq!(at_740, [&(740, 0, 1500), &(740, 1500, 10)]);
+        // Frame 748 (a = 1496): steps 1492..1500 from chunk 0, 1500..1502 from chunk 1.
+        let f = &out.iter().find(|(i, _)| *i == 748).unwrap().1;
+        let step_of = |r: usize| (f[r * LAYERS * DIM] / 1000.0) as u64;
+        assert_eq!(
+            (0..10).map(step_of).collect::<Vec<_>>(),
+            (1492..1502).collect::<Vec<_>>()
+        );
+        // Audio of the running chunk is kept, not more.
+        assert!(
+            s.samples.len() <= (2 * 16_000) + 1600 * 30,
+            "{}",
+            s.samples.len()
+        );
+    }
+
+    #[test]
+    fn chunk_window_padded_to_30_s() {
+        let mut s = FeatureStream::new(StreamConfig {
+            pad_to_30s: true,
+            window: WindowMode::Chunk,
+            ..Default::default()
+        });
+        s.push(&loud(32_000 * 16));
+        let Some(Step::Encode(job)) = s.next_step() else {
+            panic!()
+        };
+        assert_eq!(job.windows.len(), 1);
+        assert_eq!(job.windows[0].mel_frames, MAX_MEL_FRAMES);
+    }
+
+    #[test]
+    fn short_chunk_windows_are_padded_to_the_minimum() {
+        let mut s = FeatureStream::new(StreamConfig {
+            min_mel_frames: 1000,
+            ..Default::default()
+        });
+        s.push(&loud(16_000));
+        let Some(Step::Encode(job)) = s.next_step() else {
+            panic!()
+        };
+        let w = &job.windows[0];
+        assert_eq!((w.mel_frames, w.mel.len()), (1000, 80 * 1000));
+        // The audio part first, then the same silence value in every padded frame.
+        assert_eq!(w.steps, 26); // 8 frames + 200 ms
+        let row = &w.mel[79 * 1000..80 * 1000]; // the loud test tone is near 8 kHz
+        assert!(row[52..].windows(2).all(|p| p[0] == p[1]));
+        assert_ne!(row[0], row[999]);
+        // Longer windows are left as they are.
+        s.push(&loud(16_000 * 20));
+        let mut longest = 0;
+        while let Some(Step::Encode(job)) = s.next_step() {
+            longest = longest.max(job.windows[0].mel_frames);
+            let h = fake_encode(&job);
+            s.complete(&job, &h);
+        }
+        assert!(longest > 1000 && longest < MAX_MEL_FRAMES, "{longest}");
     }
 
     #[test]

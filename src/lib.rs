@@ -10,6 +10,7 @@ use gst::glib;
 
 pub mod actions;
 pub mod asr;
+pub mod audio_intake;
 pub mod audioclock;
 pub mod avatar;
 mod avatarbin;

@@ -213,3 +213,51 @@ fn missing_or_broken_avatar_is_an_error_at_ready() {
         e.set_state(gst::State::Null).unwrap();
     }
 }
+
+/// The audio intake's SEGMENT and EOS rules, as in tests/whisperfeat.rs: a new segment
+/// mid-stream drains the partial frame, stamped on the old grid; buffers without PTS then
+/// start a new grid at the segment's start; EOS drains the partial last frame.
+#[test]
+fn segment_mid_stream_and_eos_drain_then_reanchor() {
+    let dir = tempfile::tempdir().unwrap();
+    write_test_avatar(dir.path(), 3, 160, 120, false);
+    let mut h = harness(dir.path());
+    // 25 frames and 360 samples, timestamped from 0.
+    let audio = vowel(16_360, 150.0, 0.3, 0);
+    for (k, c) in audio.chunks(1000).enumerate() {
+        h.push(f32_buffer(
+            c,
+            Some(gst::ClockTime::from_nseconds(k as u64 * 1000 * 62_500)),
+        ))
+        .unwrap();
+    }
+    let mut seg = gst::FormattedSegment::<gst::ClockTime>::new();
+    seg.set_start(gst::ClockTime::from_seconds(10));
+    seg.set_time(gst::ClockTime::from_seconds(10));
+    h.push_event(gst::event::Segment::new(&seg));
+    // 5 frames and 100 samples without timestamps.
+    for c in vowel(3300, 150.0, 0.3, 0).chunks(330) {
+        h.push(f32_buffer(c, None)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    let out = pull_all(&mut h);
+
+    let ms = gst::ClockTime::from_mseconds;
+    let expected: Vec<(u64, gst::ClockTime)> = (0..26)
+        .map(|i| (i, ms(40 * i)))
+        .chain((0..6).map(|i| (i, ms(10_000 + 40 * i))))
+        .collect();
+    let got: Vec<(u64, gst::ClockTime)> = out
+        .iter()
+        .map(|b| (meta::get(b).unwrap().frame, b.pts().unwrap()))
+        .collect();
+    assert_eq!(got, expected);
+    for b in &out {
+        assert_eq!(b.duration(), Some(ms(40)));
+        assert_eq!(b.offset(), meta::get(b).unwrap().frame);
+        assert_eq!(
+            b.flags().contains(gst::BufferFlags::DISCONT),
+            b.offset() == 0
+        );
+    }
+}

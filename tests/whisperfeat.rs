@@ -6,6 +6,7 @@ use std::process::Command;
 mod common;
 
 use common::{f32_buffer as buffer, init, noise};
+use gst::glib;
 use gst::prelude::*;
 use gst_check::Harness;
 use gstlivetalk::npy::NpyF32;
@@ -27,9 +28,14 @@ fn real_model() -> String {
 
 fn harness(props: &[(&str, &dyn ToValue)]) -> Harness {
     init();
+    let values: Vec<(&str, glib::Value)> = props.iter().map(|(k, v)| (*k, v.to_value())).collect();
     let mut b = gst::ElementFactory::make("whisperfeat");
-    for (k, v) in props {
-        b = b.property(k, v.to_value());
+    for (k, v) in &values {
+        // Strings also set enum properties, by nick.
+        b = match v.get::<&str>() {
+            Ok(s) => b.property_from_str(k, s),
+            Err(_) => b.property(k, v.clone()),
+        };
     }
     let element = b.build().unwrap();
     let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
@@ -320,9 +326,13 @@ fn a_hole_in_the_timestamps_is_silence_and_keeps_the_grid() {
 
 #[test]
 fn interrupt_silences_pending_speech_at_once() {
-    let mut h = harness(&[("model", &tiny_model())]);
-    // 600 ms of speech: with 8-frame batches and 200 ms right context, frames from 5 on are
-    // still pending.
+    let mut h = harness(&[
+        ("model", &tiny_model()),
+        ("batch-frames", &8u32),
+        ("context-right-ms", &200u32),
+    ]);
+    // 600 ms of speech: with 8-frame batches and 200 ms right context, frames 0..8 are made
+    // (they need audio up to 8 * 40 + 200 ms), frames 8..15 are still pending.
     h.push(buffer(&noise(9600, 9, 0.3), Some(gst::ClockTime::ZERO)))
         .unwrap();
     let before = pull_all(&mut h);
@@ -332,6 +342,7 @@ fn interrupt_silences_pending_speech_at_once() {
             .all(|b| !b.flags().contains(gst::BufferFlags::GAP))
     );
     let made = before.len();
+    assert_eq!(made, 8);
     while h.try_pull_event().is_some() {}
     h.push_event(gstlivetalk::events::interrupt_event());
     // Every started frame comes out at once, silent, before the event itself.
@@ -399,10 +410,14 @@ fn model_with_the_wrong_contract_is_refused_at_ready() {
 #[test]
 fn missing_model_and_bad_device_are_errors() {
     init();
-    for (props, expected) in [
-        ("model=/nonexistent/encoder.onnx", "not found"),
-        ("device=npu", "unknown device 'npu'"),
-    ] {
+    // device is an enum: a value outside it cannot even be set.
+    assert!(
+        gst::parse::launch(
+            "audiotestsrc num-buffers=1 ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! whisperfeat device=npu ! fakesink"
+        )
+        .is_err()
+    );
+    for (props, expected) in [("model=/nonexistent/encoder.onnx", "not found")] {
         let pipeline = gst::parse::launch(&format!(
             "audiotestsrc num-buffers=1 ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! whisperfeat {props} ! fakesink"
         ))
@@ -502,4 +517,188 @@ fn wrong_caps_do_not_link_and_say_what_to_add() {
     }
     pipeline.set_state(gst::State::Null).unwrap();
     assert!(hint && error, "hint {hint} error {error}");
+}
+
+/// The audio intake's SEGMENT and EOS rules (the same test is in tests/lipwarp.rs): a new
+/// segment mid-stream drains the partial frame, stamped on the old grid; buffers without PTS
+/// then start a new grid at the segment's start; EOS drains the partial last frame.
+#[test]
+fn segment_mid_stream_and_eos_drain_then_reanchor() {
+    let mut h = harness(&[
+        ("model", &tiny_model()),
+        ("silence-threshold-db", &-200.0f64),
+    ]);
+    let out = push_segment_scenario(&mut h);
+    check_segment_scenario(&out);
+}
+
+fn push_segment_scenario(h: &mut Harness) -> Vec<gst::Buffer> {
+    // 25 frames and 360 samples, timestamped from 0.
+    let audio = noise(16_360, 5, 0.3);
+    for (k, c) in audio.chunks(1000).enumerate() {
+        h.push(buffer(c, Some(pts_of_sample(k as u64 * 1000))))
+            .unwrap();
+    }
+    let mut seg = gst::FormattedSegment::<gst::ClockTime>::new();
+    seg.set_start(gst::ClockTime::from_seconds(10));
+    seg.set_time(gst::ClockTime::from_seconds(10));
+    h.push_event(gst::event::Segment::new(&seg));
+    // 5 frames and 100 samples without timestamps.
+    for c in noise(3300, 6, 0.3).chunks(330) {
+        h.push(buffer(c, None)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    pull_all(h)
+}
+
+fn check_segment_scenario(out: &[gst::Buffer]) {
+    let ms = gst::ClockTime::from_mseconds;
+    let expected: Vec<(u64, gst::ClockTime)> = (0..26)
+        .map(|i| (i, ms(40 * i)))
+        .chain((0..6).map(|i| (i, ms(10_000 + 40 * i))))
+        .collect();
+    let got: Vec<(u64, gst::ClockTime)> =
+        out.iter().map(|b| (b.offset(), b.pts().unwrap())).collect();
+    assert_eq!(got, expected);
+    for b in out {
+        assert_eq!(b.duration(), Some(ms(40)));
+        assert_eq!(
+            b.flags().contains(gst::BufferFlags::DISCONT),
+            b.offset() == 0
+        );
+    }
+}
+
+/// Per hidden-state layer, the mean over frames of the cosine between our feature and the
+/// reference's (the 10 steps of one layer as one vector).
+fn layer_cosines(ours: &[gst::Buffer], reference: &NpyF32) -> [f64; 5] {
+    let frames = reference.shape[0];
+    let mut sums = [0.0f64; 5];
+    for (i, buf) in ours.iter().take(frames).enumerate() {
+        let f = to_f32(buf);
+        let r = &reference.data[i * 50 * 384..(i + 1) * 50 * 384];
+        for (l, sum) in sums.iter_mut().enumerate() {
+            let pick = |v: &[f32]| -> Vec<f32> {
+                (0..10)
+                    .flat_map(|s| v[(s * 5 + l) * 384..(s * 5 + l + 1) * 384].to_vec())
+                    .collect()
+            };
+            *sum += cosine(&pick(&f), &pick(r));
+        }
+    }
+    sums.map(|s| s / frames as f64)
+}
+
+/// Runs whisperfeat on `audio` (20 ms buffers, then EOS) with the real encoder.
+fn features_of(audio: &[f32], props: &[(&str, &dyn ToValue)]) -> Vec<gst::Buffer> {
+    let mut all: Vec<(&str, &dyn ToValue)> = vec![("silence-threshold-db", &-200.0f64)];
+    let model = real_model();
+    all.push(("model", &model));
+    all.extend_from_slice(props);
+    let mut h = harness(&all);
+    for (k, chunk) in audio.chunks(320).enumerate() {
+        h.push(buffer(chunk, Some(pts_of_sample(k as u64 * 320))))
+            .unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    pull_all(&mut h)
+}
+
+/// The default (chunk-aligned) windows against MuseTalk's own features, computed by
+/// models/features_reference.py exactly as MuseTalk's audio_processor does, on continuous
+/// espeak-ng speech of several lengths (one crossing the 30 s chunk boundary, one not a whole
+/// number of frames): mean cosine >= 0.97 on every layer. Short windows are reported only.
+#[test]
+fn default_windows_match_musetalk_at_several_lengths() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = gstlivetalk::paths::cache_dir().join("venv/bin/python");
+    let script = format!(
+        "{}/models/features_reference.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    for seconds in [1.3, 3.37, 4.0, 11.7, 21.0, 33.0] {
+        let audio_path = dir.path().join(format!("a{seconds}.npy"));
+        let ref_path = dir.path().join(format!("r{seconds}.npy"));
+        let ok = Command::new(&venv)
+            .arg(&script)
+            .args(["--make-speech", &seconds.to_string(), "--audio-out"])
+            .arg(&audio_path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let ok = Command::new(&venv)
+            .arg(&script)
+            .args(["--encoder", &real_model(), "--audio"])
+            .arg(&audio_path)
+            .arg("--out")
+            .arg(&ref_path)
+            .env("TRANSFORMERS_VERBOSITY", "error")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let audio = NpyF32::read(&audio_path).unwrap().data;
+        let reference = NpyF32::read(&ref_path).unwrap();
+        // MuseTalk makes floor(seconds * 25) frames; the stream makes every frame that has
+        // audio (the last one partly).
+        let samples = audio.len() as u64;
+        assert_eq!(reference.shape[0] as u64, samples * 25 / 16_000);
+        let ours = features_of(&audio, &[]);
+        assert_eq!(ours.len() as u64, (samples * 25).div_ceil(16_000));
+        let chunk = layer_cosines(&ours, &reference);
+        // The windows before chunk mode: short, 8-frame batches, 200 ms around, unpadded.
+        let short = features_of(
+            &audio,
+            &[
+                ("window-mode", &"short"),
+                ("batch-frames", &8u32),
+                ("context-right-ms", &200u32),
+                ("pad-to-ms", &0u32),
+            ],
+        );
+        let short = layer_cosines(&short, &reference);
+        eprintln!(
+            "{seconds:>5} s: chunk (default) {:.3?}; short {:.3?}",
+            chunk, short
+        );
+        assert!(
+            chunk.iter().all(|&c| c >= 0.97),
+            "{seconds} s: per-layer mean cosine {chunk:?}"
+        );
+    }
+}
+
+/// An English-only encoder (the set-up's tiny.en) gets one warning naming the fix; the test
+/// encoder (no such metadata) none.
+#[test]
+fn english_only_encoder_warns_once_naming_the_fix() {
+    init();
+    for (model, expect) in [(real_model(), true), (tiny_model(), false)] {
+        let pipeline = gst::parse::launch(&format!(
+            "audiotestsrc num-buffers=5 samplesperbuffer=1600 ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! \
+             whisperfeat model={model} ! fakesink"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let (_, warnings) = common::run_to_eos(&pipeline, std::time::Duration::from_secs(60));
+        pipeline.set_state(gst::State::Null).unwrap();
+        let english: Vec<&String> = warnings
+            .iter()
+            .filter(|w| w.contains("English-only"))
+            .collect();
+        if expect {
+            assert_eq!(english.len(), 1, "{warnings:?}");
+            assert!(english[0].contains("openai/whisper-tiny"), "{}", english[0]);
+            assert!(
+                english[0].contains("models/convert_whisper.py"),
+                "{}",
+                english[0]
+            );
+        } else {
+            assert!(english.is_empty(), "{warnings:?}");
+        }
+    }
 }

@@ -25,9 +25,9 @@ pub struct Args {
     /// Pad every encoder window to 30 s, as MuseTalk does.
     #[arg(long)]
     pad_30s: bool,
-    /// Device: cpu, cuda, cuda:N, tensorrt.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// Device: cpu, cuda, cuda:N, tensorrt, tensorrt:N.
+    #[arg(long, default_value = "cpu", value_parser = crate::launch::parse_device)]
+    device: gstlivetalk::inference::Device,
 }
 
 /// Pulls every sample of `sink` until EOS, handing each buffer to `each`; an error message on
@@ -188,7 +188,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
             wf.set_property("fps", gst::Fraction::new(a.fps, 1));
             wf.set_property("pad-30s", a.pad_30s);
-            wf.set_property("device", &a.device);
+            let (kind, id) = gstlivetalk::enums::Device::split(a.device);
+            wf.set_property("device", kind);
+            wf.set_property("device-id", id);
         })?;
         let n = frames.len();
         let silent = frames.iter().filter(|f| f.is_none()).count();

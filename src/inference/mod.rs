@@ -533,6 +533,12 @@ impl RunCancel {
 }
 
 impl SharedSession {
+    /// A custom entry of the model's metadata (ONNX `metadata_props`), if it has one.
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        let session = self.session.lock().unwrap();
+        session.metadata().ok()?.custom(key)
+    }
+
     /// Runs the model on the inputs, returning the contract's outputs in contract order.
     pub fn run(&self, inputs: &[Input<'_>]) -> Result<Vec<Output>, InferenceError> {
         Ok(self.run_with_optional(inputs, &[])?.0)

@@ -7,7 +7,8 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::audioclock::{Arrival, AudioClock};
+use crate::audio_intake::{Frame, FrameCutter, FrameGrid};
+use crate::audioclock::{BufferAudio, segment_start, stamp_frame};
 use crate::avatar::{Avatar, Image, mirror_index, prepare};
 use crate::events;
 use crate::meta::{self, AvatarFrame};
@@ -58,25 +59,9 @@ struct Face {
 }
 
 struct State {
-    clock: AudioClock,
-    segment: gst::FormattedSegment<gst::ClockTime>,
-    fps: (u64, u64),
-    /// Samples of the frame being filled; `frame` is its number.
-    pending: Vec<f32>,
-    frame: u64,
-    received: u64,
+    cutter: FrameCutter,
     analyzer: MouthAnalyzer,
     geometry: MouthGeometry,
-    discont: bool,
-}
-
-impl State {
-    fn frame_start(&self, i: u64) -> u64 {
-        (i as u128 * RATE as u128 * self.fps.1 as u128 / self.fps.0 as u128) as u64
-    }
-    fn frame_len(&self) -> usize {
-        (self.frame_start(self.frame + 1) - self.frame_start(self.frame)) as usize
-    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -99,12 +84,11 @@ impl LipWarp {
     fn new_state(&self) -> State {
         let s = self.settings.lock().unwrap();
         State {
-            clock: AudioClock::new(RATE),
-            segment: gst::FormattedSegment::new(),
-            fps: (s.fps.numer() as u64, s.fps.denom() as u64),
-            pending: Vec::new(),
-            frame: 0,
-            received: 0,
+            cutter: FrameCutter::new(FrameGrid::new(
+                RATE,
+                s.fps.numer() as u64,
+                s.fps.denom() as u64,
+            )),
             analyzer: MouthAnalyzer::new(
                 MouthConfig {
                     floor_db: s.floor_db as f32,
@@ -117,7 +101,6 @@ impl LipWarp {
                 max_open: s.max_open as f32,
                 ..Default::default()
             },
-            discont: true,
         }
     }
 
@@ -131,21 +114,17 @@ impl LipWarp {
             .build()
     }
 
-    /// Makes every complete frame in `state.pending` (all of it, zero-padded, at `eos`).
-    fn make_frames(&self, state: &mut State, face: &Face, eos: bool) -> Vec<gst::Buffer> {
-        let mut out = Vec::new();
-        loop {
-            let len = state.frame_len();
-            // A full frame, or at EOS whatever is left (padded with silence).
-            let ready = state.pending.len() >= len || (eos && !state.pending.is_empty());
-            if !ready {
-                break;
-            }
-            let take = len.min(state.pending.len());
-            let mut samples: Vec<f32> = state.pending.drain(..take).collect();
-            samples.resize(len, 0.0);
-            let shape = state.analyzer.next(&samples);
-            let i = state.frame;
+    /// The crop (or GAP) buffers of the frames the intake cut.
+    fn frame_buffers(
+        &self,
+        state: &mut State,
+        face: &Face,
+        frames: Vec<Frame>,
+    ) -> Vec<gst::Buffer> {
+        let mut out = Vec::with_capacity(frames.len());
+        for frame in frames {
+            let shape = state.analyzer.next(&frame.samples);
+            let i = frame.index;
             let index = mirror_index(face.avatar.len(), i);
             let speaking = shape.open >= IDLE_OPEN;
             let mut buf = if speaking {
@@ -156,16 +135,9 @@ impl LipWarp {
             };
             {
                 let b = buf.get_mut().unwrap();
-                let pts = state.clock.frame_time(i, state.fps.0, state.fps.1);
-                b.set_pts(pts);
-                b.set_duration(state.clock.frame_time(i + 1, state.fps.0, state.fps.1) - pts);
-                b.set_offset(i);
-                b.set_offset_end(i + 1);
+                stamp_frame(b, i, frame.pts, frame.duration);
                 if !speaking {
                     b.set_flags(gst::BufferFlags::GAP | gst::BufferFlags::DROPPABLE);
-                }
-                if std::mem::take(&mut state.discont) {
-                    b.set_flags(gst::BufferFlags::DISCONT);
                 }
                 meta::add(
                     b,
@@ -184,10 +156,29 @@ impl LipWarp {
                 st.idle += 1
             }
             drop(st);
-            state.frame += 1;
             out.push(buf);
         }
         out
+    }
+
+    fn push_all(&self, out: Vec<gst::Buffer>) -> Result<gst::FlowSuccess, gst::FlowError> {
+        for b in out {
+            self.srcpad.push(b)?;
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Pushes the frames a SEGMENT or EOS drains (errors downstream are its to report).
+    fn drain_with(&self, drain: impl FnOnce(&mut FrameCutter) -> Vec<Frame>) {
+        let Ok(face) = self.face() else { return };
+        let out = match self.state.lock().unwrap().as_mut() {
+            Some(state) => {
+                let frames = drain(&mut state.cutter);
+                self.frame_buffers(state, &face, frames)
+            }
+            None => Vec::new(),
+        };
+        let _ = self.push_all(out);
     }
 
     fn face(&self) -> Result<Arc<Face>, gst::FlowError> {
@@ -208,47 +199,11 @@ impl LipWarp {
             let Some(state) = guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };
-            let mut out = Vec::new();
-            match state
-                .clock
-                .arrive(buffer.pts(), state.segment.start(), state.received)
-            {
-                Arrival::Continue => {}
-                Arrival::FillSilence(n) => {
-                    state.pending.resize(state.pending.len() + n as usize, 0.0);
-                    state.received += n;
-                }
-                Arrival::Restart(pts) => {
-                    out.extend(self.make_frames(state, &face, true));
-                    state.clock.restart(pts);
-                    state.frame = 0;
-                    state.received = 0;
-                    state.discont = true;
-                }
-            }
-            if buffer.flags().contains(gst::BufferFlags::GAP) && buffer.size() == 0 {
-                let n = buffer.duration().map_or(0, |d| state.clock.samples_in(d));
-                state.pending.resize(state.pending.len() + n as usize, 0.0);
-                state.received += n;
-            } else {
-                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                let gap = buffer.flags().contains(gst::BufferFlags::GAP);
-                state.pending.extend(map.chunks_exact(4).map(|c| {
-                    if gap {
-                        0.0
-                    } else {
-                        f32::from_le_bytes([c[0], c[1], c[2], c[3]])
-                    }
-                }));
-                state.received += (map.len() / 4) as u64;
-            }
-            out.extend(self.make_frames(state, &face, false));
-            out
+            let audio = BufferAudio::read(&buffer, RATE).ok_or(gst::FlowError::Error)?;
+            let frames = state.cutter.push(audio.pts, audio.input());
+            self.frame_buffers(state, &face, frames)
         };
-        for b in out {
-            self.srcpad.push(b)?;
-        }
-        Ok(gst::FlowSuccess::Ok)
+        self.push_all(out)
     }
 
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
@@ -260,30 +215,15 @@ impl LipWarp {
                     .push_event(gst::event::Caps::new(&self.src_caps()));
             }
             EventView::Segment(e) => {
-                if let Ok(seg) = e.segment().clone().downcast::<gst::ClockTime>()
-                    && let Some(state) = self.state.lock().unwrap().as_mut()
-                {
-                    state.segment = seg;
-                }
+                let start = segment_start(e);
+                self.drain_with(|cutter| cutter.segment(start));
             }
-            EventView::Eos(_) => {
-                if let Ok(face) = self.face() {
-                    let out = match self.state.lock().unwrap().as_mut() {
-                        Some(state) => self.make_frames(state, &face, true),
-                        None => Vec::new(),
-                    };
-                    for b in out {
-                        if self.srcpad.push(b).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
+            EventView::Eos(_) => self.drain_with(FrameCutter::eos),
             EventView::FlushStop(_) => *self.state.lock().unwrap() = Some(self.new_state()),
             EventView::CustomDownstream(_) if events::is_interrupt(&event) => {
                 if let Some(state) = self.state.lock().unwrap().as_mut() {
                     // Pending speech becomes silence; the mouth closes on the next frame.
-                    state.pending.fill(0.0);
+                    state.cutter.interrupt();
                     state.analyzer.reset();
                 }
             }

@@ -14,7 +14,8 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use crate::asr::vad::{self, SileroModel, StreamVad, VadEvent, VadParams};
-use crate::audioclock::{Arrival, AudioClock};
+use crate::audio_intake::{AudioIntake, FrameGrid, Input, Timeline};
+use crate::audioclock;
 use crate::enums;
 use crate::events::{self, VadStatus};
 use crate::inference::{self, Device, SessionRequest, SharedSession, contract};
@@ -70,8 +71,8 @@ impl Settings {
 
 struct State {
     vad: StreamVad<SileroModel>,
-    /// Timestamps of stream sample 0 onwards.
-    clock: AudioClock,
+    /// Arrival and timestamps of the stream (the project's one audio intake).
+    intake: AudioIntake,
     inference_ns: u64,
 }
 
@@ -110,7 +111,10 @@ impl SileroVad {
         let session = self.session.lock().unwrap().clone()?;
         Some(State {
             vad: StreamVad::new(SileroModel::new(session), params),
-            clock: AudioClock::new(vad::SAMPLE_RATE as u64),
+            intake: AudioIntake::new(FrameGrid::from_samples(
+                vad::SAMPLE_RATE as u64,
+                vad::WINDOW as u64,
+            )),
             inference_ns: 0,
         })
     }
@@ -119,7 +123,7 @@ impl SileroVad {
         let mut guard = self.state.lock().unwrap();
         if let Some(state) = guard.as_mut() {
             state.vad.reset();
-            state.clock.reset();
+            state.intake.reset();
         }
     }
 
@@ -130,30 +134,42 @@ impl SileroVad {
             .unwrap_or_else(|_| gst::FormattedSegment::new())
     }
 
-    /// Running time of stream sample `s`.
+    /// Running time of sample `s` of the grid placed by `tl`.
     fn running_time(
-        state: &State,
+        tl: Timeline,
         segment: &gst::FormattedSegment<gst::ClockTime>,
         s: u64,
     ) -> gst::ClockTime {
-        let pts = state.clock.sample_time(s);
+        let pts = audioclock::clock_time(tl.sample_pts(s));
         segment
             .to_running_time(pts)
             .unwrap_or_else(|| pts.saturating_sub(segment.start().unwrap_or_default()))
     }
 
     fn to_running(
-        state: &State,
+        tl: Timeline,
         segment: &gst::FormattedSegment<gst::ClockTime>,
         events: Vec<VadEvent>,
     ) -> Vec<(VadStatus, gst::ClockTime)> {
         events
             .into_iter()
             .map(|e| match e {
-                VadEvent::Start(s) => (VadStatus::Start, Self::running_time(state, segment, s)),
-                VadEvent::End(s) => (VadStatus::End, Self::running_time(state, segment, s)),
+                VadEvent::Start(s) => (VadStatus::Start, Self::running_time(tl, segment, s)),
+                VadEvent::End(s) => (VadStatus::End, Self::running_time(tl, segment, s)),
             })
             .collect()
+    }
+
+    /// Ends the grid `tl` (a timestamp jump, a new segment, EOS): open speech ends at its
+    /// last sample, stamped on that grid; the VAD starts afresh.
+    fn drain(
+        state: &mut State,
+        tl: Option<Timeline>,
+        segment: &gst::FormattedSegment<gst::ClockTime>,
+    ) -> Vec<(VadStatus, gst::ClockTime)> {
+        let ev: Vec<_> = state.vad.finish().into_iter().collect();
+        state.vad.reset();
+        tl.map_or_else(Vec::new, |tl| Self::to_running(tl, segment, ev))
     }
 
     /// Posts and sends the decisions (called without lock).
@@ -166,28 +182,26 @@ impl SileroVad {
         }
     }
 
-    /// Where a buffer or GAP at `pts` falls in the stream: silence to fill, or a new stream.
+    /// Where `len` samples at `pts` fall in the stream (the audio intake's rules): the grid
+    /// before a jump is drained, a hole is filled with silence.
     fn arrive(
         &self,
         state: &mut State,
         segment: &gst::FormattedSegment<gst::ClockTime>,
         pts: Option<gst::ClockTime>,
+        len: u64,
         decisions: &mut Vec<(VadStatus, gst::ClockTime)>,
     ) -> Result<(), String> {
-        let received = state.vad.samples_in();
-        match state.clock.arrive(pts, segment.start(), received) {
-            Arrival::Continue => {}
-            Arrival::FillSilence(n) => {
-                let ev = state.vad.push_gap(n)?;
-                decisions.extend(Self::to_running(state, segment, ev));
-            }
-            Arrival::Restart(at) => {
-                gst::debug!(CAT, imp = self, "timestamps jump to {at}: new stream");
-                let ev: Vec<_> = state.vad.finish().into_iter().collect();
-                decisions.extend(Self::to_running(state, segment, ev));
-                state.vad.reset();
-                state.clock.restart(at);
-            }
+        let intake = state
+            .intake
+            .push(pts.map(|t| t.nseconds()), Input::Gap(len));
+        if let Some(old) = intake.drain {
+            gst::debug!(CAT, imp = self, "timestamps jump to {pts:?}: new stream");
+            decisions.extend(Self::drain(state, Some(old), segment));
+        }
+        if intake.fill > 0 {
+            let ev = state.vad.push_gap(intake.fill)?;
+            decisions.extend(Self::to_running(state.intake.timeline(), segment, ev));
         }
         Ok(())
     }
@@ -200,12 +214,13 @@ impl SileroVad {
             let Some(state) = guard.as_mut() else {
                 return true;
             };
-            self.arrive(state, &segment, Some(pts), &mut decisions)
-                .and_then(|()| {
-                    let n = state.clock.samples_in(duration.unwrap_or_default());
-                    state.vad.push_gap(n)
-                })
-                .map(|ev| decisions.extend(Self::to_running(state, &segment, ev)))
+            let n = state
+                .intake
+                .grid()
+                .samples_in(duration.unwrap_or_default().nseconds());
+            self.arrive(state, &segment, Some(pts), n, &mut decisions)
+                .and_then(|()| state.vad.push_gap(n))
+                .map(|ev| decisions.extend(Self::to_running(state.intake.timeline(), &segment, ev)))
         };
         self.announce(decisions);
         if let Err(e) = res {
@@ -448,17 +463,29 @@ impl BaseTransformImpl for SileroVad {
             };
             if buf.flags().contains(gst::BufferFlags::GAP) {
                 // A GAP buffer is silence: no inference.
-                self.arrive(state, &segment, buf.pts(), &mut decisions)
-                    .and_then(|()| state.vad.push_gap(samples.len() as u64))
+                self.arrive(
+                    state,
+                    &segment,
+                    buf.pts(),
+                    samples.len() as u64,
+                    &mut decisions,
+                )
+                .and_then(|()| state.vad.push_gap(samples.len() as u64))
             } else {
                 let started = std::time::Instant::now();
                 let r = self
-                    .arrive(state, &segment, buf.pts(), &mut decisions)
+                    .arrive(
+                        state,
+                        &segment,
+                        buf.pts(),
+                        samples.len() as u64,
+                        &mut decisions,
+                    )
                     .and_then(|()| state.vad.push(&samples));
                 state.inference_ns += started.elapsed().as_nanos() as u64;
                 r
             }
-            .map(|ev| decisions.extend(Self::to_running(state, &segment, ev)))
+            .map(|ev| decisions.extend(Self::to_running(state.intake.timeline(), &segment, ev)))
         };
         self.announce(decisions);
         res.map_err(|e| {
@@ -477,13 +504,27 @@ impl BaseTransformImpl for SileroVad {
                     return false;
                 }
             }
+            // The intake's rule: a new segment and EOS end the grid (open speech ends at
+            // its last sample), the next buffer starts a new one.
             EventView::Eos(_) => {
                 let segment = self.segment();
                 let decisions = {
                     let mut guard = self.state.lock().unwrap();
                     guard.as_mut().map_or_else(Vec::new, |state| {
-                        let ev: Vec<_> = state.vad.finish().into_iter().collect();
-                        Self::to_running(state, &segment, ev)
+                        let tl = state.intake.eos();
+                        Self::drain(state, tl, &segment)
+                    })
+                };
+                self.announce(decisions);
+            }
+            EventView::Segment(e) => {
+                let old = self.segment();
+                let start = audioclock::segment_start(e);
+                let decisions = {
+                    let mut guard = self.state.lock().unwrap();
+                    guard.as_mut().map_or_else(Vec::new, |state| {
+                        let tl = state.intake.segment(start);
+                        Self::drain(state, tl, &old)
                     })
                 };
                 self.announce(decisions);

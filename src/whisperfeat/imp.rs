@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
 
+// Lock order: `state`, then `session` or `counters`; `settings` and `warned_caps` are taken
+// alone.
+
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -7,10 +10,14 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::audioclock::{Arrival, AudioClock};
+use crate::audio_intake::{AudioIntake, FrameGrid, Input, Timeline};
+use crate::audioclock::{BufferAudio, segment_start, stamp_frame};
+use crate::enums;
 use crate::events;
 use crate::features::{self, FeatureStream, Step, StreamConfig};
-use crate::inference::{self, Device, Input, InputData, SessionRequest, SharedSession, contract};
+use crate::inference::{
+    self, Device, Input as ModelInput, InputData, SessionRequest, SharedSession, contract,
+};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -20,21 +27,46 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_DEVICE: &str = "cpu";
 const DEFAULT_FPS: gst::Fraction = gst::Fraction::from_integer(25);
 const DEFAULT_CONTEXT_LEFT_MS: u32 = 200;
-const DEFAULT_CONTEXT_RIGHT_MS: u32 = 200;
-const DEFAULT_BATCH_FRAMES: u32 = 8;
+/// Lookahead: 500 ms brings chunk windows to >= 0.97 cosine on every layer (README).
+const DEFAULT_CONTEXT_RIGHT_MS: u32 = 500;
+/// 16 frames (640 ms): chunk windows stay real time on one core even at a chunk's end.
+const DEFAULT_BATCH_FRAMES: u32 = 16;
 const DEFAULT_SILENCE_THRESHOLD_DB: f64 = -50.0;
 const DEFAULT_PAD_30S: bool = false;
+/// Windows shorter than 10 s are padded with silence to 10 s: close to MuseTalk's 30 s padding
+/// on short utterances, at a third of its cost.
+const DEFAULT_PAD_TO_MS: u32 = 10_000;
 const DEFAULT_THREADS: u32 = 0;
 
 const AUDIO_CAPS: &str = "audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved";
 
+/// How the encoder's windows are cut (property `window-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstWhisperFeatWindowMode")]
+pub enum WindowMode {
+    #[enum_value(
+        name = "Chunk: from the start of MuseTalk's 30 s chunk to the batch plus the right context (close to MuseTalk's features)",
+        nick = "chunk"
+    )]
+    Chunk = 0,
+    #[enum_value(
+        name = "Short: the batch with left and right context (cheaper, far from MuseTalk's features)",
+        nick = "short"
+    )]
+    Short = 1,
+}
+
+const DEFAULT_WINDOW_MODE: WindowMode = WindowMode::Chunk;
+
 #[derive(Debug, Clone)]
 struct Settings {
+    window_mode: WindowMode,
     model: Option<PathBuf>,
-    device: String,
+    device: enums::Device,
+    device_id: u32,
     ort_library: Option<PathBuf>,
     threads: u32,
     fps: gst::Fraction,
@@ -43,13 +75,16 @@ struct Settings {
     batch_frames: u32,
     silence_threshold_db: f64,
     pad_30s: bool,
+    pad_to_ms: u32,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            window_mode: DEFAULT_WINDOW_MODE,
             model: None,
-            device: DEFAULT_DEVICE.into(),
+            device: enums::Device::Cpu,
+            device_id: 0,
             ort_library: None,
             threads: DEFAULT_THREADS,
             fps: DEFAULT_FPS,
@@ -58,6 +93,7 @@ impl Default for Settings {
             batch_frames: DEFAULT_BATCH_FRAMES,
             silence_threshold_db: DEFAULT_SILENCE_THRESHOLD_DB,
             pad_30s: DEFAULT_PAD_30S,
+            pad_to_ms: DEFAULT_PAD_TO_MS,
         }
     }
 }
@@ -65,6 +101,10 @@ impl Default for Settings {
 impl Settings {
     fn stream_config(&self) -> StreamConfig {
         StreamConfig {
+            window: match self.window_mode {
+                WindowMode::Chunk => features::WindowMode::Chunk,
+                WindowMode::Short => features::WindowMode::Short,
+            },
             fps_n: self.fps.numer() as u64,
             fps_d: self.fps.denom() as u64,
             context_left: features::ms_to_samples(self.context_left_ms as u64),
@@ -72,32 +112,24 @@ impl Settings {
             batch_frames: self.batch_frames as usize,
             silence_power: features::db_to_power(self.silence_threshold_db),
             pad_to_30s: self.pad_30s,
+            min_mel_frames: self.pad_to_ms as usize / 10,
         }
     }
 }
 
 struct State {
     stream: FeatureStream,
-    /// Timestamps of stream sample 0 (and of frame 0) onwards.
-    clock: AudioClock,
-    segment: gst::FormattedSegment<gst::ClockTime>,
-    /// The next buffer out is the first after a reset.
-    discont: bool,
+    /// Arrival, segments and timestamps of the audio.
+    intake: AudioIntake,
 }
 
 impl State {
     fn new(cfg: StreamConfig) -> Self {
+        let grid = FrameGrid::new(features::SAMPLE_RATE, cfg.fps_n, cfg.fps_d);
         Self {
             stream: FeatureStream::new(cfg),
-            clock: AudioClock::new(16_000),
-            segment: gst::FormattedSegment::new(),
-            discont: true,
+            intake: AudioIntake::new(grid),
         }
-    }
-
-    fn frame_time(&self, i: u64) -> gst::ClockTime {
-        let c = self.stream.config();
-        self.clock.frame_time(i, c.fps_n, c.fps_d)
     }
 
     /// Starts a new frame grid (the old one must have been drained).
@@ -106,7 +138,6 @@ impl State {
         let stats = self.stream.stats.clone();
         self.stream = FeatureStream::new(cfg);
         self.stream.stats = stats;
-        self.discont = true;
     }
 }
 
@@ -146,15 +177,15 @@ impl WhisperFeat {
     }
 
     /// Runs the stream as far as it goes; returns the buffers to push, in order.
-    fn drain(&self, state: &mut State) -> Result<Vec<gst::Buffer>, gst::FlowError> {
+    fn drain(&self, state: &mut State, tl: &Timeline) -> Result<Vec<gst::Buffer>, gst::FlowError> {
         let mut out = Vec::new();
         while let Some(step) = state.stream.next_step() {
             match step {
-                Step::Silent(i) => out.push(self.gap_buffer(state, i)),
+                Step::Silent(i) => out.push(gap_buffer(tl, i)),
                 Step::Encode(job) => {
                     let hidden = self.encode(&job)?;
                     for (i, feat) in state.stream.complete(&job, &hidden) {
-                        out.push(self.feature_buffer(state, i, &feat));
+                        out.push(feature_buffer(tl, i, &feat));
                     }
                 }
             }
@@ -168,17 +199,35 @@ impl WhisperFeat {
         Ok(out)
     }
 
-    fn encode(&self, job: &features::EncoderJob) -> Result<Vec<f32>, gst::FlowError> {
+    /// Drains a grid that ended (segment, EOS, timestamp jump): its last frames, with
+    /// silence after the end of its audio, stamped on its timeline.
+    fn end_grid(
+        &self,
+        state: &mut State,
+        tl: &Timeline,
+    ) -> Result<Vec<gst::Buffer>, gst::FlowError> {
+        state.stream.finish();
+        let out = self.drain(state, tl);
+        state.restart();
+        out
+    }
+
+    /// Runs the encoder on every window of a job.
+    fn encode(&self, job: &features::EncoderJob) -> Result<Vec<Vec<f32>>, gst::FlowError> {
+        job.windows.iter().map(|w| self.encode_window(w)).collect()
+    }
+
+    fn encode_window(&self, window: &features::Window) -> Result<Vec<f32>, gst::FlowError> {
         let session = self.session.lock().unwrap().clone().ok_or_else(|| {
             gst::element_imp_error!(self, gst::CoreError::StateChange, ("No model loaded"));
             gst::FlowError::Error
         })?;
         let start = std::time::Instant::now();
         let out = session
-            .run(&[Input {
+            .run(&[ModelInput {
                 name: "input_features",
-                shape: &[1, 80, job.mel_frames],
-                data: InputData::F32(&job.mel),
+                shape: &[1, 80, window.mel_frames],
+                data: InputData::F32(&window.mel),
             }])
             .map_err(|e| {
                 gst::element_imp_error!(
@@ -190,50 +239,22 @@ impl WhisperFeat {
             })?;
         let mut c = self.counters.lock().unwrap();
         c.encoder_ns += start.elapsed().as_nanos() as u64;
-        c.encoder_steps += job.steps as u64;
+        c.encoder_steps += window.steps as u64;
         drop(c);
         let hidden = out.into_iter().next().expect("contract has one output");
-        if hidden.shape.len() != 4 || hidden.shape[1] < job.steps {
+        if hidden.shape.len() != 4 || hidden.shape[1] < window.steps {
             gst::element_imp_error!(
                 self,
                 gst::LibraryError::Failed,
                 (
                     "Whisper encoder gave shape {:?} for {} mel frames",
                     hidden.shape,
-                    job.mel_frames
+                    window.mel_frames
                 )
             );
             return Err(gst::FlowError::Error);
         }
         Ok(hidden.data)
-    }
-
-    fn stamp(&self, state: &mut State, buf: &mut gst::BufferRef, i: u64) {
-        let pts = state.frame_time(i);
-        buf.set_pts(pts);
-        buf.set_duration(state.frame_time(i + 1) - pts);
-        buf.set_offset(i);
-        buf.set_offset_end(i + 1);
-        if std::mem::take(&mut state.discont) {
-            buf.set_flags(gst::BufferFlags::DISCONT);
-        }
-    }
-
-    fn gap_buffer(&self, state: &mut State, i: u64) -> gst::Buffer {
-        let mut buf = gst::Buffer::new();
-        {
-            let b = buf.get_mut().unwrap();
-            self.stamp(state, b, i);
-            b.set_flags(gst::BufferFlags::GAP | gst::BufferFlags::DROPPABLE);
-        }
-        buf
-    }
-
-    fn feature_buffer(&self, state: &mut State, i: u64, feat: &[f32]) -> gst::Buffer {
-        let bytes: Vec<u8> = feat.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let mut buf = gst::Buffer::from_mut_slice(bytes);
-        self.stamp(state, buf.get_mut().unwrap(), i);
-        buf
     }
 
     fn push_all(&self, buffers: Vec<gst::Buffer>) -> Result<gst::FlowSuccess, gst::FlowError> {
@@ -248,70 +269,53 @@ impl WhisperFeat {
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let audio = BufferAudio::read(&buffer, features::SAMPLE_RATE).ok_or_else(|| {
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot map buffer"));
+            gst::FlowError::Error
+        })?;
         let mut out = Vec::new();
         {
             let mut guard = self.state.lock().unwrap();
             let Some(state) = guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };
-            let gap = buffer.flags().contains(gst::BufferFlags::GAP);
-            let n_samples = if gap && buffer.size() == 0 {
-                buffer
-                    .duration()
-                    .map_or(0, |d| d.nseconds() * 16_000 / 1_000_000_000)
-            } else {
-                (buffer.size() / 4) as u64
-            };
-
-            match state.clock.arrive(
-                buffer.pts(),
-                state.segment.start(),
-                state.stream.total_samples(),
-            ) {
-                Arrival::Continue => {}
-                Arrival::FillSilence(n) => {
-                    gst::debug!(CAT, imp = self, "filling {n} missing samples with silence");
-                    state.stream.push_silence(n);
-                }
-                Arrival::Restart(pts) => {
-                    gst::info!(CAT, imp = self, "timestamp jump to {pts}: new frame grid");
-                    state.stream.finish();
-                    out.extend(self.drain(state)?);
-                    state.restart();
-                    state.clock.restart(pts);
-                }
+            let intake = state.intake.push(audio.pts, audio.input());
+            if let Some(tl) = intake.drain {
+                gst::info!(CAT, imp = self, "timestamp jump: new frame grid");
+                out.extend(self.end_grid(state, &tl)?);
             }
-
-            if gap {
-                state.stream.push_silence(n_samples);
-            } else {
-                let map = buffer.map_readable().map_err(|_| {
-                    gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot map buffer"));
-                    gst::FlowError::Error
-                })?;
-                let samples: Vec<f32> = map
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                state.stream.push(&samples);
+            if intake.fill > 0 {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "filling {} missing samples with silence",
+                    intake.fill
+                );
+                state.stream.push_silence(intake.fill);
             }
-            out.extend(self.drain(state)?);
+            match intake.audio {
+                Input::Samples(s) => state.stream.push(s),
+                Input::Gap(n) => state.stream.push_silence(n),
+            }
+            let tl = state.intake.timeline();
+            out.extend(self.drain(state, &tl)?);
         }
         self.push_all(out)
     }
 
-    fn finish_stream(&self) -> Result<(), gst::FlowError> {
+    /// SEGMENT and EOS: the intake says whether a grid ends.
+    fn end_stream(
+        &self,
+        end: impl FnOnce(&mut AudioIntake) -> Option<Timeline>,
+    ) -> Result<(), gst::FlowError> {
         let out = {
             let mut guard = self.state.lock().unwrap();
             match guard.as_mut() {
-                Some(state) if state.clock.is_anchored() => {
-                    state.stream.finish();
-                    let out = self.drain(state)?;
-                    state.restart();
-                    state.clock.reset();
-                    out
-                }
-                _ => Vec::new(),
+                Some(state) => match end(&mut state.intake) {
+                    Some(tl) => self.end_grid(state, &tl)?,
+                    None => Vec::new(),
+                },
+                None => Vec::new(),
             }
         };
         self.push_all(out).map(|_| ())
@@ -326,24 +330,22 @@ impl WhisperFeat {
                 return self.srcpad.push_event(gst::event::Caps::new(&caps));
             }
             EventView::Segment(e) => {
-                let Ok(segment) = e.segment().clone().downcast::<gst::ClockTime>() else {
+                if e.segment().format() != gst::Format::Time {
                     gst::element_imp_error!(
                         self,
                         gst::StreamError::Format,
                         ("Only TIME segments are supported")
                     );
                     return false;
-                };
-                if self.finish_stream().is_err() {
-                    return false;
                 }
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
-                    state.segment = segment;
+                let start = segment_start(e);
+                if self.end_stream(|intake| intake.segment(start)).is_err() {
+                    return false;
                 }
             }
             EventView::Eos(_) => {
                 // Errors were posted by drain(); EOS still goes on.
-                let _ = self.finish_stream();
+                let _ = self.end_stream(AudioIntake::eos);
             }
             EventView::FlushStop(_) => self.reset_state(),
             EventView::CustomDownstream(_) if events::is_interrupt(&event) => {
@@ -352,7 +354,8 @@ impl WhisperFeat {
                     match guard.as_mut() {
                         Some(state) => {
                             state.stream.interrupt();
-                            self.drain(state).unwrap_or_default()
+                            let tl = state.intake.timeline();
+                            self.drain(state, &tl).unwrap_or_default()
                         }
                         None => Vec::new(),
                     }
@@ -422,10 +425,7 @@ impl WhisperFeat {
 
     fn load_model(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
-        let device: Device = settings
-            .device
-            .parse()
-            .map_err(|e: String| gst::error_msg!(gst::ResourceError::Settings, ("{e}")))?;
+        let device: Device = settings.device.with_id(settings.device_id);
         let model = settings
             .model
             .clone()
@@ -442,6 +442,20 @@ impl WhisperFeat {
             model.display(),
             session.device
         );
+        if english_only(&session) {
+            // MuseTalk's UNet learned from the multilingual whisper-tiny's features.
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Settings,
+                (
+                    "The whisper encoder {} is English-only (tiny.en): MuseTalk was trained on \
+                     the multilingual whisper-tiny's features, so lip sync is less accurate. \
+                     Fix: convert openai/whisper-tiny with `models/convert_whisper.py --hf DIR -o \
+                     encoder.onnx` and set whisperfeat's model to it",
+                    model.display()
+                )
+            );
+        }
         *self.session.lock().unwrap() = Some(session);
         Ok(())
     }
@@ -457,6 +471,38 @@ impl WhisperFeat {
             .field("encoder-steps", c.encoder_steps)
             .build()
     }
+}
+
+/// Whether the encoder is an English-only whisper: the converter's `english_only` metadata,
+/// or for files converted before it wrote that, a `.en` model named in its `source`.
+fn english_only(session: &SharedSession) -> bool {
+    match session.metadata("english_only").as_deref() {
+        Some(v) => v == "true",
+        None => session
+            .metadata("source")
+            .is_some_and(|s| s.contains("tiny.en") || s.contains(".en)")),
+    }
+}
+
+fn stamp(tl: &Timeline, buf: &mut gst::BufferRef, i: u64) {
+    stamp_frame(buf, i, tl.frame_pts(i), tl.frame_duration(i));
+}
+
+fn gap_buffer(tl: &Timeline, i: u64) -> gst::Buffer {
+    let mut buf = gst::Buffer::new();
+    {
+        let b = buf.get_mut().unwrap();
+        stamp(tl, b, i);
+        b.set_flags(gst::BufferFlags::GAP | gst::BufferFlags::DROPPABLE);
+    }
+    buf
+}
+
+fn feature_buffer(tl: &Timeline, i: u64, feat: &[f32]) -> gst::Buffer {
+    let bytes: Vec<u8> = feat.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut buf = gst::Buffer::from_mut_slice(bytes);
+    stamp(tl, buf.get_mut().unwrap(), i);
+    buf
 }
 
 #[glib::object_subclass]
@@ -515,17 +561,14 @@ impl ObjectSubclass for WhisperFeat {
 impl ObjectImpl for WhisperFeat {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let [device, device_id] = enums::device_properties("the whisper encoder");
             vec![
+                device,
+                device_id,
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
                     .blurb("Whisper encoder ONNX (input_features [B,80,T] -> hidden_states [B,T/2,5,384]); \
                             default: the set-up cache's whisper-tiny, else whisper-tiny.en")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("device")
-                    .nick("Device")
-                    .blurb("cpu, cuda, cuda:N or tensorrt (an unavailable GPU falls back to cpu with a warning)")
-                    .default_value(Some(DEFAULT_DEVICE))
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("ort-library")
@@ -548,9 +591,16 @@ impl ObjectImpl for WhisperFeat {
                     .default_value(DEFAULT_FPS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("window-mode", DEFAULT_WINDOW_MODE)
+                    .nick("Window mode")
+                    .blurb("chunk: encoder windows from the start of MuseTalk's 30 s chunk (positions as \
+                            MuseTalk's, all past audio of the chunk) to the batch plus context-right-ms; \
+                            short: the batch with context-left-ms and context-right-ms around it")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("context-left-ms")
                     .nick("Left context")
-                    .blurb("Audio before a batch given to the encoder (at least 80 ms are always used)")
+                    .blurb("Audio before a batch given to the encoder in short mode (at least 80 ms are always used)")
                     .minimum(0)
                     .maximum(10_000)
                     .default_value(DEFAULT_CONTEXT_LEFT_MS)
@@ -558,7 +608,7 @@ impl ObjectImpl for WhisperFeat {
                     .build(),
                 glib::ParamSpecUInt::builder("context-right-ms")
                     .nick("Right context")
-                    .blurb("Audio after a batch given to the encoder (at least 80 ms); adds latency")
+                    .blurb("Lookahead: audio after a batch given to the encoder (at least 80 ms); adds latency")
                     .minimum(0)
                     .maximum(10_000)
                     .default_value(DEFAULT_CONTEXT_RIGHT_MS)
@@ -587,6 +637,14 @@ impl ObjectImpl for WhisperFeat {
                     .default_value(DEFAULT_PAD_30S)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("pad-to-ms")
+                    .nick("Pad windows to")
+                    .blurb("Pad encoder windows shorter than this with silence (MuseTalk pads to 30 s; \
+                            10 s comes close on short utterances at a third of the cost; 0: no padding)")
+                    .maximum(30_000)
+                    .default_value(DEFAULT_PAD_TO_MS)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("encoder-runs, speech-frames, silent-frames, interrupted-frames, encoder-time, encoder-steps")
@@ -607,10 +665,8 @@ impl ObjectImpl for WhisperFeat {
                     .filter(|p| !p.is_empty())
                     .map(Into::into)
             }
-            "device" => {
-                let d: Option<String> = value.get().unwrap();
-                s.device = d.unwrap_or_else(|| DEFAULT_DEVICE.into());
-            }
+            "device" => s.device = value.get().unwrap(),
+            "device-id" => s.device_id = value.get().unwrap(),
             "ort-library" => {
                 s.ort_library = value
                     .get::<Option<String>>()
@@ -618,6 +674,7 @@ impl ObjectImpl for WhisperFeat {
                     .filter(|p| !p.is_empty())
                     .map(Into::into)
             }
+            "window-mode" => s.window_mode = value.get().unwrap(),
             "threads" => s.threads = value.get().unwrap(),
             "fps" => s.fps = value.get().unwrap(),
             "context-left-ms" => s.context_left_ms = value.get().unwrap(),
@@ -625,6 +682,7 @@ impl ObjectImpl for WhisperFeat {
             "batch-frames" => s.batch_frames = value.get().unwrap(),
             "silence-threshold-db" => s.silence_threshold_db = value.get().unwrap(),
             "pad-30s" => s.pad_30s = value.get().unwrap(),
+            "pad-to-ms" => s.pad_to_ms = value.get().unwrap(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -634,11 +692,13 @@ impl ObjectImpl for WhisperFeat {
         match pspec.name() {
             "model" => s.model.as_ref().map(|p| p.display().to_string()).to_value(),
             "device" => s.device.to_value(),
+            "device-id" => s.device_id.to_value(),
             "ort-library" => s
                 .ort_library
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .to_value(),
+            "window-mode" => s.window_mode.to_value(),
             "threads" => s.threads.to_value(),
             "fps" => s.fps.to_value(),
             "context-left-ms" => s.context_left_ms.to_value(),
@@ -646,6 +706,7 @@ impl ObjectImpl for WhisperFeat {
             "batch-frames" => s.batch_frames.to_value(),
             "silence-threshold-db" => s.silence_threshold_db.to_value(),
             "pad-30s" => s.pad_30s.to_value(),
+            "pad-to-ms" => s.pad_to_ms.to_value(),
             "stats" => {
                 drop(s);
                 self.stats().to_value()
