@@ -118,7 +118,7 @@ fn main() {
         let text = SENTENCES[r % SENTENCES.len()];
         let t0 = Instant::now();
         let rt0 = running_time(&src);
-        src.emit_by_name::<()>("speak", &[&text]);
+        src.emit_by_name::<bool>("speak", &[&text]);
         let deadline = Instant::now() + Duration::from_secs(20);
         let (wall, at) = loop {
             if let Some(v) = probe.lock().unwrap().first_voice {
@@ -205,7 +205,7 @@ fn main() {
     for _ in 0..rounds {
         let (pipeline, src, _probe) = live_pipeline(0);
         pipeline.set_state(gst::State::Playing).unwrap();
-        src.emit_by_name::<()>("speak", &[&long]);
+        src.emit_by_name::<bool>("speak", &[&long]);
         std::thread::sleep(Duration::from_millis(100));
         let t0 = Instant::now();
         pipeline.set_state(gst::State::Null).unwrap();

@@ -522,7 +522,7 @@ fn crank(h: &mut Harness) -> gst::Buffer {
 fn live_faults_never_stall_the_silence() {
     let server = Server::start(&[Behavior::Forbidden, Behavior::Forbidden]);
     let (mut h, src, bus) = live(&server, 1000);
-    src.emit_by_name::<()>("speak", &[&"Refused twice and skipped."]);
+    src.emit_by_name::<bool>("speak", &[&"Refused twice and skipped."]);
     let mut warnings = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut n = 0;
@@ -552,7 +552,7 @@ fn flush_aborts_a_request_in_flight() {
     // The first request hangs for 8 s (timeout 20 s); flush must not wait for it.
     let server = Server::start(&[Behavior::Slow(Duration::from_secs(8)), Behavior::Normal]);
     let (mut h, src, bus) = live(&server, 20_000);
-    src.emit_by_name::<()>("speak", &[&"This request hangs."]);
+    src.emit_by_name::<bool>("speak", &[&"This request hangs."]);
     let t0 = Instant::now();
     while server.seen.lock().unwrap().is_empty() {
         assert!(t0.elapsed() < Duration::from_secs(10));
@@ -561,7 +561,7 @@ fn flush_aborts_a_request_in_flight() {
     }
     src.emit_by_name::<()>("flush", &[]);
     let t1 = Instant::now();
-    src.emit_by_name::<()>("speak", &[&"This one is spoken at once."]);
+    src.emit_by_name::<bool>("speak", &[&"This one is spoken at once."]);
     loop {
         assert!(
             t1.elapsed() < Duration::from_secs(4),
@@ -603,7 +603,7 @@ fn stop_while_a_request_hangs_returns_promptly_and_joins() {
             1,
             "cycle {cycle}: running"
         );
-        src.emit_by_name::<()>("speak", &[&format!("Request number {cycle} hangs.")]);
+        src.emit_by_name::<bool>("speak", &[&format!("Request number {cycle} hangs.")]);
         let t0 = Instant::now();
         while server.seen.lock().unwrap().len() <= cycle {
             assert!(t0.elapsed() < Duration::from_secs(10), "no request");

@@ -366,8 +366,8 @@ fn control_characters_and_markup_are_spoken_as_text() {
     voice();
     // (GLib strings cannot hold NUL: the other control characters.)
     let out = run_offline(&[], |src| {
-        src.emit_by_name::<()>("speak", &[&"Hello\u{1}\u{7} there\u{1b} </speak> friend."]);
-        src.emit_by_name::<()>("speak", &[&"  \u{2}\n "]);
+        src.emit_by_name::<bool>("speak", &[&"Hello\u{1}\u{7} there\u{1b} </speak> friend."]);
+        src.emit_by_name::<bool>("speak", &[&"  \u{2}\n "]);
     });
     let texts: Vec<String> = out.speech("start").into_iter().map(|(t, _)| t).collect();
     assert_eq!(texts, vec!["Hello there </speak> friend."]);
@@ -491,7 +491,7 @@ fn live_speech_then_flush_returns_to_silence_within_one_buffer() {
     src.connect_notify(Some("speaking"), move |e, _| {
         n2.lock().unwrap().push(e.property::<bool>("speaking"));
     });
-    src.emit_by_name::<()>(
+    src.emit_by_name::<bool>(
         "speak",
         &[
             &"This first sentence is long enough to keep talking for quite a while, \
@@ -588,7 +588,7 @@ fn huge_text_is_queued_and_flush_drops_it() {
     let text = sentence.repeat(100_000 / sentence.len() + 1);
     assert!(text.len() >= 100_000);
     let t0 = Instant::now();
-    src.emit_by_name::<()>("speak", &[&text]);
+    src.emit_by_name::<bool>("speak", &[&text]);
     assert!(
         t0.elapsed() < Duration::from_secs(2),
         "speak() must not block"
@@ -638,7 +638,7 @@ fn stop_while_synthesising_joins_the_synthesis_thread() {
             1,
             "cycle {cycle}: running"
         );
-        src.emit_by_name::<()>("speak", &[&text]);
+        src.emit_by_name::<bool>("speak", &[&text]);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             assert!(Instant::now() < deadline, "cycle {cycle}: no speech");

@@ -86,7 +86,7 @@ fn start_session(avatar: &Path) -> anyhow::Result<Running> {
         },
     );
     pipeline.set_state(gst::State::Playing)?;
-    tts.emit_by_name::<()>("speak", &[&TEXT.repeat(4)]);
+    tts.emit_by_name::<bool>("speak", &[&TEXT.repeat(4)]);
     Ok(Running { pipeline, counts })
 }
 

@@ -397,9 +397,15 @@ async fn soak(minutes: f64, n: usize, json: bool) -> anyhow::Result<()> {
         for (i, m) in measured.iter().enumerate() {
             let s = &m.session;
             match (tick + i as u64) % 5 {
-                0 => s.speak(SENTENCES[(tick as usize + i) % SENTENCES.len()]),
+                0 => {
+                    if let Err(e) = s.speak(SENTENCES[(tick as usize + i) % SENTENCES.len()]) {
+                        errors.push(format!("speak: {e}"));
+                    }
+                }
                 1 => {
-                    s.speak(SENTENCES[(tick as usize + i + 1) % SENTENCES.len()]);
+                    if let Err(e) = s.speak(SENTENCES[(tick as usize + i + 1) % SENTENCES.len()]) {
+                        errors.push(format!("speak: {e}"));
+                    }
                     let s = s.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(1500)).await;

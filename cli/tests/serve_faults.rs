@@ -202,3 +202,35 @@ fn sigterm_finishes_running_recordings_into_playable_files() {
     assert!(video && audio, "video {video}, audio {audio}");
     assert!(duration > Duration::from_millis(800), "{duration:?}");
 }
+
+#[test]
+fn a_flood_of_text_is_refused_past_the_queue_bound_and_interrupt_makes_room() {
+    let server = Server::start(&[]);
+    let id = server.new_session();
+    let mut statuses = Vec::new();
+    for i in 0..80 {
+        let (status, v) = server.post(
+            "/human",
+            json!({"sessionid": id, "text": format!("This is sentence number {i} of a flood.")}),
+        );
+        if status != 200 {
+            assert_eq!(
+                (status, v["error"].as_str()),
+                (429, Some("queue_full")),
+                "{v}"
+            );
+        }
+        statuses.push(status);
+    }
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    // 64 wait at most; one or two may have started playing meanwhile.
+    assert!(
+        (10..=16).contains(&refused),
+        "{refused} refused: {statuses:?}"
+    );
+    assert!(statuses[..60].iter().all(|s| *s == 200), "{statuses:?}");
+    let (status, _) = server.post("/interrupt_talk", json!({"sessionid": id}));
+    assert_eq!(status, 200);
+    let (status, v) = server.post("/human", json!({"sessionid": id, "text": "Room again."}));
+    assert_eq!(status, 200, "{v}");
+}

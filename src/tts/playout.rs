@@ -30,6 +30,9 @@ use super::segment::{self, Segmenter};
 pub const BUFFER_MS: u64 = 20;
 /// Sentences synthesized ahead of the one playing.
 pub const LOOKAHEAD: usize = 2;
+/// Pieces (sentences, uploads) that may wait to play: past this, `speak` is refused and
+/// streamed fragments are dropped, so that a flood of text cannot grow the queue forever.
+pub const MAX_QUEUED: usize = 64;
 /// A sentence still arriving (streamed engines) starts playing once this much is there.
 pub const PREBUFFER_MS: u64 = 500;
 
@@ -120,6 +123,15 @@ pub struct Step {
     pub events: Vec<PlayoutEvent>,
 }
 
+/// Why `speak` queued nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// No speakable text: the text after clean-up.
+    NothingToSpeak(String),
+    /// [`MAX_QUEUED`] pieces wait already (how many).
+    QueueFull { queued: usize },
+}
+
 /// What waits for the synthesis side: text, or audio that is ready as it is.
 #[derive(Debug)]
 enum Pending {
@@ -173,6 +185,8 @@ pub struct Playout {
     /// `flush` was called: the next chunk cuts the sentence playing and interrupts.
     flush_pending: bool,
     speaking: bool,
+    /// Streamed pieces dropped because the queue was full.
+    dropped: u64,
 }
 
 impl Playout {
@@ -189,6 +203,7 @@ impl Playout {
             pending_end: None,
             flush_pending: false,
             speaking: false,
+            dropped: 0,
         }
     }
 
@@ -242,15 +257,21 @@ impl Playout {
     }
 
     /// `speak(text)`: the whole text, cut into sentences. Returns the pieces queued, or
-    /// `Err` with the cleaned text when there is nothing to speak in it.
-    pub fn speak(&mut self, text: &str) -> Result<usize, String> {
+    /// why nothing was: no speakable text (the cleaned text), or a full queue (nothing of
+    /// the text is queued then).
+    pub fn speak(&mut self, text: &str) -> Result<usize, Refused> {
         let clean = segment::sanitize(text);
         if !segment::is_speakable(&clean) {
-            return Err(clean);
+            return Err(Refused::NothingToSpeak(clean));
         }
         let mut seg = Segmenter::default();
         let mut pieces = seg.push(&clean);
         pieces.extend(seg.finish());
+        if self.queued() + pieces.len() > MAX_QUEUED {
+            return Err(Refused::QueueFull {
+                queued: self.queued(),
+            });
+        }
         Ok(self.queue(pieces))
     }
 
@@ -266,16 +287,25 @@ impl Playout {
         self.queue(pieces)
     }
 
+    /// Queues what fits under [`MAX_QUEUED`]; the rest is dropped and counted.
     fn queue(&mut self, pieces: Vec<String>) -> usize {
-        let n = pieces.len();
-        self.pending.extend(pieces.into_iter().map(Pending::Text));
+        let room = MAX_QUEUED.saturating_sub(self.queued());
+        let n = pieces.len().min(room);
+        self.dropped += (pieces.len() - n) as u64;
+        self.pending
+            .extend(pieces.into_iter().take(n).map(Pending::Text));
         n
+    }
+
+    /// Pieces of streamed text dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Audio to play as it is (S16 mono at the configured rate), queued behind what is
     /// already queued; `label` is the text its speech events carry. Empty audio is ignored.
     pub fn push_audio(&mut self, label: &str, samples: Vec<i16>) -> usize {
-        if samples.is_empty() {
+        if samples.is_empty() || self.queued() >= MAX_QUEUED {
             return 0;
         }
         self.pending.push_back(Pending::Audio {
@@ -600,6 +630,27 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_is_bounded_and_refuses_clearly() {
+        let mut p = live();
+        for i in 0..MAX_QUEUED {
+            assert_eq!(p.speak(&format!("Sentence number {i}.")), Ok(1));
+        }
+        assert_eq!(
+            p.speak("One too many."),
+            Err(Refused::QueueFull { queued: MAX_QUEUED })
+        );
+        // Streamed fragments past the bound are dropped and counted; uploads refused.
+        assert_eq!(p.push_fragment("Streamed. And more. "), 0);
+        assert_eq!(p.end_fragments(), 0);
+        assert!(p.dropped() >= 1);
+        assert_eq!(p.queued(), MAX_QUEUED);
+        assert_eq!(p.push_audio("upload", vec![1; 10]), 0);
+        // A flush makes room again.
+        p.flush();
+        assert_eq!(p.speak("Room again."), Ok(1));
+    }
+
+    #[test]
     fn pushed_audio_plays_in_queue_order_like_a_sentence_and_flush_drops_it() {
         let mut p = live();
         p.speak("First.").unwrap();
@@ -851,7 +902,10 @@ mod tests {
     #[test]
     fn nothing_to_speak_is_refused() {
         let mut p = live();
-        assert_eq!(p.speak("  \u{2} ... "), Err("...".to_string()));
+        assert_eq!(
+            p.speak("  \u{2} ... "),
+            Err(Refused::NothingToSpeak("...".to_string()))
+        );
         assert_eq!(p.queued(), 0);
     }
 

@@ -23,7 +23,7 @@ use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
 
 use crate::events::{self, SpeechStatus};
-use crate::tts::playout::{self, Chunk, Config, Playout, PlayoutEvent};
+use crate::tts::playout::{self, Chunk, Config, Playout, PlayoutEvent, Refused};
 use crate::tts::{CancelCheck, Engine, SynthError, SynthSink, WordBoundary};
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -128,32 +128,57 @@ impl TtsBaseSrc {
         }
     }
 
-    /// `speak(text)`: the whole text, cut into sentences.
-    fn speak(&self, text: &str) {
+    /// `speak(text)`: the whole text, cut into sentences. False when nothing was queued
+    /// (no speakable text, or the queue is full), with a warning saying which.
+    fn speak(&self, text: &str) -> bool {
         let result = self.shared.inner.lock().unwrap().playout.speak(text);
         match result {
-            Ok(pieces) => self.queued("speak", pieces),
-            Err(clean) => gst::element_imp_warning!(
-                self,
-                gst::ResourceError::Read,
-                (
-                    "Nothing to speak in the text given to speak() ({} characters)",
-                    text.chars().count()
-                ),
-                ["text after clean-up: {clean:?}"]
-            ),
+            Ok(pieces) => {
+                self.queued("speak", pieces);
+                true
+            }
+            Err(Refused::NothingToSpeak(clean)) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Read,
+                    (
+                        "Nothing to speak in the text given to speak() ({} characters)",
+                        text.chars().count()
+                    ),
+                    ["text after clean-up: {clean:?}"]
+                );
+                false
+            }
+            Err(Refused::QueueFull { queued }) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::NoSpaceLeft,
+                    ("The text queue is full ({queued} pieces wait): speak() refused"),
+                    [
+                        "at most {} pieces wait to play; flush() empties the queue",
+                        playout::MAX_QUEUED
+                    ]
+                );
+                false
+            }
         }
     }
 
     /// `push-fragment(text)`: a piece of a streamed answer.
     fn push_fragment(&self, fragment: &str) {
-        let pieces = self
-            .shared
-            .inner
-            .lock()
-            .unwrap()
-            .playout
-            .push_fragment(fragment);
+        let (pieces, dropped) = {
+            let mut inner = self.shared.inner.lock().unwrap();
+            let before = inner.playout.dropped();
+            let n = inner.playout.push_fragment(fragment);
+            (n, inner.playout.dropped() - before)
+        };
+        if dropped > 0 {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::NoSpaceLeft,
+                ("The text queue is full: {dropped} streamed sentence(s) dropped")
+            );
+        }
         self.queued("push-fragment", pieces);
     }
 
@@ -511,7 +536,16 @@ impl ObjectImpl for TtsBaseSrc {
                     .build()
             };
             vec![
-                text_signal("speak", TtsBaseSrc::speak),
+                glib::subclass::Signal::builder("speak")
+                    .param_types([String::static_type()])
+                    .return_type::<bool>()
+                    .action()
+                    .class_handler(|args| {
+                        let obj = args[0].get::<super::TtsBaseSrc>().expect("signal arg");
+                        let text = args[1].get::<Option<String>>().ok().flatten();
+                        Some(obj.imp().speak(text.as_deref().unwrap_or("")).to_value())
+                    })
+                    .build(),
                 text_signal("push-fragment", TtsBaseSrc::push_fragment),
                 plain_signal("end-fragments", TtsBaseSrc::end_fragments),
                 plain_signal("flush", TtsBaseSrc::flush),
@@ -614,7 +648,7 @@ impl BaseSrcImpl for TtsBaseSrc {
         }
         self.spawn_worker(engine)?;
         if let Some(text) = settings.text.filter(|t| !t.trim().is_empty()) {
-            self.speak(&text);
+            let _ = self.speak(&text);
         }
         gst::debug!(CAT, imp = self, "started (live: {})", settings.is_live);
         Ok(())

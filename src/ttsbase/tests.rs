@@ -112,7 +112,7 @@ fn stop_joins_the_synthesis_thread_after_the_engine_returns() {
     src.link(&sink).unwrap();
     for cycle in 1..=3 {
         pipeline.set_state(gst::State::Playing).unwrap();
-        src.emit_by_name::<()>("speak", &[&"Something to say."]);
+        src.emit_by_name::<bool>("speak", &[&"Something to say."]);
         engine.wait_entered(cycle);
         assert_eq!(engine.returned.load(Ordering::SeqCst), cycle - 1);
         pipeline.set_state(gst::State::Null).unwrap();

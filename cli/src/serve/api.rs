@@ -63,6 +63,7 @@ impl From<SessionError> for ApiError {
             SessionError::ActionNotReady => (StatusCode::CONFLICT, "action_refused"),
             SessionError::Recording(_) => (StatusCode::CONFLICT, "record_failed"),
             SessionError::BadAudio(_) => (StatusCode::BAD_REQUEST, "not_audio"),
+            SessionError::QueueFull => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
         };
         ApiError::new(status, code, &msg)
     }
@@ -377,7 +378,7 @@ async fn human(State(server): State<Arc<Server>>, ApiJson(req): ApiJson<HumanReq
             if req.interrupt {
                 session.interrupt();
             }
-            session.speak(text);
+            session.speak(text)?;
         }
         "chat" => {
             session

@@ -41,6 +41,8 @@ pub enum SessionError {
     ActionNotReady,
     /// A recording could not be started or finished.
     Recording(String),
+    /// The session's text queue is full (or the text had nothing to say).
+    QueueFull,
     /// An upload that is not audio GStreamer can decode, or holds no sound.
     BadAudio(String),
 }
@@ -64,6 +66,9 @@ impl std::fmt::Display for SessionError {
             }
             SessionError::Recording(e) => f.write_str(e),
             SessionError::BadAudio(e) => write!(f, "not playable audio: {e}"),
+            SessionError::QueueFull => f.write_str(
+                "the session's text queue is full: wait for the avatar to finish, or interrupt",
+            ),
         }
     }
 }
@@ -361,8 +366,13 @@ impl Session {
         Ok(())
     }
 
-    pub fn speak(&self, text: &str) {
-        self.tts.emit_by_name::<()>("speak", &[&text]);
+    /// Queues text to say; refused when the session's text queue is full.
+    pub fn speak(&self, text: &str) -> Result<(), SessionError> {
+        if self.tts.emit_by_name::<bool>("speak", &[&text]) {
+            Ok(())
+        } else {
+            Err(SessionError::QueueFull)
+        }
     }
 
     pub fn push_fragment(&self, text: &str) {
