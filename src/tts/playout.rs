@@ -31,8 +31,9 @@ pub const BUFFER_MS: u64 = 20;
 /// Sentences synthesized ahead of the one playing.
 pub const LOOKAHEAD: usize = 2;
 /// Pieces (sentences, uploads) that may wait to play: past this, `speak` is refused and
-/// streamed fragments are dropped, so that a flood of text cannot grow the queue forever.
-pub const MAX_QUEUED: usize = 64;
+/// streamed fragments are dropped, so that a flood of text cannot grow the queue forever. A
+/// long document (100 KB of text is about 2000 sentences) still fits in one `speak`.
+pub const MAX_QUEUED: usize = 4096;
 /// A sentence still arriving (streamed engines) starts playing once this much is there.
 pub const PREBUFFER_MS: u64 = 500;
 
