@@ -174,6 +174,38 @@ pub fn mark_as_plugin_api() {
     }
 }
 
+/// The `device` and `device-id` properties of an element that runs models (`what`: "the
+/// voice", "the encoder", ...).
+pub fn device_properties(what: &str) -> [glib::ParamSpec; 2] {
+    use gst::prelude::*;
+    [
+        glib::ParamSpecEnum::builder_with_default("device", Device::Cpu)
+            .nick("Device")
+            .blurb(&format!(
+                "Where {what} runs (a GPU that cannot be used falls back to the CPU with a warning)"
+            ))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("device-id")
+            .nick("GPU number")
+            .blurb("Which GPU, for device=cuda or tensorrt")
+            .maximum(64)
+            .default_value(0)
+            .mutable_ready()
+            .build(),
+    ]
+}
+
+/// The `precision` property.
+pub fn precision_property(blurb: &str) -> glib::ParamSpec {
+    use gst::prelude::*;
+    glib::ParamSpecEnum::builder_with_default("precision", Precision::Fp32)
+        .nick("Precision")
+        .blurb(blurb)
+        .mutable_ready()
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,36 +253,4 @@ mod tests {
             assert_eq!(k.with_id(id), d);
         }
     }
-}
-
-/// The `device` and `device-id` properties of an element that runs models (`what`: "the
-/// voice", "the encoder", ...).
-pub fn device_properties(what: &str) -> [glib::ParamSpec; 2] {
-    use gst::prelude::*;
-    [
-        glib::ParamSpecEnum::builder_with_default("device", Device::Cpu)
-            .nick("Device")
-            .blurb(&format!(
-                "Where {what} runs (a GPU that cannot be used falls back to the CPU with a warning)"
-            ))
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecUInt::builder("device-id")
-            .nick("GPU number")
-            .blurb("Which GPU, for device=cuda or tensorrt")
-            .maximum(64)
-            .default_value(0)
-            .mutable_ready()
-            .build(),
-    ]
-}
-
-/// The `precision` property.
-pub fn precision_property(blurb: &str) -> glib::ParamSpec {
-    use gst::prelude::*;
-    glib::ParamSpecEnum::builder_with_default("precision", Precision::Fp32)
-        .nick("Precision")
-        .blurb(blurb)
-        .mutable_ready()
-        .build()
 }

@@ -245,6 +245,22 @@ pub fn parse_transcript(s: &gst::StructureRef) -> Option<Transcript> {
     })
 }
 
+/// The `livetalk-driver` element message: which lip driver `avatarbin` runs, and why.
+pub fn driver_message(
+    src: &impl gst::prelude::IsA<gst::Object>,
+    driver: &str,
+    reason: &str,
+) -> gst::Message {
+    gst::message::Element::builder(
+        gst::Structure::builder(DRIVER)
+            .field("driver", driver)
+            .field("reason", reason)
+            .build(),
+    )
+    .src(src)
+    .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,20 +286,4 @@ mod tests {
         assert_eq!(parse_transcript(s), Some(t));
         assert_eq!(parse_vad(s), None);
     }
-}
-
-/// The `livetalk-driver` element message: which lip driver `avatarbin` runs, and why.
-pub fn driver_message(
-    src: &impl gst::prelude::IsA<gst::Object>,
-    driver: &str,
-    reason: &str,
-) -> gst::Message {
-    gst::message::Element::builder(
-        gst::Structure::builder(DRIVER)
-            .field("driver", driver)
-            .field("reason", reason)
-            .build(),
-    )
-    .src(src)
-    .build()
 }

@@ -417,7 +417,8 @@ fn missing_model_and_bad_device_are_errors() {
         )
         .is_err()
     );
-    for (props, expected) in [("model=/nonexistent/encoder.onnx", "not found")] {
+    {
+        let (props, expected) = ("model=/nonexistent/encoder.onnx", "not found");
         let pipeline = gst::parse::launch(&format!(
             "audiotestsrc num-buffers=1 ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! whisperfeat {props} ! fakesink"
         ))

@@ -662,10 +662,10 @@ fn decode_mono_s16(file: &Path, rate: i32) -> anyhow::Result<Vec<i16>> {
         if sink.is_eos() {
             break Ok(());
         }
-        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-            if let gst::MessageView::Error(e) = msg.view() {
-                break Err(anyhow!("{}", e.error()));
-            }
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error])
+            && let gst::MessageView::Error(e) = msg.view()
+        {
+            break Err(anyhow!("{}", e.error()));
         }
     };
     let _ = p.set_state(gst::State::Null);
