@@ -24,7 +24,7 @@ LOG=$(mktemp)
 export LIVETALK_SKIP_LOG=$(mktemp)
 trap 'rm -f "$LOG" "$LIVETALK_SKIP_LOG"' EXIT
 set +e
-cargo test --release --workspace --lib --bins --tests 2>&1 | tee "$LOG"
+cargo test --release --workspace --lib --bins --tests --no-fail-fast 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 set -e
 if [ -s "$LIVETALK_SKIP_LOG" ]; then

@@ -155,14 +155,14 @@ impl ObjectImpl for PiperTtsSrc {
                     .build(),
                 glib::ParamSpecFloat::builder("noise-scale")
                     .nick("Noise scale")
-                    .blurb("Generator noise (<= 0: the voice's value)")
+                    .blurb("Generator noise (< 0: the voice's value; 0: none, the same text always gives the same samples)")
                     .minimum(-1.0)
                     .maximum(10.0)
                     .default_value(DEFAULT_SCALE)
                     .build(),
                 glib::ParamSpecFloat::builder("noise-w")
                     .nick("Noise w")
-                    .blurb("Phoneme width noise (<= 0: the voice's value)")
+                    .blurb("Phoneme width noise (< 0: the voice's value; 0: none)")
                     .minimum(-1.0)
                     .maximum(10.0)
                     .default_value(DEFAULT_SCALE)

@@ -146,13 +146,16 @@ impl PiperEngine {
     /// The scales input (noise, length, noise_w), the speaker and the sentence silence.
     fn scales(&self) -> ([f32; 3], u32, u32) {
         let s = (self.params)();
+        // Length: <= 0 is the voice's value. Noise: < 0 is the voice's value, 0 is no
+        // noise at all (the same text then always gives the same samples).
         let pick = |v: f32, d: f32| if v > 0.0 { v } else { d };
+        let pick_noise = |v: f32, d: f32| if v >= 0.0 { v } else { d };
         let d = self.voice.config.inference;
         (
             [
-                pick(s.noise_scale, d.noise_scale),
+                pick_noise(s.noise_scale, d.noise_scale),
                 pick(s.length_scale, d.length_scale),
-                pick(s.noise_w, d.noise_w),
+                pick_noise(s.noise_w, d.noise_w),
             ],
             s.speaker,
             s.sentence_silence_ms,
