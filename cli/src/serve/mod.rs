@@ -11,6 +11,7 @@
 mod api;
 pub mod diagnostics;
 mod gccleak;
+pub mod listen;
 pub mod llm;
 pub mod session;
 mod web;
@@ -118,6 +119,23 @@ pub struct Args {
     /// WebRTC congestion control: gcc, homegrown or disabled.
     #[arg(long, value_enum, default_value_t = CongestionControl::Gcc)]
     pub congestion_control: CongestionControl,
+    /// Barge-in: user speech at the microphone interrupts the avatar (its speech, the LLM
+    /// answer streaming, the pending frames), as /interrupt_talk does.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub barge_in: OnOff,
+    /// Milliseconds the user must speak before a barge-in counts (a cough does not).
+    #[arg(long, default_value_t = 400)]
+    pub barge_in_min_ms: u64,
+    /// Milliseconds of silence at the microphone that end the user's turn (the VAD's
+    /// min-silence-ms): shorter answers sooner, longer lets the user pause mid-sentence.
+    #[arg(long, default_value_t = 500)]
+    pub end_of_turn_ms: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 /// The TTS source of the sessions.
@@ -182,6 +200,9 @@ pub struct Config {
     pub max_body: usize,
     pub max_upload: usize,
     pub congestion_control: CongestionControl,
+    pub barge_in: bool,
+    pub barge_in_min: Duration,
+    pub end_of_turn_ms: u32,
 }
 
 fn host(ip: IpAddr) -> String {
@@ -386,6 +407,9 @@ pub fn config(a: &Args) -> anyhow::Result<Arc<Config>> {
         max_body: a.max_body,
         max_upload: a.max_upload,
         congestion_control: a.congestion_control,
+        barge_in: a.barge_in == OnOff::On,
+        barge_in_min: Duration::from_millis(a.barge_in_min_ms),
+        end_of_turn_ms: a.end_of_turn_ms,
     });
     // The default avatar must exist (a typo should fail at start, not at the first session).
     cfg.avatar_dir(&cfg.default_avatar)

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::launch::{AvatarChain, quote};
 use anyhow::{Context, anyhow};
@@ -17,6 +17,7 @@ use futures::StreamExt;
 use gst::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
+use super::listen::{BargeIn, Heard, Listener, Turn};
 use super::{Config, Tts, llm};
 
 /// What can go wrong with a session, in its own terms; the HTTP layer alone maps these to
@@ -45,6 +46,8 @@ pub enum SessionError {
     QueueFull,
     /// An upload that is not audio GStreamer can decode, or holds no sound.
     BadAudio(String),
+    /// The microphone could not be listened to.
+    Microphone(String),
 }
 
 impl std::fmt::Display for SessionError {
@@ -66,6 +69,7 @@ impl std::fmt::Display for SessionError {
             }
             SessionError::Recording(e) => f.write_str(e),
             SessionError::BadAudio(e) => write!(f, "not playable audio: {e}"),
+            SessionError::Microphone(e) => write!(f, "the microphone: {e}"),
             SessionError::QueueFull => f.write_str(
                 "the session's text queue is full: wait for the avatar to finish, or interrupt",
             ),
@@ -155,6 +159,10 @@ pub struct Session {
     /// The LLM stream feeding this session, if any.
     pub chat: Mutex<Option<tokio::task::AbortHandle>>,
     recording: Mutex<Option<Recording>>,
+    /// The browser's microphone, when the page sends it (`POST /mic`), and the task that
+    /// turns what it hears into answers.
+    listener: Mutex<Option<(Listener, tokio::task::AbortHandle)>>,
+    cfg: Arc<Config>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     ended: AtomicBool,
 }
@@ -287,6 +295,8 @@ impl Session {
             ever_connected,
             chat: Mutex::new(None),
             recording: Mutex::new(None),
+            listener: Mutex::new(None),
+            cfg: cfg.clone(),
             tasks: Mutex::new(Vec::new()),
             ended: AtomicBool::new(false),
         });
@@ -432,6 +442,76 @@ impl Session {
 
     pub fn is_speaking(&self) -> bool {
         self.tts.property::<bool>("speaking")
+    }
+
+    /// Speaking, or an LLM answer still streaming in.
+    fn is_talking(&self) -> bool {
+        self.is_speaking()
+            || self
+                .chat
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|h| !h.is_finished())
+    }
+
+    /// Starts listening to the microphone the page publishes as producer `peer` (replacing
+    /// a listener already running). What is heard is answered (the LLM with `--llm-url`, an
+    /// echo without) and, with `--barge-in on`, user speech interrupts the avatar. Blocking
+    /// (loads the VAD and whisper models): call off the async runtime, inside it.
+    pub fn start_listening(self: &Arc<Self>, peer: &str) -> Result<(), SessionError> {
+        self.stop_listening();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let listener = Listener::start(&self.cfg, &self.id, peer, tx)
+            .map_err(|e| SessionError::Microphone(format!("{e:#}")))?;
+        let task = tokio::spawn(voice_turns(Arc::downgrade(self), listener.serial, rx));
+        *self.listener.lock().unwrap() = Some((listener, task.abort_handle()));
+        Ok(())
+    }
+
+    /// Stops listening, if listening; true if it was. Blocking.
+    pub fn stop_listening(&self) -> bool {
+        let Some((listener, task)) = self.listener.lock().unwrap().take() else {
+            return false;
+        };
+        task.abort();
+        listener.stop();
+        true
+    }
+
+    /// The microphone producer listened to, if any.
+    pub fn listening_to(&self) -> Option<String> {
+        self.listener
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(l, _)| l.peer.clone())
+    }
+
+    fn listener_running_time(&self) -> Option<gst::ClockTime> {
+        self.listener
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|(l, _)| l.running_time())
+    }
+
+    /// A spoken turn: to the LLM, or said back without one.
+    async fn answer(self: &Arc<Self>, text: &str) {
+        let interrupt = self.cfg.barge_in;
+        let result = if self.cfg.llm.is_some() {
+            self.chat(self.cfg.llm.as_ref(), text, interrupt).await
+        } else {
+            if interrupt {
+                self.interrupt();
+            }
+            self.speak(text)
+        };
+        if let Err(e) = result {
+            let _ = self
+                .events
+                .send(serde_json::json!({"type": "chat-error", "msg": e.to_string()}));
+        }
     }
 
     /// Plays an action clip by name or number (1-based; 0 or "idle" returns to the idle
@@ -629,7 +709,83 @@ impl Session {
         if let Some(rec) = self.recording.lock().unwrap().take() {
             let _ = finish_recording(&self.pipeline, &self.vtee, &self.atee, rec);
         }
+        self.stop_listening();
         let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// What a session does with what its microphone hears: events for the page, barge-in, and
+/// an answer to each finished utterance. Ends when the listener stops or the session goes.
+async fn voice_turns(
+    session: std::sync::Weak<Session>,
+    serial: u64,
+    mut heard: mpsc::UnboundedReceiver<Heard>,
+) {
+    let (barge_in, min) = match session.upgrade() {
+        Some(s) => (s.cfg.barge_in, s.cfg.barge_in_min),
+        None => return,
+    };
+    let mut barge = BargeIn::new(min);
+    let mut turn = Turn::default();
+    loop {
+        // Until the current utterance is long enough to barge in, if one goes on.
+        let wait = match (barge_in, barge.next_check(), session.upgrade()) {
+            (true, Some(at), Some(s)) => s
+                .listener_running_time()
+                .map(|now| Duration::from_nanos(at.saturating_sub(now).nseconds())),
+            _ => None,
+        };
+        let next = tokio::select! {
+            h = heard.recv() => h,
+            _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
+                let Some(s) = session.upgrade() else { break };
+                if let Some(now) = s.listener_running_time()
+                    && barge.due(now, s.is_talking())
+                {
+                    s.interrupt();
+                    let _ = s.events.send(serde_json::json!({"type": "barge-in"}));
+                }
+                continue;
+            }
+        };
+        let (Some(h), Some(s)) = (next, session.upgrade()) else {
+            break;
+        };
+        let send = |v: serde_json::Value| {
+            let _ = s.events.send(v);
+        };
+        match h {
+            Heard::Listening => send(serde_json::json!({"type": "mic", "status": "listening"})),
+            Heard::Silent => send(serde_json::json!({"type": "mic", "status": "silent",
+                "msg": "no sound from the microphone for 5 s: is it muted?"})),
+            Heard::Vad { start, at } => {
+                barge.vad(start, at);
+                send(serde_json::json!({"type": "vad",
+                    "status": if start { "start" } else { "end" },
+                    "running_time_ms": at.mseconds()}));
+            }
+            Heard::Transcript { text, is_final } => {
+                send(serde_json::json!({"type": "transcript", "text": text, "final": is_final}));
+                if let Some(t) = turn.add(&text, is_final) {
+                    s.answer(&t).await;
+                }
+            }
+            Heard::Ended(msg) => {
+                send(serde_json::json!({"type": "mic", "status": "ended", "msg": msg}));
+                // The listener is done: drop it (not from this task's own abort handle).
+                let s2 = s.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut slot = s2.listener.lock().unwrap();
+                    if slot.as_ref().is_some_and(|(l, _)| l.serial == serial)
+                        && let Some((l, _)) = slot.take()
+                    {
+                        drop(slot);
+                        l.stop();
+                    }
+                });
+                break;
+            }
+        }
     }
 }
 

@@ -1,0 +1,329 @@
+//! Talking to the avatar: headless Chromium's fake microphone plays a WAV made at test time
+//! with espeak-ng (a question, a pause, a second utterance); the page publishes it, the server
+//! hears it (silerovad ! whisperasr), a stub LLM answers, the avatar speaks the answer (the
+//! mouth moves in the browser), and the second utterance during the answer barges in (the
+//! answer's audio goes quiet in the browser's played samples). Also: the page without
+//! microphone permission, and its layout on a 1280x800 screen.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Server, StubLlm};
+
+fn page_check(server: &Server, mode: &str) -> Value {
+    for f in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(Path::new(f).exists(), "{f} missing: run scripts/setup.sh");
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/page_check.py");
+    let out = Command::new(support::cache_dir().join("venv/bin/python"))
+        .arg(script)
+        .arg(format!(
+            "http://127.0.0.1:{}/index.html?autostart=1",
+            server.web_port
+        ))
+        .arg(format!("http://127.0.0.1:{}", server.port))
+        .arg(mode)
+        .output()
+        .expect("running the venv's python (scripts/setup.sh installs selenium)");
+    assert!(
+        out.status.success(),
+        "page check failed:\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Mono 16-bit samples of an espeak-ng utterance, and their rate.
+fn espeak(text: &str, dir: &Path) -> (Vec<i16>, u32) {
+    let wav = dir.join("utterance.wav");
+    let ok = Command::new("espeak-ng")
+        .args(["-w", wav.to_str().unwrap(), text])
+        .status()
+        .expect("espeak-ng (scripts/setup.sh installs it)")
+        .success();
+    assert!(ok, "espeak-ng failed");
+    read_wav(&std::fs::read(wav).unwrap())
+}
+
+fn read_wav(b: &[u8]) -> (Vec<i16>, u32) {
+    assert_eq!(&b[0..4], b"RIFF");
+    let (mut at, mut rate) = (12, 0);
+    while at + 8 <= b.len() {
+        let id = &b[at..at + 4];
+        let len = u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap()) as usize;
+        let body = &b[at + 8..(at + 8 + len).min(b.len())];
+        if id == b"fmt " {
+            assert_eq!(u16::from_le_bytes([body[0], body[1]]), 1, "PCM");
+            assert_eq!(u16::from_le_bytes([body[2], body[3]]), 1, "mono");
+            rate = u32::from_le_bytes(body[4..8].try_into().unwrap());
+        } else if id == b"data" {
+            let s = body
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            return (s, rate);
+        }
+        at += 8 + len + (len & 1);
+    }
+    panic!("no data chunk");
+}
+
+fn write_wav(path: &Path, samples: &[i16], rate: u32) {
+    let mut b = Vec::new();
+    let data = (samples.len() * 2) as u32;
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// A microphone recording: for each (silence before, text), that much silence then the
+/// utterance; then `tail` of silence.
+fn mic_file(dir: &Path, parts: &[(f64, &str)], tail: f64) -> std::path::PathBuf {
+    let mut all = Vec::new();
+    let mut rate = 0;
+    for (gap, text) in parts {
+        let (s, r) = espeak(text, dir);
+        rate = r;
+        all.extend(std::iter::repeat_n(0i16, (gap * r as f64) as usize));
+        all.extend(s);
+    }
+    all.extend(std::iter::repeat_n(0i16, (tail * rate as f64) as usize));
+    let path = dir.join("mic.wav");
+    write_wav(&path, &all, rate);
+    path
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn events<'a>(r: &'a Value, kind: &str) -> Vec<&'a Value> {
+    r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .collect()
+}
+
+/// The first time at or after `from` where the played audio stays below `quiet` for 300 ms.
+fn lasting_silence(trace: &[(f64, f64)], from: f64, quiet: f64) -> Option<f64> {
+    (0..trace.len())
+        .filter(|&i| trace[i].0 >= from)
+        .find(|&i| {
+            trace[i..]
+                .iter()
+                .take_while(|r| r.0 - trace[i].0 <= 300.0)
+                .all(|r| r.1 < quiet)
+        })
+        .map(|i| trace[i].0)
+}
+
+#[test]
+fn the_avatar_hears_answers_and_is_interrupted_by_voice() {
+    support::require_setup();
+    let dir = tempfile::tempdir().unwrap();
+    // 3 s for the microphone's connection to settle, the question, then the second utterance
+    // while the (long) answer plays.
+    let wav = mic_file(
+        dir.path(),
+        &[
+            (3.0, "What is the capital of France?"),
+            (4.5, "Please stop and tell me about Germany instead."),
+        ],
+        8.0,
+    );
+    let answer = [
+        "Paris is the capital of France. ",
+        "It is a large city on the river Seine, famous for its museums and its cafes. ",
+        "Many people visit it every year to walk in its old streets and to see the tower.",
+    ];
+    let llm = StubLlm::start(
+        answer.iter().map(|s| s.to_string()).collect(),
+        Duration::from_millis(20),
+    );
+    let url = format!("http://127.0.0.1:{}/v1", llm.port);
+    let server = Server::start(&["--llm-url", &url, "--barge-in-min-ms", "300"]);
+    let r = page_check(&server, &format!("voice:{}:26", wav.display()));
+
+    // The page published its microphone and the server listened.
+    assert_eq!(r["mic_error"], Value::Null, "{}", r["mic_status"]);
+    assert!(
+        !events(&r, "mic").is_empty() && events(&r, "mic")[0]["status"] == "listening",
+        "{:?}",
+        events(&r, "mic")
+    );
+    assert!(events(&r, "vad").len() >= 4, "{:?}", events(&r, "vad"));
+
+    // What was said was heard: the words, as final transcripts.
+    let finals: Vec<String> = events(&r, "transcript")
+        .iter()
+        .filter(|t| t["final"] == true)
+        .map(|t| t["text"].as_str().unwrap().to_string())
+        .collect();
+    eprintln!("heard: {finals:?}");
+    assert!(finals.len() >= 2, "{finals:?}");
+    let first = words(&finals[0]);
+    for w in ["capital", "france"] {
+        assert!(first.contains(&w.to_string()), "{finals:?}");
+    }
+    // The second utterance starts over the answer (double talk: the browser's echo canceller
+    // works on it, and it is cut by the barge-in), so its words are not checked, only that
+    // it was heard as an utterance of its own.
+    assert!(words(&finals[1..].join(" ")).len() >= 3, "{finals:?}");
+    // ... and went to the LLM as the user's words.
+    let asked = llm.requests.lock().unwrap().clone();
+    assert!(asked.len() >= 2, "{asked:?}");
+    assert!(
+        asked[0].to_string().to_lowercase().contains("france"),
+        "{}",
+        asked[0]
+    );
+
+    // The answer was spoken: speech starts after the first transcript, and the mouth moved.
+    let t_first = events(&r, "transcript")
+        .iter()
+        .find(|t| t["final"] == true)
+        .unwrap()["t_page"]
+        .as_f64()
+        .unwrap();
+    let starts: Vec<&Value> = events(&r, "speech")
+        .into_iter()
+        .filter(|e| e["status"] == "start")
+        .collect();
+    assert!(
+        starts
+            .iter()
+            .any(|e| e["t_page"].as_f64().unwrap() >= t_first),
+        "no answer spoken"
+    );
+    let motion: Vec<(f64, f64)> = r["motion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["t"].as_f64().unwrap(), m["mouth"].as_f64().unwrap()))
+        .collect();
+    let before = motion
+        .iter()
+        .filter(|m| m.0 < t_first)
+        .map(|m| m.1)
+        .fold(0.0, f64::max);
+    let after = motion
+        .iter()
+        .filter(|m| m.0 > t_first)
+        .map(|m| m.1)
+        .fold(0.0, f64::max);
+    eprintln!("mouth motion: max {before:.2} before the answer, {after:.2} during it");
+    assert!(after > 2.0 * before.max(0.5), "the mouth does not move");
+
+    // Barge-in: the second utterance interrupted the answer, whose audio went quiet.
+    let barge = events(&r, "barge-in");
+    assert!(!barge.is_empty(), "{:?}", r["events"]);
+    let t_barge = barge[0]["t_page"].as_f64().unwrap();
+    assert!(
+        events(&r, "speech")
+            .iter()
+            .any(|e| e["status"] == "end" && e["interrupted"] == true),
+        "the answer did not end interrupted"
+    );
+    let out: Vec<(f64, f64)> = r["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| Some((s["t"].as_f64()?, s["out"].as_f64()?)))
+        .collect();
+    let loud_before = out
+        .iter()
+        .filter(|s| s.0 < t_barge && s.0 > t_barge - 1000.0)
+        .any(|s| s.1 > 0.02);
+    assert!(
+        loud_before,
+        "the answer was not audible before the barge-in"
+    );
+    let silent = lasting_silence(&out, t_barge, 0.003);
+    eprintln!(
+        "barge-in event at the page -> lasting silence: {:?} ms",
+        silent.map(|t| t - t_barge)
+    );
+    assert!(
+        silent.is_some_and(|t| t - t_barge < 1500.0),
+        "the answer's audio did not go quiet after the barge-in"
+    );
+
+    // Figure: end of the user's question (the microphone's RMS at the page falls for good)
+    // -> first answer audio played at the page.
+    let mic: Vec<(f64, f64)> = r["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| Some((s["t"].as_f64()?, s["mic"].as_f64()?)))
+        .collect();
+    if let Some(end) = mic
+        .iter()
+        .filter(|m| m.1 > 0.01 && m.0 < t_first)
+        .map(|m| m.0)
+        .reduce(f64::max)
+        && let Some(first_audio) = out.iter().find(|s| s.0 > end && s.1 > 0.02)
+    {
+        eprintln!(
+            "end of the question at the microphone -> first answer audio: {:.0} ms",
+            first_audio.0 - end
+        );
+    }
+
+    // The page fits a 1280x800 screen: video, subtitles, text box, microphone and interrupt
+    // visible without scrolling.
+    let l = &r["layout"];
+    eprintln!("layout: {l}");
+    assert_eq!(l["inner"], serde_json::json!([1280, 800]));
+    let inner_h = l["inner"][1].as_f64().unwrap();
+    let inner_w = l["inner"][0].as_f64().unwrap();
+    for part in ["video", "subtitles", "text", "mic", "interrupt", "start"] {
+        let b = &l[part];
+        assert!(
+            b["top"].as_f64().unwrap() >= 0.0
+                && b["bottom"].as_f64().unwrap() <= inner_h
+                && b["right"].as_f64().unwrap() <= inner_w
+                && (part == "subtitles" || b["height"].as_f64().unwrap() > 0.0),
+            "{part} is not fully visible at 1280x800: {b}"
+        );
+    }
+    assert!(l["video"]["height"].as_f64().unwrap() >= 400.0, "{l}");
+    assert!(
+        l["scroll"][1].as_f64().unwrap() <= inner_h,
+        "the page scrolls: {l}"
+    );
+}
+
+#[test]
+fn without_microphone_permission_the_page_says_so_and_plays_on() {
+    support::require_setup();
+    let server = Server::start(&[]);
+    let r = page_check(&server, "nomic");
+    eprintln!("{r}");
+    assert_eq!(r["mic_error"], "microphone permission denied", "{r}");
+    assert_eq!(r["mic_status"], "microphone permission denied");
+    assert_eq!(r["connected"], true);
+}
