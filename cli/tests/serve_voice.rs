@@ -14,6 +14,14 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{Server, StubLlm};
 
+/// These tests run in real time (a live microphone, speech, a browser): one at a time, so
+/// that they do not starve each other of CPU on a small machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn page_check(server: &Server, mode: &str) -> Value {
     for f in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
         assert!(Path::new(f).exists(), "{f} missing: run scripts/setup.sh");
@@ -144,6 +152,7 @@ fn lasting_silence(trace: &[(f64, f64)], from: f64, quiet: f64) -> Option<f64> {
 #[test]
 fn the_avatar_hears_answers_and_is_interrupted_by_voice() {
     support::require_setup();
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     // 3 s for the microphone's connection to settle, the question, then the second utterance
     // while the (long) answer plays.
@@ -320,10 +329,193 @@ fn the_avatar_hears_answers_and_is_interrupted_by_voice() {
 #[test]
 fn without_microphone_permission_the_page_says_so_and_plays_on() {
     support::require_setup();
+    let _serial = one_at_a_time();
     let server = Server::start(&[]);
     let r = page_check(&server, "nomic");
     eprintln!("{r}");
     assert_eq!(r["mic_error"], "microphone permission denied", "{r}");
     assert_eq!(r["mic_status"], "microphone permission denied");
     assert_eq!(r["connected"], true);
+}
+
+/// A microphone without a browser: a webrtcsink producer on the server's signalling server
+/// that plays `source` (a GStreamer description ending in raw audio). Returns the pipeline
+/// (stopped on drop by the caller) and its producer id.
+fn publish_mic(server: &Server, source: &str) -> (gst::Pipeline, String) {
+    use gst::prelude::*;
+    gst::init().unwrap();
+    gstwebrtc::plugin_register_static().unwrap();
+    gstrsrtp::plugin_register_static().unwrap();
+    let p = gst::parse::launch(&format!(
+        "{source} ! audioconvert ! audioresample ! queue ! webrtcsink name=ws \
+         audio-caps=audio/x-opus"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let ws = p.by_name("ws").unwrap();
+    ws.set_property("stun-server", None::<String>);
+    let signaller = ws.property::<gst::glib::Object>("signaller");
+    signaller.set_property("uri", format!("ws://127.0.0.1:{}", server.signalling_port));
+    ws.connect("consumer-added", false, |args| {
+        let webrtcbin = args[2].get::<gst::Element>().unwrap();
+        let agent = webrtcbin.property::<gst::glib::Object>("ice-agent");
+        agent.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
+        None
+    });
+    p.set_state(gst::State::Playing).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(id) = signaller.property::<Option<String>>("client-id") {
+            return (p, id);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the test microphone did not register"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A WAV of `parts` (see mic_file) as 44.1 kHz stereo, played live.
+fn mic_source(dir: &Path, parts: &[(f64, &str)], tail: f64) -> String {
+    let wav = mic_file(dir, parts, tail);
+    format!(
+        "filesrc location={} ! wavparse ! audioconvert ! audioresample ! \
+         audio/x-raw,rate=44100,channels=2 ! identity sync=true",
+        wav.display()
+    )
+}
+
+fn stop(p: gst::Pipeline) {
+    use gst::prelude::*;
+    let _ = p.set_state(gst::State::Null);
+}
+
+#[test]
+fn mic_requests_are_checked_and_what_is_heard_is_said_back_without_an_llm() {
+    support::require_setup();
+    let _serial = one_at_a_time();
+    let server = Server::start(&["--peer-timeout", "120"]);
+    let id = server.new_session();
+    let events = server.events(&id);
+
+    let (s, v) = server.post("/mic", serde_json::json!({"sessionid": id}));
+    assert_eq!(s, 400, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("peer_id"), "{v}");
+    let (s, _) = server.post(
+        "/mic",
+        serde_json::json!({"sessionid": "nope", "peer_id": "x"}),
+    );
+    assert_eq!(s, 404);
+    let (s, v) = server.post("/mic", serde_json::json!({"sessionid": id, "stop": true}));
+    assert_eq!(
+        (s, &v["data"]["was_listening"]),
+        (200, &Value::Bool(false)),
+        "{v}"
+    );
+
+    // A producer that does not exist: listening starts, then ends with a message.
+    let (s, v) = server.post(
+        "/mic",
+        serde_json::json!({"sessionid": id, "peer_id": "no-such-peer"}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let ended = events
+        .wait(Duration::from_secs(20), |e| {
+            e["type"] == "mic" && e["status"] == "ended"
+        })
+        .expect("no mic end for a producer that does not exist");
+    eprintln!("unknown producer: {ended}");
+
+    // A real microphone, 44.1 kHz stereo: heard, and said back (no --llm-url).
+    let dir = tempfile::tempdir().unwrap();
+    let (mic, peer) = publish_mic(
+        &server,
+        &mic_source(dir.path(), &[(3.0, "Good morning to all of you.")], 3.0),
+    );
+    let (s, v) = server.post(
+        "/mic",
+        serde_json::json!({"sessionid": id, "peer_id": peer}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let listed = server.request("GET", "/sessions", None).1;
+    assert_eq!(listed["data"][0]["listening"], true, "{listed}");
+    let t = events
+        .wait(Duration::from_secs(30), |e| {
+            e["type"] == "transcript" && e["final"] == true
+        })
+        .expect("nothing heard");
+    eprintln!("heard: {t}");
+    let heard = words(t["text"].as_str().unwrap());
+    for w in ["good", "morning"] {
+        assert!(heard.contains(&w.to_string()), "{t}");
+    }
+    let said = events
+        .wait(Duration::from_secs(20), |e| {
+            e["type"] == "speech" && e["status"] == "start"
+        })
+        .expect("the transcript was not said back");
+    assert_eq!(said["text"], t["text"]);
+    let (s, v) = server.post("/mic", serde_json::json!({"sessionid": id, "stop": true}));
+    assert_eq!(
+        (s, &v["data"]["was_listening"]),
+        (200, &Value::Bool(true)),
+        "{v}"
+    );
+    stop(mic);
+}
+
+#[test]
+fn a_dead_llm_in_a_voice_turn_and_a_silent_microphone_are_reported() {
+    support::require_setup();
+    let _serial = one_at_a_time();
+    let dead = support::free_port(); // nothing listens there
+    let url = format!("http://127.0.0.1:{dead}/v1");
+    let server = Server::start(&["--peer-timeout", "120", "--llm-url", &url]);
+    let id = server.new_session();
+    let events = server.events(&id);
+    let dir = tempfile::tempdir().unwrap();
+    let (mic, peer) = publish_mic(
+        &server,
+        &mic_source(dir.path(), &[(3.0, "What time is it now?")], 3.0),
+    );
+    let (s, v) = server.post(
+        "/mic",
+        serde_json::json!({"sessionid": id, "peer_id": peer}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let err = events
+        .wait(Duration::from_secs(40), |e| e["type"] == "chat-error")
+        .expect("no chat-error for a voice turn with a dead LLM");
+    eprintln!("dead LLM: {err}");
+    assert!(!err["msg"].as_str().unwrap().is_empty());
+    stop(mic);
+    // The session goes on: it still speaks.
+    let (s, _) = server.post(
+        "/human",
+        serde_json::json!({"sessionid": id, "text": "Still here."}),
+    );
+    assert_eq!(s, 200);
+    assert!(
+        events
+            .wait(Duration::from_secs(20), |e| e["type"] == "speech"
+                && e["status"] == "start")
+            .is_some()
+    );
+
+    // A microphone that sends only digital silence.
+    let (mic, peer) = publish_mic(&server, "audiotestsrc wave=silence is-live=true");
+    let (s, v) = server.post(
+        "/mic",
+        serde_json::json!({"sessionid": id, "peer_id": peer}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let silent = events
+        .wait(Duration::from_secs(30), |e| {
+            e["type"] == "mic" && e["status"] == "silent"
+        })
+        .expect("a silent microphone was not reported");
+    eprintln!("silent: {silent}");
+    stop(mic);
 }

@@ -55,6 +55,11 @@ impl Listener {
             .name("mic")
             .build()
             .context("webrtcsrc (gst-plugin-webrtc) is not registered")?;
+        // The server's ICE settings, not webrtcsrc's default public STUN server.
+        src.set_property("stun-server", cfg.stun.as_deref());
+        if !cfg.turn.is_empty() {
+            src.set_property("turn-servers", gst::Array::new(cfg.turn.iter()));
+        }
         let signaller = src.property::<glib::Object>("signaller");
         signaller.set_property("uri", cfg.signalling_uri());
         signaller.set_property("producer-peer-id", peer);
@@ -129,8 +134,9 @@ impl Listener {
                     }
                 }
                 gst::MessageView::Error(e) => {
+                    let why = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
                     let _ = tx.send(Heard::Ended(format!(
-                        "the microphone failed: {}",
+                        "the microphone failed: {}{why}",
                         e.error()
                     )));
                 }
