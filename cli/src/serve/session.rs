@@ -7,7 +7,7 @@
 //! thread.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -162,6 +162,9 @@ pub struct Session {
     /// The browser's microphone, when the page sends it (`POST /mic`), and the task that
     /// turns what it hears into answers.
     listener: Mutex<Option<(Listener, tokio::task::AbortHandle)>>,
+    /// Audio already queued for the viewers with a running time before this (ns) is muted
+    /// as it leaves its queue: set by an interrupt (see [`MutedBefore`]).
+    muted_before: Arc<AtomicU64>,
     cfg: Arc<Config>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     ended: AtomicBool,
@@ -279,6 +282,13 @@ impl Session {
             by_name("wsv")?.link_pads(Some("src"), &ws, Some("video_%u"))?;
             by_name("wsa")?.link_pads(Some("src"), &ws, Some("audio_%u"))?;
         }
+        let muted_before = Arc::new(AtomicU64::new(0));
+        // Where queued audio leaves for the viewers: after the last queue of each output.
+        for (element, pad) in [("wsa", "src"), ("rtmpaudio", "sink")] {
+            if let Some(pad) = pipeline.by_name(element).and_then(|e| e.static_pad(pad)) {
+                mute_queued_audio(&pad, muted_before.clone());
+            }
+        }
         let (events, _) = broadcast::channel(256);
         let session = Arc::new(Session {
             id: id.clone(),
@@ -296,6 +306,7 @@ impl Session {
             chat: Mutex::new(None),
             recording: Mutex::new(None),
             listener: Mutex::new(None),
+            muted_before,
             cfg: cfg.clone(),
             tasks: Mutex::new(Vec::new()),
             ended: AtomicBool::new(false),
@@ -427,10 +438,19 @@ impl Session {
         Ok(seconds)
     }
 
-    /// Cancels the LLM stream, if any, and drops queued and in-flight speech.
+    /// Cancels the LLM stream, if any, and drops queued and in-flight speech: the TTS stops
+    /// at its next buffer, and the speech already queued behind the pipeline's latency is
+    /// muted as it leaves for the viewers, so that the ear hears the interrupt at once.
     pub fn interrupt(&self) {
         if let Some(h) = self.chat.lock().unwrap().take() {
             h.abort();
+        }
+        if let Some(now) = self.pipeline.current_running_time() {
+            // The TTS's buffers (20 ms) stamped up to now may still be on their way.
+            let until =
+                now + gst::ClockTime::from_mseconds(2 * gstlivetalk::tts::playout::BUFFER_MS);
+            self.muted_before
+                .fetch_max(until.nseconds(), Ordering::SeqCst);
         }
         self.tts.emit_by_name::<()>("flush", &[]);
     }
@@ -787,6 +807,33 @@ async fn voice_turns(
             }
         }
     }
+}
+
+/// Zeroes the audio buffers passing `pad` whose running time lies before `muted_before`
+/// (ns): speech that was queued when the session was interrupted. Their timestamps and
+/// durations stay, so that nothing downstream sees a discontinuity.
+fn mute_queued_audio(pad: &gst::Pad, muted_before: Arc<AtomicU64>) {
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let until = muted_before.load(Ordering::SeqCst);
+        if until == 0 {
+            return gst::PadProbeReturn::Ok;
+        }
+        let running_time = |b: &gst::BufferRef| {
+            let segment = pad.sticky_event::<gst::event::Segment>(0)?;
+            let segment = segment.segment().downcast_ref::<gst::ClockTime>()?.clone();
+            segment.to_running_time(b.pts()?)
+        };
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data
+            && running_time(buffer).is_some_and(|t| t.nseconds() < until)
+            && !buffer.flags().contains(gst::BufferFlags::GAP)
+        {
+            let b = buffer.make_mut();
+            if let Ok(mut map) = b.map_writable() {
+                map.as_mut_slice().fill(0);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// A whole audio file as S16 mono samples at `rate`, decoded by GStreamer.
