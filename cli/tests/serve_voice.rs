@@ -8,11 +8,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Server, StubLlm};
+use support::{Server, StubLlm, speech};
 
 /// These tests run in real time (a live microphone, speech, a browser): one at a time, so
 /// that they do not starve each other of CPU on a small machine.
@@ -20,103 +19,6 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn page_check(server: &Server, mode: &str) -> Value {
-    for f in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        assert!(Path::new(f).exists(), "{f} missing: run scripts/setup.sh");
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/page_check.py");
-    let out = Command::new(support::cache_dir().join("venv/bin/python"))
-        .arg(script)
-        .arg(format!(
-            "http://127.0.0.1:{}/index.html?autostart=1",
-            server.web_port
-        ))
-        .arg(format!("http://127.0.0.1:{}", server.port))
-        .arg(mode)
-        .output()
-        .expect("running the venv's python (scripts/setup.sh installs selenium)");
-    assert!(
-        out.status.success(),
-        "page check failed:\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log_text()
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Mono 16-bit samples of an espeak-ng utterance, and their rate.
-fn espeak(text: &str, dir: &Path) -> (Vec<i16>, u32) {
-    let wav = dir.join("utterance.wav");
-    let ok = Command::new("espeak-ng")
-        .args(["-w", wav.to_str().unwrap(), text])
-        .status()
-        .expect("espeak-ng (scripts/setup.sh installs it)")
-        .success();
-    assert!(ok, "espeak-ng failed");
-    read_wav(&std::fs::read(wav).unwrap())
-}
-
-fn read_wav(b: &[u8]) -> (Vec<i16>, u32) {
-    assert_eq!(&b[0..4], b"RIFF");
-    let (mut at, mut rate) = (12, 0);
-    while at + 8 <= b.len() {
-        let id = &b[at..at + 4];
-        let len = u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap()) as usize;
-        let body = &b[at + 8..(at + 8 + len).min(b.len())];
-        if id == b"fmt " {
-            assert_eq!(u16::from_le_bytes([body[0], body[1]]), 1, "PCM");
-            assert_eq!(u16::from_le_bytes([body[2], body[3]]), 1, "mono");
-            rate = u32::from_le_bytes(body[4..8].try_into().unwrap());
-        } else if id == b"data" {
-            let s = body
-                .chunks_exact(2)
-                .map(|c| i16::from_le_bytes([c[0], c[1]]))
-                .collect();
-            return (s, rate);
-        }
-        at += 8 + len + (len & 1);
-    }
-    panic!("no data chunk");
-}
-
-fn write_wav(path: &Path, samples: &[i16], rate: u32) {
-    let mut b = Vec::new();
-    let data = (samples.len() * 2) as u32;
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * 2).to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data.to_le_bytes());
-    for s in samples {
-        b.extend_from_slice(&s.to_le_bytes());
-    }
-    std::fs::write(path, b).unwrap();
-}
-
-/// A microphone recording: for each (silence before, text), that much silence then the
-/// utterance; then `tail` of silence.
-fn mic_file(dir: &Path, parts: &[(f64, &str)], tail: f64) -> std::path::PathBuf {
-    let mut all = Vec::new();
-    let mut rate = 0;
-    for (gap, text) in parts {
-        let (s, r) = espeak(text, dir);
-        rate = r;
-        all.extend(std::iter::repeat_n(0i16, (gap * r as f64) as usize));
-        all.extend(s);
-    }
-    all.extend(std::iter::repeat_n(0i16, (tail * rate as f64) as usize));
-    let path = dir.join("mic.wav");
-    write_wav(&path, &all, rate);
-    path
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -156,7 +58,7 @@ fn the_avatar_hears_answers_and_is_interrupted_by_voice() {
     let dir = tempfile::tempdir().unwrap();
     // 3 s for the microphone's connection to settle, the question, then the second utterance
     // while the (long) answer plays.
-    let wav = mic_file(
+    let wav = speech::mic_file(
         dir.path(),
         &[
             (3.0, "What is the capital of France?"),
@@ -175,7 +77,7 @@ fn the_avatar_hears_answers_and_is_interrupted_by_voice() {
     );
     let url = format!("http://127.0.0.1:{}/v1", llm.port);
     let server = Server::start(&["--llm-url", &url, "--barge-in-min-ms", "300"]);
-    let r = page_check(&server, &format!("voice:{}:26", wav.display()));
+    let r = support::page_check(&server, &format!("voice:{}:26", wav.display()));
 
     // The page published its microphone and the server listened.
     assert_eq!(r["mic_error"], Value::Null, "{}", r["mic_status"]);
@@ -331,7 +233,7 @@ fn without_microphone_permission_the_page_says_so_and_plays_on() {
     support::require_setup();
     let _serial = one_at_a_time();
     let server = Server::start(&[]);
-    let r = page_check(&server, "nomic");
+    let r = support::page_check(&server, "nomic");
     eprintln!("{r}");
     assert_eq!(r["mic_error"], "microphone permission denied", "{r}");
     assert_eq!(r["mic_status"], "microphone permission denied");
@@ -379,7 +281,7 @@ fn publish_mic(server: &Server, source: &str) -> (gst::Pipeline, String) {
 
 /// A WAV of `parts` (see mic_file) as 44.1 kHz stereo, played live.
 fn mic_source(dir: &Path, parts: &[(f64, &str)], tail: f64) -> String {
-    let wav = mic_file(dir, parts, tail);
+    let wav = speech::mic_file(dir, parts, tail);
     format!(
         "filesrc location={} ! wavparse ! audioconvert ! audioresample ! \
          audio/x-raw,rate=44100,channels=2 ! identity sync=true",
