@@ -169,3 +169,47 @@ fn sessions_free_their_resources_after_20_cycles() {
         n - 9
     );
 }
+
+#[test]
+fn a_browser_that_vanishes_frees_its_session() {
+    // The browser is killed: no goodbye on the signalling channel, no DTLS close; webrtcsink
+    // learns it from the websocket closing with the browser, or from ICE failing.
+    let server = Server::start(&[]);
+    let r = support::page_check(&server, "vanish");
+    eprintln!(
+        "killed {} browser processes; session gone after {:.1} s; then {}",
+        r["killed"], r["session_gone_s"], r["health"]
+    );
+    assert!(r["killed"].as_u64().unwrap() >= 1, "{r}");
+    assert!(
+        r["sessions_before"]
+            .as_array()
+            .unwrap()
+            .contains(&r["session"])
+    );
+    assert_eq!(r["sessions_after"], serde_json::json!([]), "{r}");
+    assert_eq!(r["health"]["sessions"], 0, "{r}");
+}
+
+#[test]
+fn a_frozen_browser_is_lost_after_the_peer_lost_timeout() {
+    // The browser is stopped (SIGSTOP): its websocket and ICE sockets stay open, nothing
+    // answers, nothing is sent. The session notices that no packet came in for
+    // --peer-lost-timeout and ends, freeing everything.
+    let server = Server::start(&["--peer-lost-timeout", "5"]);
+    let r = support::page_check(&server, "freeze");
+    eprintln!(
+        "froze {} browser processes; session gone after {:.1} s; then {}",
+        r["killed"], r["session_gone_s"], r["health"]
+    );
+    assert!(r["killed"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["sessions_after"], serde_json::json!([]), "{r}");
+    let gone = r["session_gone_s"].as_f64().unwrap();
+    assert!(gone >= 4.0, "ended before the timeout: {gone} s");
+    assert_eq!(r["health"]["sessions"], 0, "{r}");
+    assert!(
+        server.log_text().contains("ends (peer-lost)"),
+        "{}",
+        server.log_text()
+    );
+}

@@ -87,6 +87,10 @@ pub struct Args {
     /// Seconds a new WebRTC session waits for its peer before it ends.
     #[arg(long, default_value_t = 30)]
     pub peer_timeout: u64,
+    /// Seconds a connected viewer may send nothing (no RTCP, no feedback) before its
+    /// session ends: a browser frozen or cut off without closing.
+    #[arg(long, default_value_t = 15)]
+    pub peer_lost_timeout: u64,
     /// Also push one session to this RTMP URL (flvmux + rtmp2sink) while the server runs.
     #[arg(long)]
     pub rtmp: Option<String>,
@@ -195,6 +199,7 @@ pub struct Config {
     pub action_names: Vec<String>,
     pub max_sessions: usize,
     pub peer_timeout: Duration,
+    pub peer_lost_timeout: Duration,
     pub llm: Option<llm::LlmConfig>,
     pub record_dir: PathBuf,
     pub max_body: usize,
@@ -402,6 +407,7 @@ pub fn config(a: &Args) -> anyhow::Result<Arc<Config>> {
         actions: a.actions.clone(),
         max_sessions: a.max_sessions.max(1),
         peer_timeout: Duration::from_secs(a.peer_timeout.max(1)),
+        peer_lost_timeout: Duration::from_secs(a.peer_lost_timeout.max(1)),
         llm,
         record_dir: a.record_dir.clone().unwrap_or_else(default_record_dir),
         max_body: a.max_body,

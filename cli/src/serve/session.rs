@@ -90,6 +90,9 @@ pub enum ActionRef {
 pub enum EndReason {
     /// Its WebRTC peer left.
     PeerLeft,
+    /// Its WebRTC peer stopped sending anything (no RTCP, no feedback) for
+    /// `--peer-lost-timeout`: a browser frozen or cut off without closing.
+    PeerLost,
     /// No peer connected in time.
     NoPeer,
     /// Closed through the API.
@@ -106,6 +109,7 @@ impl EndReason {
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::PeerLeft => "peer-left",
+            EndReason::PeerLost => "peer-lost",
             EndReason::NoPeer => "no-peer",
             EndReason::Closed => "closed",
             EndReason::Error => "error",
@@ -156,6 +160,9 @@ pub struct Session {
     pub events: broadcast::Sender<serde_json::Value>,
     pub consumers: Arc<AtomicUsize>,
     pub ever_connected: Arc<AtomicBool>,
+    /// When a packet last came in from a viewer (see [`since_start`]), for the peer-lost
+    /// watch.
+    last_inbound: Arc<AtomicU64>,
     /// The LLM stream feeding this session, if any.
     pub chat: Mutex<Option<tokio::task::AbortHandle>>,
     recording: Mutex<Option<Recording>>,
@@ -276,8 +283,9 @@ impl Session {
         );
         let consumers = Arc::new(AtomicUsize::new(0));
         let ever_connected = Arc::new(AtomicBool::new(false));
+        let last_inbound = Arc::new(AtomicU64::new(since_start()));
         if output == Output::Webrtc {
-            let ws = make_webrtcsink(cfg, &id, &consumers, &ever_connected, &end)?;
+            let ws = make_webrtcsink(cfg, &id, &consumers, &ever_connected, &last_inbound, &end)?;
             pipeline.add(&ws)?;
             by_name("wsv")?.link_pads(Some("src"), &ws, Some("video_%u"))?;
             by_name("wsa")?.link_pads(Some("src"), &ws, Some("audio_%u"))?;
@@ -303,6 +311,7 @@ impl Session {
             events: events.clone(),
             consumers,
             ever_connected,
+            last_inbound,
             chat: Mutex::new(None),
             recording: Mutex::new(None),
             listener: Mutex::new(None),
@@ -376,10 +385,30 @@ impl Session {
             .map_err(|e| SessionError::Pipeline(format!("it does not start: {e}")))?;
         if self.output == Output::Webrtc {
             let (id, ever) = (self.id.clone(), self.ever_connected.clone());
+            let no_peer_end = end.clone();
             let t = tokio::spawn(async move {
                 tokio::time::sleep(peer_timeout).await;
                 if !ever.load(Ordering::SeqCst) {
-                    let _ = end.send((id, EndReason::NoPeer));
+                    let _ = no_peer_end.send((id, EndReason::NoPeer));
+                }
+            });
+            self.tasks.lock().unwrap().push(t.abort_handle());
+            // A viewer that stays connected but sends nothing (frozen, cut off) ends the
+            // session after --peer-lost-timeout.
+            let (id, consumers, last) = (
+                self.id.clone(),
+                self.consumers.clone(),
+                self.last_inbound.clone(),
+            );
+            let lost_after = self.cfg.peer_lost_timeout.as_nanos() as u64;
+            let t = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let quiet = since_start().saturating_sub(last.load(Ordering::SeqCst));
+                    if consumers.load(Ordering::SeqCst) > 0 && quiet > lost_after {
+                        let _ = end.send((id, EndReason::PeerLost));
+                        break;
+                    }
                 }
             });
             self.tasks.lock().unwrap().push(t.abort_handle());
@@ -939,6 +968,7 @@ fn make_webrtcsink(
     id: &str,
     consumers: &Arc<AtomicUsize>,
     ever_connected: &Arc<AtomicBool>,
+    last_inbound: &Arc<AtomicU64>,
     end: &mpsc::UnboundedSender<(String, EndReason)>,
 ) -> anyhow::Result<gst::Element> {
     let ws = gst::ElementFactory::make("webrtcsink")
@@ -962,10 +992,18 @@ fn make_webrtcsink(
     signaller.set_property("uri", cfg.signalling_uri());
 
     let loopback = cfg.listen.is_loopback();
-    let (c, ever) = (consumers.clone(), ever_connected.clone());
+    let (c, ever, last) = (
+        consumers.clone(),
+        ever_connected.clone(),
+        last_inbound.clone(),
+    );
     ws.connect("consumer-added", false, move |args| {
         c.fetch_add(1, Ordering::SeqCst);
         ever.store(true, Ordering::SeqCst);
+        last.store(since_start(), Ordering::SeqCst);
+        if let Ok(webrtcbin) = args[2].get::<gst::Element>() {
+            watch_inbound(&webrtcbin, last.clone());
+        }
         if let (Ok(ws), Ok(webrtcbin)) =
             (args[0].get::<gst::Element>(), args[2].get::<gst::Element>())
         {
@@ -987,6 +1025,39 @@ fn make_webrtcsink(
         None
     });
     Ok(ws)
+}
+
+/// Nanoseconds since the first call: the clock of the peer-lost watch.
+fn since_start() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Notes in `last` (see [`since_start`]) each packet a viewer's webrtcbin receives (its ICE
+/// transports' `nicesrc`): a browser sends RTCP reports and congestion feedback every second
+/// or more often while it is there.
+fn watch_inbound(webrtcbin: &gst::Element, last: Arc<AtomicU64>) {
+    let watch = move |e: &gst::Element| {
+        if e.factory().is_some_and(|f| f.name() == "nicesrc")
+            && let Some(pad) = e.static_pad("src")
+        {
+            let last = last.clone();
+            pad.add_probe(
+                gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                move |_, _| {
+                    last.store(since_start(), Ordering::Relaxed);
+                    gst::PadProbeReturn::Ok
+                },
+            );
+        }
+    };
+    let Some(bin) = webrtcbin.downcast_ref::<gst::Bin>() else {
+        return;
+    };
+    for e in bin.iterate_recurse().into_iter().flatten() {
+        watch(&e);
+    }
+    bin.connect_deep_element_added(move |_, _, e| watch(e));
 }
 
 /// A `livetalk-speech` / `livetalk-word` message as the JSON the SSE stream sends.

@@ -10,6 +10,8 @@ usage: page_check.py PAGE_URL API_URL MODE
                 played audio at the page, the mouth motion per frame, and the session's events
                 as the page received them (with the page's time).
   MODE "nomic": Chromium without microphone permission: what the page says when Mic is pressed.
+  MODE "vanish": the browser is killed (SIGKILL, no goodbye); how long until the session is gone.
+  MODE "freeze": the browser is stopped (SIGSTOP): open sockets, nobody answering; the same.
 """
 
 import json
@@ -342,8 +344,75 @@ def nomic():
     return out
 
 
+def children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    out.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def descendants(pid):
+    out = []
+    for c in children(pid):
+        out.append(c)
+        out.extend(descendants(c))
+    return out
+
+
+def vanish(freeze=False):
+    """The browser is killed, or with freeze, stopped (SIGSTOP): its sockets stay open but
+    nothing answers, as when a laptop's network goes away."""
+    import signal
+    d = browser()
+    out = {}
+    try:
+        sid = start_page(d)
+        out["session"] = sid
+        out["sessions_before"] = session_ids()
+        if freeze:
+            browsers = descendants(d.service.process.pid)
+            for pid in browsers:
+                os.kill(pid, signal.SIGSTOP)
+        else:
+            browsers = children(d.service.process.pid)
+            for pid in browsers:
+                os.kill(pid, signal.SIGKILL)
+        out["killed"] = len(browsers)
+        t = time.time()
+        while sid in session_ids() and time.time() - t < 120:
+            time.sleep(0.2)
+        out["session_gone_s"] = time.time() - t
+        out["sessions_after"] = session_ids()
+        time.sleep(1.0)
+        h = api("GET", "/health")
+        out["health"] = {"threads": h["threads"], "rss_kb": h["rss_kb"], "sessions": h["sessions"]}
+        if freeze:
+            for pid in browsers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+    finally:
+        try:
+            d.quit()
+        except Exception:
+            pass
+    return out
+
+
 if MODE == "play":
     result = play()
+elif MODE == "vanish":
+    result = vanish()
+elif MODE == "freeze":
+    result = vanish(freeze=True)
 elif MODE.startswith("voice:"):
     _, wav, secs = MODE.split(":")
     result = voice(wav, float(secs))
