@@ -231,3 +231,46 @@ fn a_flood_of_text_is_refused_past_the_queue_bound_and_interrupt_makes_room() {
     let (status, v) = server.post("/human", json!({"sessionid": id, "text": "Room again."}));
     assert_eq!(status, 200, "{v}");
 }
+
+#[path = "../../tests/common/edge_stub.rs"]
+mod edge_stub;
+
+#[test]
+fn tts_failure_mid_sentence_skips_that_sentence_and_the_session_goes_on() {
+    // The Edge voice (a local stub of its protocol) drops the connection in the middle of the
+    // second sentence, and again on the retry: that sentence is skipped, the others are said.
+    use edge_stub::Behavior::{DisconnectMidway, Normal};
+    let edge = edge_stub::Server::start(&[Normal, DisconnectMidway, DisconnectMidway, Normal]);
+    let endpoint = edge.endpoint();
+    let server = Server::start(&["--tts", "edge", "--edge-endpoint", &endpoint]);
+    let id = server.new_session();
+    let events = server.events(&id);
+    let (s, v) = server.post(
+        "/human",
+        json!({"sessionid": id, "text": "First sentence here. The second one fails. Third one is fine."}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let mut said = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while said.len() < 2 && std::time::Instant::now() < deadline {
+        if let Some(e) = events.wait(Duration::from_secs(1), |e| {
+            e["type"] == "speech" && e["status"] == "start"
+        }) {
+            said.push(e["text"].as_str().unwrap().to_string());
+        }
+    }
+    eprintln!("said: {said:?}; the stub saw {:?}", edge.texts());
+    assert_eq!(said, ["First sentence here.", "Third one is fine."]);
+    assert_eq!(edge.texts().len(), 4, "the failed sentence is tried twice");
+    // The session goes on and speaks again.
+    assert!(server.session_ids().contains(&id));
+    let (s, _) = server.post("/human", json!({"sessionid": id, "text": "Still talking."}));
+    assert_eq!(s, 200);
+    assert!(
+        events
+            .wait(Duration::from_secs(20), |e| e["type"] == "speech"
+                && e["status"] == "start"
+                && e["text"] == "Still talking.")
+            .is_some()
+    );
+}

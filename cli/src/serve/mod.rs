@@ -78,6 +78,9 @@ pub struct Args {
     /// Edge voice name (with --tts edge).
     #[arg(long)]
     pub edge_voice: Option<String>,
+    /// A server speaking the Edge read-aloud protocol in place of Edge's own (ws:// or wss://).
+    #[arg(long)]
+    pub edge_endpoint: Option<String>,
     /// Action clips JSON for avatarblend (`/set_audiotype` plays them).
     #[arg(long)]
     pub actions: Option<PathBuf>,
@@ -195,6 +198,7 @@ pub struct Config {
     pub tts: Tts,
     pub voice: Option<PathBuf>,
     pub edge_voice: Option<String>,
+    pub edge_endpoint: Option<String>,
     pub actions: Option<PathBuf>,
     pub action_names: Vec<String>,
     pub max_sessions: usize,
@@ -404,6 +408,7 @@ pub fn config(a: &Args) -> anyhow::Result<Arc<Config>> {
         tts: a.tts,
         voice: a.voice.clone(),
         edge_voice: a.edge_voice.clone(),
+        edge_endpoint: a.edge_endpoint.clone(),
         actions: a.actions.clone(),
         max_sessions: a.max_sessions.max(1),
         peer_timeout: Duration::from_secs(a.peer_timeout.max(1)),

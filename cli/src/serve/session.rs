@@ -194,10 +194,14 @@ pub fn media_chain(tts: &str, chain: &AvatarChain) -> String {
 fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>) -> String {
     let tts = match cfg.tts {
         Tts::Edge => format!(
-            "edgettssrc name=tts is-live=true{}",
+            "edgettssrc name=tts is-live=true{}{}",
             cfg.edge_voice
                 .as_ref()
                 .map(|v| format!(" voice=\"{v}\""))
+                .unwrap_or_default(),
+            cfg.edge_endpoint
+                .as_ref()
+                .map(|e| format!(" endpoint=\"{}\"", e.replace('"', "")))
                 .unwrap_or_default()
         ),
         Tts::Piper => format!(
