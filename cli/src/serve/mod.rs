@@ -126,13 +126,9 @@ pub struct Args {
     /// The Janus VideoRoom the sessions publish into (created when missing).
     #[arg(long, default_value_t = 1234, requires = "janus")]
     pub janus_room: u64,
-    /// The room's secret: given to a room we create, checked against one that exists.
-    #[arg(
-        long,
-        requires = "janus",
-        env = "LIVETALK_JANUS_SECRET",
-        hide_env_values = true
-    )]
+    /// The room's secret: given to a room we create, checked against one that exists (also
+    /// read from LIVETALK_JANUS_SECRET; unused without --janus).
+    #[arg(long, env = "LIVETALK_JANUS_SECRET", hide_env_values = true)]
     pub janus_secret: Option<String>,
 }
 
