@@ -86,7 +86,7 @@ fn piper(text: &str) -> Vec<f32> {
     );
     init();
     let pipeline = gst::parse::launch(&format!(
-        "piperttssrc name=tts is-live=false ! audioconvert ! audioresample ! {CAPS} ! \
+        "piperttssrc name=tts is-live=false noise-scale=0 noise-w=0 ! audioconvert ! audioresample ! {CAPS} ! \
          appsink name=sink sync=false"
     ))
     .unwrap()

@@ -1,7 +1,10 @@
 // livetalk page: create a session through the HTTP API, watch it through gstwebrtc-api,
-// send text, interrupt, show subtitles from the session's server-sent events.
+// send text, interrupt, talk through the microphone (the page publishes it as a producer,
+// the server listens: VAD, whisper, answer, barge-in), show subtitles from the session's
+// server-sent events.
 // URL parameters: token (bearer token), api, signalling (override the addresses),
-// avatar, autostart=1.
+// avatar, autostart=1, mic=1 (start the microphone once connected), aec=0 (no echo
+// cancellation, noise suppression or gain control on the microphone: for headphones).
 "use strict";
 
 const params = new URLSearchParams(location.search);
@@ -9,10 +12,12 @@ const $ = (id) => document.getElementById(id);
 const state = {
   sessionId: null, api: null, consumer: null, events: null, config: null,
   frames: 0, connected: false, error: null, eventsSeen: [],
+  clientId: null, mic: null, micState: "off", micError: null,
 };
 window.livetalk = state; // read by the browser test
 
 function setStatus(s) { $("status").textContent = s; }
+function setMicStatus(s) { $("micstatus").textContent = s; }
 
 async function call(method, path, body) {
   const headers = { "Content-Type": "application/json" };
@@ -46,6 +51,8 @@ function connectProducer(peerId) {
       video.play().catch((e) => { state.error = "play: " + e; });
       state.connected = true;
       setStatus("live (session " + state.sessionId + ")");
+      $("mic").disabled = false;
+      if (params.get("mic") === "1" && !state.mic) toggleMic();
     }
   });
   consumer.addEventListener("error", (e) => {
@@ -60,6 +67,7 @@ function connectProducer(peerId) {
 }
 
 function showEvent(ev) {
+  ev.t_page = Date.now();
   state.eventsSeen.push(ev);
   const sub = $("subtitles");
   if (ev.type === "speech" && ev.status === "start") {
@@ -82,6 +90,18 @@ function showEvent(ev) {
     }
   } else if (ev.type === "session-end") {
     setStatus("session ended (" + ev.reason + ")");
+  } else if (ev.type === "transcript") {
+    $("heard").textContent = ev.text ? "You: " + ev.text : "";
+  } else if (ev.type === "vad" && ev.status === "start") {
+    $("heard").textContent = "You: …";
+  } else if (ev.type === "mic") {
+    if (ev.status === "listening") setMicStatus("listening");
+    else setMicStatus(ev.msg || ev.status);
+    if (ev.status === "ended") stopMic(false);
+  } else if (ev.type === "chat-error") {
+    setMicStatus("answer failed: " + ev.msg);
+  } else if (ev.type === "barge-in") {
+    $("subtitles").textContent = "";
   }
   if (ev.type === "speech") sub.dataset.pos = 0;
 }
@@ -97,7 +117,8 @@ async function start() {
     const q = "sessionid=" + encodeURIComponent(state.sessionId) +
       (token ? "&token=" + encodeURIComponent(token) : "");
     state.events = new EventSource(state.apiBase + "/events?" + q);
-    for (const type of ["speech", "word", "chat", "chat-error", "session-end"]) {
+    for (const type of ["speech", "word", "chat", "chat-error", "session-end", "transcript",
+      "vad", "mic", "barge-in"]) {
       state.events.addEventListener(type, (m) => showEvent(JSON.parse(m.data)));
     }
     state.api = new GstWebRTCAPI({
@@ -111,7 +132,8 @@ async function start() {
       producerAdded: (p) => { if (mine(p)) connectProducer(p.id); },
     });
     state.api.registerConnectionListener({
-      connected: () => {
+      connected: (clientId) => {
+        state.clientId = clientId;
         const p = state.api.getAvailableProducers().find(mine);
         if (p) connectProducer(p.id);
       },
@@ -125,7 +147,71 @@ async function start() {
   }
 }
 
+// The microphone: published to the signalling server as a producer (audio only, echo
+// cancellation on), then the server is asked to listen to it.
+async function toggleMic() {
+  if (state.mic) { stopMic(true); return; }
+  if (!state.api || !state.sessionId || !state.clientId) return;
+  state.micError = null;
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      // aec=0: no echo cancellation (headphones), the speech reaches whisper unprocessed.
+      audio: params.get("aec") === "0"
+        ? { echoCancellation: false, noiseSuppression: false, autoGainControl: false }
+        : { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      video: false,
+    });
+  } catch (e) {
+    state.micError = (e.name === "NotAllowedError" || e.name === "SecurityError")
+      ? "microphone permission denied" : "no microphone: " + (e.message || e.name);
+    setMicStatus(state.micError);
+    return;
+  }
+  const producer = state.api.createProducerSession(stream);
+  if (!producer) {
+    for (const t of stream.getTracks()) t.stop();
+    state.micError = "the microphone cannot be published (signalling not ready)";
+    setMicStatus(state.micError);
+    return;
+  }
+  state.mic = { stream, producer, asked: false };
+  state.micState = "connecting";
+  $("mic").setAttribute("aria-pressed", "true");
+  setMicStatus("connecting the microphone");
+  producer.addEventListener("error", (e) => {
+    state.micError = "microphone: " + (e.message || String(e));
+    setMicStatus(state.micError);
+  });
+  producer.addEventListener("closed", () => stopMic(false));
+  producer.addEventListener("stateChanged", () => {
+    // 2: streaming, i.e. registered as a producer; the server may now connect to it.
+    if (producer.state === 2 && state.mic && !state.mic.asked) {
+      state.mic.asked = true;
+      call("POST", "/mic", { sessionid: state.sessionId, peer_id: state.clientId })
+        .then(() => { state.micState = "on"; setMicStatus("listening"); })
+        .catch((e) => { state.micError = e.message; setMicStatus("microphone: " + e.message); stopMic(false); });
+    }
+  });
+  producer.start();
+}
+
+function stopMic(tellServer) {
+  const mic = state.mic;
+  state.mic = null;
+  state.micState = "off";
+  $("mic").setAttribute("aria-pressed", "false");
+  if (!mic) return;
+  mic.producer.close();
+  if (tellServer && state.sessionId) {
+    call("POST", "/mic", { sessionid: state.sessionId, stop: true }).catch(() => {});
+    setMicStatus("");
+  }
+}
+
 function stop() {
+  stopMic(true);
+  $("mic").disabled = true;
   if (state.consumer) state.consumer.close();
   if (state.events) state.events.close();
   state.consumer = null;
@@ -170,6 +256,7 @@ async function main() {
   $("stop").addEventListener("click", stop);
   $("say").addEventListener("submit", (e) => { e.preventDefault(); say("echo"); });
   $("chat").addEventListener("click", () => say("chat"));
+  $("mic").addEventListener("click", toggleMic);
   $("interrupt").addEventListener("click", () => {
     if (state.sessionId) call("POST", "/interrupt_talk", { sessionid: state.sessionId }).catch(() => {});
   });

@@ -5,43 +5,8 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::Value;
 use support::Server;
-
-fn python() -> std::path::PathBuf {
-    support::cache_dir().join("venv/bin/python")
-}
-
-fn run_page_check(server: &Server, mode: &str) -> Value {
-    for f in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        assert!(
-            std::path::Path::new(f).exists(),
-            "{f} missing: run scripts/setup.sh"
-        );
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/page_check.py");
-    let page = format!(
-        "http://127.0.0.1:{}/index.html?autostart=1",
-        server.web_port
-    );
-    let api = format!("http://127.0.0.1:{}", server.port);
-    let out = Command::new(python())
-        .arg(script)
-        .arg(&page)
-        .arg(&api)
-        .arg(mode)
-        .output()
-        .expect("running the venv's python (scripts/setup.sh installs selenium)");
-    assert!(
-        out.status.success(),
-        "page check failed:\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log_text()
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
@@ -50,7 +15,7 @@ fn mean(v: &[f64]) -> f64 {
 #[test]
 fn browser_plays_the_avatar_talks_and_stops() {
     let server = Server::start(&[]);
-    let r = run_page_check(&server, "play");
+    let r = support::page_check(&server, "play");
     eprintln!(
         "first frames after {:.2} s; {} frames in 1 s",
         r["first_frames_s"], r["frames_in_1s"]
@@ -157,7 +122,7 @@ fn sessions_free_their_resources_after_20_cycles() {
     // GStreamer's leaks tracer counts the live GStreamer objects (elements, pads, buffers,
     // ...) for /health: exact, where RSS is blurred by the allocator keeping freed memory.
     let server = Server::start_with_env(&[], &[("GST_TRACERS", "leaks")]);
-    let r = run_page_check(&server, "cycles:22");
+    let r = support::page_check(&server, "cycles:22");
     let h = r["health"].as_array().unwrap();
     let n = h.len();
     let get = |i: usize, k: &str| h[i][k].as_i64().unwrap();
@@ -202,5 +167,49 @@ fn sessions_free_their_resources_after_20_cycles() {
         m1 <= m0 + 64 * 1024,
         "memory {m0} kB -> {m1} kB after {} sessions",
         n - 9
+    );
+}
+
+#[test]
+fn a_browser_that_vanishes_frees_its_session() {
+    // The browser is killed: no goodbye on the signalling channel, no DTLS close; webrtcsink
+    // learns it from the websocket closing with the browser, or from ICE failing.
+    let server = Server::start(&[]);
+    let r = support::page_check(&server, "vanish");
+    eprintln!(
+        "killed {} browser processes; session gone after {:.1} s; then {}",
+        r["killed"], r["session_gone_s"], r["health"]
+    );
+    assert!(r["killed"].as_u64().unwrap() >= 1, "{r}");
+    assert!(
+        r["sessions_before"]
+            .as_array()
+            .unwrap()
+            .contains(&r["session"])
+    );
+    assert_eq!(r["sessions_after"], serde_json::json!([]), "{r}");
+    assert_eq!(r["health"]["sessions"], 0, "{r}");
+}
+
+#[test]
+fn a_frozen_browser_is_lost_after_the_peer_lost_timeout() {
+    // The browser is stopped (SIGSTOP): its websocket and ICE sockets stay open, nothing
+    // answers, nothing is sent. The session notices that no packet came in for
+    // --peer-lost-timeout and ends, freeing everything.
+    let server = Server::start(&["--peer-lost-timeout", "5"]);
+    let r = support::page_check(&server, "freeze");
+    eprintln!(
+        "froze {} browser processes; session gone after {:.1} s; then {}",
+        r["killed"], r["session_gone_s"], r["health"]
+    );
+    assert!(r["killed"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["sessions_after"], serde_json::json!([]), "{r}");
+    let gone = r["session_gone_s"].as_f64().unwrap();
+    assert!(gone >= 4.0, "ended before the timeout: {gone} s");
+    assert_eq!(r["health"]["sessions"], 0, "{r}");
+    assert!(
+        server.log_text().contains("ends (peer-lost)"),
+        "{}",
+        server.log_text()
     );
 }

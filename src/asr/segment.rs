@@ -13,6 +13,10 @@ pub const HISTORY: usize = 16_000;
 /// A hole in the timestamps up to this long is filled with silence; a longer one, or a jump
 /// back, starts afresh.
 pub const MAX_FILL: u64 = 10 * 16_000;
+/// Timestamps this close to where the audio received so far ends are taken as contiguous
+/// (20 ms, as the shared audio intake's jitter): live sources such as webrtcsrc stamp their
+/// buffers with some jitter, and filling or skipping each few samples would garble speech.
+pub const JITTER: u64 = 320;
 /// How far back from the limit a long utterance may be cut (at its quietest 100 ms).
 pub const SPLIT_SEARCH: usize = 5 * 16_000;
 const SPLIT_FRAME: usize = 1_600;
@@ -118,6 +122,11 @@ impl Collector {
             self.base = pos;
         }
         let expected = self.position();
+        let pos = if pos.abs_diff(expected) <= JITTER {
+            expected
+        } else {
+            pos
+        };
         let mut skip = 0usize;
         if pos > expected && pos - expected <= MAX_FILL {
             self.buf
@@ -274,6 +283,33 @@ mod tests {
 
     fn ramp(n: usize, v: f32) -> Vec<f32> {
         vec![v; n]
+    }
+
+    #[test]
+    fn jittered_timestamps_keep_every_sample() {
+        let mut c = Collector::new(Mode::Windows, 16_000);
+        // 10 ms buffers stamped up to 5 ms early or late, as a live network source does.
+        let (mut pos, mut out) = (0u64, Vec::new());
+        for i in 0..200u64 {
+            let jitter = [0i64, 80, -80, 40, -40][(i % 5) as usize];
+            let stamped = (pos as i64 + jitter).max(0) as u64;
+            let samples: Vec<f32> = (0..160).map(|k| (pos + k) as f32).collect();
+            for j in c.push(stamped, &samples) {
+                out.extend(j.samples);
+            }
+            pos += 160;
+        }
+        for j in c.finish() {
+            out.extend(j.samples);
+        }
+        let want: Vec<f32> = (0..pos).map(|k| k as f32).collect();
+        assert_eq!(out.len(), want.len());
+        assert!(out == want, "samples were dropped, repeated or zeroed");
+        // A real hole is still filled with silence.
+        let mut c = Collector::new(Mode::Windows, 16_000);
+        c.push(0, &[1.0; 1600]);
+        let jobs = c.push(1600 + 800, &[1.0; 16_000]);
+        assert_eq!(jobs[0].samples[1600..2400], [0.0; 800]);
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl From<SessionError> for ApiError {
             SessionError::ActionNotReady => (StatusCode::CONFLICT, "action_refused"),
             SessionError::Recording(_) => (StatusCode::CONFLICT, "record_failed"),
             SessionError::BadAudio(_) => (StatusCode::BAD_REQUEST, "not_audio"),
+            SessionError::Microphone(_) => (StatusCode::BAD_GATEWAY, "mic_unavailable"),
             SessionError::QueueFull => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
             SessionError::Janus(ref j) => match j.kind {
                 JanusErrorKind::Unreachable => (StatusCode::BAD_GATEWAY, "janus_unreachable"),
@@ -167,6 +168,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/is_speaking", post(is_speaking))
         .route("/set_audiotype", post(set_audiotype))
         .route("/record", post(record))
+        .route("/mic", post(mic))
         .route("/events", get(events))
         .route_layer(middleware::from_fn_with_state(server.clone(), auth));
     Router::new()
@@ -371,6 +373,7 @@ async fn list_sessions(State(server): State<Arc<Server>>) -> ApiResult {
                 "video_encoders": s.video_encoders(),
                 "speaking": s.is_speaking(),
                 "recording": s.recording_file().is_some(),
+                "listening": s.listening_to().is_some(),
                 "age_s": s.created.elapsed().as_secs_f64(),
             });
             if let Some(j) = janus_json(s) {
@@ -478,6 +481,41 @@ async fn human_audio(
     .await
     .map_err(|e| ApiError::internal(&e.to_string()))??;
     ok(json!({"data": {"seconds": seconds}}))
+}
+
+#[derive(Deserialize)]
+struct MicReq {
+    sessionid: SessionId,
+    /// The page's producer id on the signalling server (its gstwebrtc-api client id).
+    #[serde(default)]
+    peer_id: Option<String>,
+    #[serde(default)]
+    stop: bool,
+}
+
+/// Listens to the microphone the page publishes (`peer_id`), or stops listening (`stop`).
+/// What it hears comes back as `vad`, `transcript` and `mic` events and is answered.
+async fn mic(State(server): State<Arc<Server>>, ApiJson(req): ApiJson<MicReq>) -> ApiResult {
+    let session = find(&server, &req.sessionid)?;
+    if req.stop {
+        let was = tokio::task::spawn_blocking(move || session.stop_listening())
+            .await
+            .map_err(|e| ApiError::internal(&e.to_string()))?;
+        return ok(json!({"data": {"listening": false, "was_listening": was}}));
+    }
+    let peer = req
+        .peer_id
+        .filter(|p| !p.trim().is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_fields",
+                "'peer_id' (the microphone producer) is missing",
+            )
+        })?;
+    tokio::task::spawn_blocking(move || session.start_listening(&peer))
+        .await
+        .map_err(|e| ApiError::internal(&e.to_string()))??;
+    ok(json!({"data": {"listening": true}}))
 }
 
 #[derive(Deserialize)]

@@ -12,6 +12,7 @@ mod api;
 pub mod diagnostics;
 mod gccleak;
 pub mod janus;
+pub mod listen;
 pub mod llm;
 pub mod session;
 mod web;
@@ -87,6 +88,10 @@ pub struct Args {
     /// Seconds a new WebRTC session waits for its peer before it ends.
     #[arg(long, default_value_t = 30)]
     pub peer_timeout: u64,
+    /// Seconds a connected viewer may send nothing (no RTCP, no feedback) before its
+    /// session ends: a browser frozen or cut off without closing.
+    #[arg(long, default_value_t = 15)]
+    pub peer_lost_timeout: u64,
     /// Also push one session to this RTMP URL (flvmux + rtmp2sink) while the server runs.
     #[arg(long)]
     pub rtmp: Option<String>,
@@ -130,6 +135,23 @@ pub struct Args {
     /// read from LIVETALK_JANUS_SECRET; unused without --janus).
     #[arg(long, env = "LIVETALK_JANUS_SECRET", hide_env_values = true)]
     pub janus_secret: Option<String>,
+    /// Barge-in: user speech at the microphone interrupts the avatar (its speech, the LLM
+    /// answer streaming, the pending frames), as /interrupt_talk does.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub barge_in: OnOff,
+    /// Milliseconds the user must speak before a barge-in counts (a cough does not).
+    #[arg(long, default_value_t = 400)]
+    pub barge_in_min_ms: u64,
+    /// Milliseconds of silence at the microphone that end the user's turn (the VAD's
+    /// min-silence-ms): shorter answers sooner, longer lets the user pause mid-sentence.
+    #[arg(long, default_value_t = 500)]
+    pub end_of_turn_ms: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 /// The TTS source of the sessions.
@@ -189,6 +211,7 @@ pub struct Config {
     pub action_names: Vec<String>,
     pub max_sessions: usize,
     pub peer_timeout: Duration,
+    pub peer_lost_timeout: Duration,
     pub llm: Option<llm::LlmConfig>,
     pub record_dir: PathBuf,
     pub max_body: usize,
@@ -196,6 +219,9 @@ pub struct Config {
     pub congestion_control: CongestionControl,
     /// `--janus`: sessions publish into this VideoRoom.
     pub janus: Option<janus::JanusConfig>,
+    pub barge_in: bool,
+    pub barge_in_min: Duration,
+    pub end_of_turn_ms: u32,
 }
 
 fn host(ip: IpAddr) -> String {
@@ -399,6 +425,7 @@ pub fn config(a: &Args) -> anyhow::Result<Arc<Config>> {
         actions: a.actions.clone(),
         max_sessions: a.max_sessions.max(1),
         peer_timeout: Duration::from_secs(a.peer_timeout.max(1)),
+        peer_lost_timeout: Duration::from_secs(a.peer_lost_timeout.max(1)),
         llm,
         record_dir: a.record_dir.clone().unwrap_or_else(default_record_dir),
         max_body: a.max_body,
@@ -416,6 +443,9 @@ pub fn config(a: &Args) -> anyhow::Result<Arc<Config>> {
                 })
             })
             .transpose()?,
+        barge_in: a.barge_in == OnOff::On,
+        barge_in_min: Duration::from_millis(a.barge_in_min_ms),
+        end_of_turn_ms: a.end_of_turn_ms,
     });
     // The default avatar must exist (a typo should fail at start, not at the first session).
     cfg.avatar_dir(&cfg.default_avatar)

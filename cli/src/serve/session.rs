@@ -8,9 +8,9 @@
 //! thread.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::launch::{AvatarChain, quote};
 use anyhow::{Context, anyhow};
@@ -18,6 +18,7 @@ use futures::StreamExt;
 use gst::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
+use super::listen::{BargeIn, Heard, Listener, Turn};
 use super::{Config, Tts, llm};
 
 /// What can go wrong with a session, in its own terms; the HTTP layer alone maps these to
@@ -48,6 +49,8 @@ pub enum SessionError {
     BadAudio(String),
     /// Janus (`--janus`) cannot be reached or refused the room.
     Janus(super::janus::JanusError),
+    /// The microphone could not be listened to.
+    Microphone(String),
 }
 
 impl std::fmt::Display for SessionError {
@@ -70,6 +73,7 @@ impl std::fmt::Display for SessionError {
             SessionError::Recording(e) => f.write_str(e),
             SessionError::BadAudio(e) => write!(f, "not playable audio: {e}"),
             SessionError::Janus(e) => write!(f, "{e}"),
+            SessionError::Microphone(e) => write!(f, "the microphone: {e}"),
             SessionError::QueueFull => f.write_str(
                 "the session's text queue is full: wait for the avatar to finish, or interrupt",
             ),
@@ -90,6 +94,9 @@ pub enum ActionRef {
 pub enum EndReason {
     /// Its WebRTC peer left.
     PeerLeft,
+    /// Its WebRTC peer stopped sending anything (no RTCP, no feedback) for
+    /// `--peer-lost-timeout`: a browser frozen or cut off without closing.
+    PeerLost,
     /// No peer connected in time.
     NoPeer,
     /// Closed through the API.
@@ -108,6 +115,7 @@ impl EndReason {
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::PeerLeft => "peer-left",
+            EndReason::PeerLost => "peer-lost",
             EndReason::NoPeer => "no-peer",
             EndReason::Closed => "closed",
             EndReason::Error => "error",
@@ -161,9 +169,19 @@ pub struct Session {
     pub events: broadcast::Sender<serde_json::Value>,
     pub consumers: Arc<AtomicUsize>,
     pub ever_connected: Arc<AtomicBool>,
+    /// When a packet last came in from a viewer (see [`since_start`]), for the peer-lost
+    /// watch.
+    last_inbound: Arc<AtomicU64>,
     /// The LLM stream feeding this session, if any.
     pub chat: Mutex<Option<tokio::task::AbortHandle>>,
     recording: Mutex<Option<Recording>>,
+    /// The browser's microphone, when the page sends it (`POST /mic`), and the task that
+    /// turns what it hears into answers.
+    listener: Mutex<Option<(Listener, tokio::task::AbortHandle)>>,
+    /// Audio already queued for the viewers with a running time before this (ns) is muted
+    /// as it leaves its queue: set by an interrupt (see [`MutedBefore`]).
+    muted_before: Arc<AtomicU64>,
+    cfg: Arc<Config>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     ended: AtomicBool,
     /// The video encoders the session's webrtcsink set up for its consumers.
@@ -337,6 +355,7 @@ impl Session {
         );
         let consumers = Arc::new(AtomicUsize::new(0));
         let ever_connected = Arc::new(AtomicBool::new(false));
+        let last_inbound = Arc::new(AtomicU64::new(since_start()));
         let encoders = Encoders::default();
         let mut janus = None;
         let ws = match output {
@@ -345,6 +364,7 @@ impl Session {
                 &id,
                 &consumers,
                 &ever_connected,
+                &last_inbound,
                 &end,
             )?),
             Output::Janus => {
@@ -362,6 +382,13 @@ impl Session {
             by_name("wsv")?.link_pads(Some("src"), &ws, Some("video_%u"))?;
             by_name("wsa")?.link_pads(Some("src"), &ws, Some("audio_%u"))?;
         }
+        let muted_before = Arc::new(AtomicU64::new(0));
+        // Where queued audio leaves for the viewers: after the last queue of each output.
+        for (element, pad) in [("wsa", "src"), ("rtmpaudio", "sink")] {
+            if let Some(pad) = pipeline.by_name(element).and_then(|e| e.static_pad(pad)) {
+                mute_queued_audio(&pad, muted_before.clone());
+            }
+        }
         let (events, _) = broadcast::channel(256);
         let session = Arc::new(Session {
             id: id.clone(),
@@ -376,8 +403,12 @@ impl Session {
             events: events.clone(),
             consumers,
             ever_connected,
+            last_inbound,
             chat: Mutex::new(None),
             recording: Mutex::new(None),
+            listener: Mutex::new(None),
+            muted_before,
+            cfg: cfg.clone(),
             tasks: Mutex::new(Vec::new()),
             ended: AtomicBool::new(false),
             encoders,
@@ -473,10 +504,30 @@ impl Session {
         }
         if self.output == Output::Webrtc {
             let (id, ever) = (self.id.clone(), self.ever_connected.clone());
+            let no_peer_end = end.clone();
             let t = tokio::spawn(async move {
                 tokio::time::sleep(peer_timeout).await;
                 if !ever.load(Ordering::SeqCst) {
-                    let _ = end.send((id, EndReason::NoPeer));
+                    let _ = no_peer_end.send((id, EndReason::NoPeer));
+                }
+            });
+            self.tasks.lock().unwrap().push(t.abort_handle());
+            // A viewer that stays connected but sends nothing (frozen, cut off) ends the
+            // session after --peer-lost-timeout.
+            let (id, consumers, last) = (
+                self.id.clone(),
+                self.consumers.clone(),
+                self.last_inbound.clone(),
+            );
+            let lost_after = self.cfg.peer_lost_timeout.as_nanos() as u64;
+            let t = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let quiet = since_start().saturating_sub(last.load(Ordering::SeqCst));
+                    if consumers.load(Ordering::SeqCst) > 0 && quiet > lost_after {
+                        let _ = end.send((id, EndReason::PeerLost));
+                        break;
+                    }
                 }
             });
             self.tasks.lock().unwrap().push(t.abort_handle());
@@ -535,10 +586,19 @@ impl Session {
         Ok(seconds)
     }
 
-    /// Cancels the LLM stream, if any, and drops queued and in-flight speech.
+    /// Cancels the LLM stream, if any, and drops queued and in-flight speech: the TTS stops
+    /// at its next buffer, and the speech already queued behind the pipeline's latency is
+    /// muted as it leaves for the viewers, so that the ear hears the interrupt at once.
     pub fn interrupt(&self) {
         if let Some(h) = self.chat.lock().unwrap().take() {
             h.abort();
+        }
+        if let Some(now) = self.pipeline.current_running_time() {
+            // The TTS's buffers (20 ms) stamped up to now may still be on their way.
+            let until =
+                now + gst::ClockTime::from_mseconds(2 * gstlivetalk::tts::playout::BUFFER_MS);
+            self.muted_before
+                .fetch_max(until.nseconds(), Ordering::SeqCst);
         }
         self.tts.emit_by_name::<()>("flush", &[]);
     }
@@ -550,6 +610,76 @@ impl Session {
 
     pub fn is_speaking(&self) -> bool {
         self.tts.property::<bool>("speaking")
+    }
+
+    /// Speaking, or an LLM answer still streaming in.
+    fn is_talking(&self) -> bool {
+        self.is_speaking()
+            || self
+                .chat
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|h| !h.is_finished())
+    }
+
+    /// Starts listening to the microphone the page publishes as producer `peer` (replacing
+    /// a listener already running). What is heard is answered (the LLM with `--llm-url`, an
+    /// echo without) and, with `--barge-in on`, user speech interrupts the avatar. Blocking
+    /// (loads the VAD and whisper models): call off the async runtime, inside it.
+    pub fn start_listening(self: &Arc<Self>, peer: &str) -> Result<(), SessionError> {
+        self.stop_listening();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let listener = Listener::start(&self.cfg, &self.id, peer, tx)
+            .map_err(|e| SessionError::Microphone(format!("{e:#}")))?;
+        let task = tokio::spawn(voice_turns(Arc::downgrade(self), listener.serial, rx));
+        *self.listener.lock().unwrap() = Some((listener, task.abort_handle()));
+        Ok(())
+    }
+
+    /// Stops listening, if listening; true if it was. Blocking.
+    pub fn stop_listening(&self) -> bool {
+        let Some((listener, task)) = self.listener.lock().unwrap().take() else {
+            return false;
+        };
+        task.abort();
+        listener.stop();
+        true
+    }
+
+    /// The microphone producer listened to, if any.
+    pub fn listening_to(&self) -> Option<String> {
+        self.listener
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(l, _)| l.peer.clone())
+    }
+
+    fn listener_running_time(&self) -> Option<gst::ClockTime> {
+        self.listener
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|(l, _)| l.running_time())
+    }
+
+    /// A spoken turn: to the LLM, or said back without one.
+    async fn answer(self: &Arc<Self>, text: &str) {
+        let interrupt = self.cfg.barge_in;
+        let result = if self.cfg.llm.is_some() {
+            self.chat(self.cfg.llm.as_ref(), text, interrupt).await
+        } else {
+            if interrupt {
+                self.interrupt();
+            }
+            self.speak(text)
+        };
+        if let Err(e) = result {
+            let _ = self
+                .events
+                .send(serde_json::json!({"type": "chat-error", "msg": e.to_string()}));
+        }
     }
 
     /// Plays an action clip by name or number (1-based; 0 or "idle" returns to the idle
@@ -750,8 +880,111 @@ impl Session {
         if let Some(rec) = self.recording.lock().unwrap().take() {
             let _ = finish_recording(&self.pipeline, &self.vtee, &self.atee, rec);
         }
+        self.stop_listening();
         let _ = self.pipeline.set_state(gst::State::Null);
     }
+}
+
+/// What a session does with what its microphone hears: events for the page, barge-in, and
+/// an answer to each finished utterance. Ends when the listener stops or the session goes.
+async fn voice_turns(
+    session: std::sync::Weak<Session>,
+    serial: u64,
+    mut heard: mpsc::UnboundedReceiver<Heard>,
+) {
+    let (barge_in, min) = match session.upgrade() {
+        Some(s) => (s.cfg.barge_in, s.cfg.barge_in_min),
+        None => return,
+    };
+    let mut barge = BargeIn::new(min);
+    let mut turn = Turn::default();
+    loop {
+        // Until the current utterance is long enough to barge in, if one goes on.
+        let wait = match (barge_in, barge.next_check(), session.upgrade()) {
+            (true, Some(at), Some(s)) => s
+                .listener_running_time()
+                .map(|now| Duration::from_nanos(at.saturating_sub(now).nseconds())),
+            _ => None,
+        };
+        let next = tokio::select! {
+            h = heard.recv() => h,
+            _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
+                let Some(s) = session.upgrade() else { break };
+                if let Some(now) = s.listener_running_time()
+                    && barge.due(now, s.is_talking())
+                {
+                    s.interrupt();
+                    let _ = s.events.send(serde_json::json!({"type": "barge-in"}));
+                }
+                continue;
+            }
+        };
+        let (Some(h), Some(s)) = (next, session.upgrade()) else {
+            break;
+        };
+        let send = |v: serde_json::Value| {
+            let _ = s.events.send(v);
+        };
+        match h {
+            Heard::Listening => send(serde_json::json!({"type": "mic", "status": "listening"})),
+            Heard::Silent => send(serde_json::json!({"type": "mic", "status": "silent",
+                "msg": "no sound from the microphone for 5 s: is it muted?"})),
+            Heard::Vad { start, at } => {
+                barge.vad(start, at);
+                send(serde_json::json!({"type": "vad",
+                    "status": if start { "start" } else { "end" },
+                    "running_time_ms": at.mseconds()}));
+            }
+            Heard::Transcript { text, is_final } => {
+                send(serde_json::json!({"type": "transcript", "text": text, "final": is_final}));
+                if let Some(t) = turn.add(&text, is_final) {
+                    s.answer(&t).await;
+                }
+            }
+            Heard::Ended(msg) => {
+                send(serde_json::json!({"type": "mic", "status": "ended", "msg": msg}));
+                // The listener is done: drop it (not from this task's own abort handle).
+                let s2 = s.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut slot = s2.listener.lock().unwrap();
+                    if slot.as_ref().is_some_and(|(l, _)| l.serial == serial)
+                        && let Some((l, _)) = slot.take()
+                    {
+                        drop(slot);
+                        l.stop();
+                    }
+                });
+                break;
+            }
+        }
+    }
+}
+
+/// Zeroes the audio buffers passing `pad` whose running time lies before `muted_before`
+/// (ns): speech that was queued when the session was interrupted. Their timestamps and
+/// durations stay, so that nothing downstream sees a discontinuity.
+fn mute_queued_audio(pad: &gst::Pad, muted_before: Arc<AtomicU64>) {
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let until = muted_before.load(Ordering::SeqCst);
+        if until == 0 {
+            return gst::PadProbeReturn::Ok;
+        }
+        let running_time = |b: &gst::BufferRef| {
+            let segment = pad.sticky_event::<gst::event::Segment>(0)?;
+            let segment = segment.segment().downcast_ref::<gst::ClockTime>()?.clone();
+            segment.to_running_time(b.pts()?)
+        };
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data
+            && running_time(buffer).is_some_and(|t| t.nseconds() < until)
+            && !buffer.flags().contains(gst::BufferFlags::GAP)
+        {
+            let b = buffer.make_mut();
+            if let Ok(mut map) = b.map_writable() {
+                map.as_mut_slice().fill(0);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// A whole audio file as S16 mono samples at `rate`, decoded by GStreamer.
@@ -872,6 +1105,7 @@ fn make_webrtcsink(
     id: &str,
     consumers: &Arc<AtomicUsize>,
     ever_connected: &Arc<AtomicBool>,
+    last_inbound: &Arc<AtomicU64>,
     end: &mpsc::UnboundedSender<(String, EndReason)>,
 ) -> anyhow::Result<gst::Element> {
     let ws = gst::ElementFactory::make("webrtcsink")
@@ -895,10 +1129,18 @@ fn make_webrtcsink(
     signaller.set_property("uri", cfg.signalling_uri());
 
     let loopback = cfg.listen.is_loopback();
-    let (c, ever) = (consumers.clone(), ever_connected.clone());
+    let (c, ever, last) = (
+        consumers.clone(),
+        ever_connected.clone(),
+        last_inbound.clone(),
+    );
     ws.connect("consumer-added", false, move |args| {
         c.fetch_add(1, Ordering::SeqCst);
         ever.store(true, Ordering::SeqCst);
+        last.store(since_start(), Ordering::SeqCst);
+        if let Ok(webrtcbin) = args[2].get::<gst::Element>() {
+            watch_inbound(&webrtcbin, last.clone());
+        }
         if let (Ok(ws), Ok(webrtcbin)) =
             (args[0].get::<gst::Element>(), args[2].get::<gst::Element>())
         {
@@ -968,6 +1210,39 @@ fn make_janus_feed(
         cfg: jc,
         stop: Arc::new(AtomicBool::new(false)),
     })
+}
+
+/// Nanoseconds since the first call: the clock of the peer-lost watch.
+fn since_start() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Notes in `last` (see [`since_start`]) each packet a viewer's webrtcbin receives (its ICE
+/// transports' `nicesrc`): a browser sends RTCP reports and congestion feedback every second
+/// or more often while it is there.
+fn watch_inbound(webrtcbin: &gst::Element, last: Arc<AtomicU64>) {
+    let watch = move |e: &gst::Element| {
+        if e.factory().is_some_and(|f| f.name() == "nicesrc")
+            && let Some(pad) = e.static_pad("src")
+        {
+            let last = last.clone();
+            pad.add_probe(
+                gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                move |_, _| {
+                    last.store(since_start(), Ordering::Relaxed);
+                    gst::PadProbeReturn::Ok
+                },
+            );
+        }
+    };
+    let Some(bin) = webrtcbin.downcast_ref::<gst::Bin>() else {
+        return;
+    };
+    for e in bin.iterate_recurse().into_iter().flatten() {
+        watch(&e);
+    }
+    bin.connect_deep_element_added(move |_, _, e| watch(e));
 }
 
 /// A `livetalk-speech` / `livetalk-word` message as the JSON the SSE stream sends.

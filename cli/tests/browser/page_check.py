@@ -5,9 +5,17 @@ usage: page_check.py PAGE_URL API_URL MODE
   MODE "play":  video plays, frames advance, the audio track is live, /human moves the mouth,
                 /interrupt_talk silences the audio, closing the page ends the session.
   MODE "cycles:N": N connect / disconnect cycles; the server's threads and memory after each.
+  MODE "voice:WAV:SECONDS": the page's microphone is WAV (Chromium's fake capture device, played
+                once); for SECONDS, every 20 ms: the RMS of the microphone and of the avatar's
+                played audio at the page, the mouth motion per frame, and the session's events
+                as the page received them (with the page's time).
+  MODE "nomic": Chromium without microphone permission: what the page says when Mic is pressed.
+  MODE "vanish": the browser is killed (SIGKILL, no goodbye); how long until the session is gone.
+  MODE "freeze": the browser is stopped (SIGSTOP): open sockets, nobody answering; the same.
 """
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -30,7 +38,7 @@ def api(method, path, body=None):
         return json.loads(e.read())
 
 
-def browser():
+def browser(extra=()):
     profile = tempfile.mkdtemp(prefix="livetalk-chromium-")
     o = webdriver.ChromeOptions()
     o.binary_location = "/usr/bin/chromium"
@@ -39,7 +47,7 @@ def browser():
               "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
               "--allow-loopback-in-peer-connection",
               "--disable-features=WebRtcHideLocalIpsWithMdns",
-              "--user-data-dir=" + profile]:
+              "--user-data-dir=" + profile] + list(extra):
         o.add_argument(a)
     d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
     d.set_script_timeout(60)
@@ -251,8 +259,165 @@ def cycles(n):
     return out
 
 
+VOICE_TRACE = r"""
+window.ltTrace = [];
+window.ltMotion = lt.motion(arguments[0]);
+const rms = (an, buf) => {
+  an.getFloatTimeDomainData(buf);
+  let e = 0;
+  for (const x of buf) e += x * x;
+  return Math.sqrt(e / buf.length);
+};
+window.ltTimer = setInterval(async () => {
+  const a = await lt.audio();
+  const m = window.livetalk.mic;
+  if (m && m.stream && !lt.micAn) {
+    const ctx = new AudioContext();
+    lt.micAn = ctx.createAnalyser();
+    lt.micAn.fftSize = 512;
+    ctx.createMediaStreamSource(m.stream).connect(lt.micAn);
+    lt.micBuf = new Float32Array(lt.micAn.fftSize);
+  }
+  window.ltTrace.push({t: Date.now(), out: a ? (a.rms === undefined ? null : a.rms) : null,
+                       mic: lt.micAn ? rms(lt.micAn, lt.micBuf) : null});
+}, 20);
+"""
+
+
+def voice(wav, seconds):
+    d = browser(["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 "--use-file-for-fake-audio-capture=%s%%noloop" % wav])
+    out = {}
+    try:
+        d.get(PAGE + "&mic=1" + ("&aec=0" if os.environ.get("LIVETALK_TEST_AEC") == "0" else ""))
+        wait(d, "return window.livetalk && window.livetalk.connected && window.livetalk.frames > 5",
+             30, "video frames")
+        d.execute_script(HELPERS)
+        out["session"] = d.execute_script("return window.livetalk.sessionId")
+        d.execute_script(VOICE_TRACE, seconds * 1000)
+        time.sleep(seconds)
+        d.execute_script("clearInterval(window.ltTimer)")
+        out["motion"] = d.execute_async_script("window.ltMotion.then(arguments[0])")
+        out["trace"] = d.execute_script("return window.ltTrace")
+        out["events"] = d.execute_script("return window.livetalk.eventsSeen")
+        out["mic_state"] = d.execute_script("return window.livetalk.micState")
+        out["mic_error"] = d.execute_script("return window.livetalk.micError")
+        out["mic_status"] = d.execute_script("return document.getElementById('micstatus').textContent")
+        out["layout"] = layout(d)
+    finally:
+        d.quit()
+    return out
+
+
+def layout(d):
+    """Where the controls are in a 1280x800 window."""
+    d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                      {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})
+    time.sleep(0.3)
+    return d.execute_script(
+        "const r = (id) => { const b = document.getElementById(id).getBoundingClientRect(); "
+        "return {top: b.top, bottom: b.bottom, left: b.left, right: b.right, "
+        "width: b.width, height: b.height}; }; "
+        "return {inner: [window.innerWidth, window.innerHeight], "
+        "scroll: [document.documentElement.scrollWidth, document.documentElement.scrollHeight], "
+        "video: r('video'), subtitles: r('subtitles'), text: r('text'), mic: r('mic'), "
+        "interrupt: r('interrupt'), start: r('start')};")
+
+
+def nomic():
+    d = browser(["--use-fake-device-for-media-stream", "--deny-permission-prompts"])
+    out = {}
+    try:
+        start_page(d)
+        d.execute_script("document.getElementById('mic').click()")
+        t = time.time()
+        while time.time() - t < 10:
+            out["mic_error"] = d.execute_script("return window.livetalk.micError")
+            if out["mic_error"]:
+                break
+            time.sleep(0.1)
+        out["mic_status"] = d.execute_script("return document.getElementById('micstatus').textContent")
+        out["connected"] = d.execute_script("return window.livetalk.connected")
+        out["frames"] = d.execute_script("return window.livetalk.frames")
+    finally:
+        d.quit()
+    return out
+
+
+def children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    out.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def descendants(pid):
+    out = []
+    for c in children(pid):
+        out.append(c)
+        out.extend(descendants(c))
+    return out
+
+
+def vanish(freeze=False):
+    """The browser is killed, or with freeze, stopped (SIGSTOP): its sockets stay open but
+    nothing answers, as when a laptop's network goes away."""
+    import signal
+    d = browser()
+    out = {}
+    try:
+        sid = start_page(d)
+        out["session"] = sid
+        out["sessions_before"] = session_ids()
+        if freeze:
+            browsers = descendants(d.service.process.pid)
+            for pid in browsers:
+                os.kill(pid, signal.SIGSTOP)
+        else:
+            browsers = children(d.service.process.pid)
+            for pid in browsers:
+                os.kill(pid, signal.SIGKILL)
+        out["killed"] = len(browsers)
+        t = time.time()
+        while sid in session_ids() and time.time() - t < 120:
+            time.sleep(0.2)
+        out["session_gone_s"] = time.time() - t
+        out["sessions_after"] = session_ids()
+        time.sleep(1.0)
+        h = api("GET", "/health")
+        out["health"] = {"threads": h["threads"], "rss_kb": h["rss_kb"], "sessions": h["sessions"]}
+        if freeze:
+            for pid in browsers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+    finally:
+        try:
+            d.quit()
+        except Exception:
+            pass
+    return out
+
+
 if MODE == "play":
     result = play()
+elif MODE == "vanish":
+    result = vanish()
+elif MODE == "freeze":
+    result = vanish(freeze=True)
+elif MODE.startswith("voice:"):
+    _, wav, secs = MODE.split(":")
+    result = voice(wav, float(secs))
+elif MODE == "nomic":
+    result = nomic()
 elif MODE.startswith("cycles:"):
     result = cycles(int(MODE.split(":")[1]))
 else:

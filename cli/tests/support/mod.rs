@@ -12,6 +12,34 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod speech;
+
+/// Runs `tests/browser/page_check.py` in MODE against the server's page in headless Chromium
+/// (Debian's chromium + chromedriver through Selenium) and returns what it printed.
+pub fn page_check(server: &Server, mode: &str) -> Value {
+    for f in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(Path::new(f).exists(), "{f} missing: run scripts/setup.sh");
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/page_check.py");
+    let out = Command::new(cache_dir().join("venv/bin/python"))
+        .arg(script)
+        .arg(format!(
+            "http://127.0.0.1:{}/index.html?autostart=1",
+            server.web_port
+        ))
+        .arg(format!("http://127.0.0.1:{}", server.port))
+        .arg(mode)
+        .output()
+        .expect("running the venv's python (scripts/setup.sh installs selenium)");
+    assert!(
+        out.status.success(),
+        "page check failed:\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
