@@ -189,3 +189,88 @@ fn rtmp_push_arrives_with_audio_and_video_in_sync() {
         "audio and video out of sync by {offset_ms} ms"
     );
 }
+
+/// Pulls `url` for up to `within` and says whether video frames arrive.
+fn pull_gets_video(url: &str, within: Duration) -> bool {
+    let pull = gst::parse::launch(&support::rtmp_pull(
+        url,
+        "fakesink name=v signal-handoffs=true sync=false",
+        "fakesink sync=false",
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let frames = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let f = frames.clone();
+    pull.by_name("v")
+        .unwrap()
+        .connect("handoff", false, move |_| {
+            f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            None
+        });
+    let _ = pull.set_state(gst::State::Playing);
+    let start = std::time::Instant::now();
+    while start.elapsed() < within && frames.load(std::sync::atomic::Ordering::SeqCst) < 10 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = pull.set_state(gst::State::Null);
+    frames.load(std::sync::atomic::Ordering::SeqCst) >= 10
+}
+
+#[test]
+fn rtmp_server_killed_and_restarted_the_push_comes_back_and_others_go_on() {
+    gst::init().unwrap();
+    let nginx = Nginx::start();
+    let port = nginx.port;
+    let url = format!("rtmp://127.0.0.1:{port}/live/avatar");
+    let server = Server::start(&["--rtmp", &url, "--peer-timeout", "300"]);
+    let other = server.new_session();
+    assert!(
+        pull_gets_video(&url, Duration::from_secs(20)),
+        "no push at first"
+    );
+    let rtmp_id = |server: &Server| -> Option<String> {
+        let (_, v) = server.request("GET", "/sessions", None);
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["output"] == "rtmp")
+            .map(|s| s["sessionid"].as_str().unwrap().to_string())
+    };
+    let first = rtmp_id(&server).unwrap();
+
+    // The RTMP server goes away: the push session ends with the error, the other stays.
+    drop(nginx);
+    server.wait_for("the push to notice", Duration::from_secs(30), || {
+        server.log_text().contains("starting it again")
+    });
+    assert!(
+        server.session_ids().contains(&other),
+        "{}",
+        server.log_text()
+    );
+    let (s, _) = server.post("/human", json!({"sessionid": other, "text": "Still here."}));
+    assert_eq!(s, 200);
+
+    // It comes back on the same port: a new push session, and the stream plays again.
+    let _nginx = Nginx::start_on(port);
+    server.wait_for("the push to come back", Duration::from_secs(60), || {
+        rtmp_id(&server).is_some_and(|id| id != first) && server.log_text().contains("(again)")
+    });
+    assert!(
+        pull_gets_video(&url, Duration::from_secs(30)),
+        "no push after the restart:\n{}",
+        server.log_text()
+    );
+    assert!(server.session_ids().contains(&other));
+    eprintln!(
+        "{}",
+        server
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("RTMP") || l.contains("rtmp"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -502,12 +502,14 @@ async fn serve(cfg: Arc<Config>, rtmp: Option<String>) -> anyhow::Result<()> {
     if let Some(url) = rtmp {
         let s = server.clone();
         let avatar = cfg.default_avatar.clone();
+        let first_url = url.clone();
         let session = tokio::task::spawn_blocking(move || {
-            s.create_session(&avatar, Output::Rtmp, Some(&url))
+            s.create_session(&avatar, Output::Rtmp, Some(&first_url))
         })
         .await?
         .map_err(|e| anyhow::anyhow!("the RTMP session: {e}"))?;
         eprintln!("livetalk serve: RTMP session {}", session.id);
+        tokio::spawn(keep_rtmp_pushing(server.clone(), session, url.clone()));
     }
 
     let app = api::router(server.clone());
@@ -543,6 +545,64 @@ async fn serve(cfg: Arc<Config>, rtmp: Option<String>) -> anyhow::Result<()> {
     .await?;
     drop(page);
     Ok(())
+}
+
+/// `--rtmp`: when the push fails (the RTMP server went away, restarts, refuses), the session
+/// ends with the error in the log, and a new one is started after a pause that doubles up to
+/// 30 s while the server stays away; the other sessions are not touched. Stops when the
+/// server stops or the session is closed through the API.
+async fn keep_rtmp_pushing(server: Arc<Server>, mut session: Arc<Session>, url: String) {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let started = std::time::Instant::now();
+        let mut events = session.events.subscribe();
+        let id = session.id.clone();
+        drop(session);
+        // Ended before we listened: the end task has already taken it off the table.
+        let reason = if server.session(&id).is_none() {
+            EndReason::Error.as_str().to_string()
+        } else {
+            loop {
+                match events.recv().await {
+                    Ok(v) if v["type"] == "session-end" => {
+                        break v["reason"].as_str().unwrap_or_default().to_string();
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        break EndReason::Error.as_str().to_string();
+                    }
+                }
+            }
+        };
+        if reason != EndReason::Error.as_str() && reason != EndReason::Eos.as_str() {
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            // It had been pushing for a while: a new outage starts with a short pause.
+            pause = Duration::from_secs(1);
+        }
+        session = loop {
+            eprintln!(
+                "livetalk serve: the RTMP push to {url} stopped (session {id}: {reason}); \
+                 starting it again in {} s",
+                pause.as_secs()
+            );
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(30));
+            let (s, u) = (server.clone(), url.clone());
+            let avatar = server.cfg.default_avatar.clone();
+            match tokio::task::spawn_blocking(move || {
+                s.create_session(&avatar, Output::Rtmp, Some(&u))
+            })
+            .await
+            {
+                Ok(Ok(s)) => break s,
+                Ok(Err(e)) => eprintln!("livetalk serve: the RTMP session: {e}"),
+                Err(_) => return,
+            }
+        };
+        eprintln!("livetalk serve: RTMP session {} (again)", session.id);
+    }
 }
 
 /// A session's pipeline frees hundreds of MB (frames, encoders, jitter buffers) across many

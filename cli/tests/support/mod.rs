@@ -356,13 +356,17 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start() -> Nginx {
+        Self::start_on(free_port())
+    }
+
+    /// On a given loopback port (a restart on the port the server pushes to).
+    pub fn start_on(port: u16) -> Nginx {
         let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
         assert!(
             Path::new(module).exists() && Path::new("/usr/sbin/nginx").exists(),
             "nginx with libnginx-mod-rtmp is missing: run scripts/setup.sh"
         );
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let d = dir.path().display();
         std::fs::create_dir_all(dir.path().join("logs")).unwrap();
         let conf = format!(
