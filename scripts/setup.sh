@@ -19,6 +19,7 @@ DEB_PACKAGES=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice
   espeak-ng python3-venv python3-pip unzip
   chromium chromium-driver nginx libnginx-mod-rtmp
+  janus
 )
 # npm: Debian's package only where no npm is installed (a NodeSource node brings its own, and
 # Debian's npm then conflicts with it).
@@ -32,6 +33,13 @@ if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian's janus enables a system service (all interfaces, ports 8088/8188) on install; the
+  # tests and pipelines/janus.sh run their own Janus on loopback, so a service we just
+  # installed is switched off again.
+  if [[ " ${missing[*]} " == *" janus "* ]] && command -v systemctl >/dev/null \
+     && systemctl is-enabled janus >/dev/null 2>&1; then
+    $SUDO systemctl disable --now janus >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! command -v cargo >/dev/null; then

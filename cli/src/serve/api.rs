@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::janus::JanusErrorKind;
 use super::session::{ActionRef, EndReason, Output, Session, SessionError};
 use super::{Server, diagnostics};
 
@@ -65,6 +66,11 @@ impl From<SessionError> for ApiError {
             SessionError::BadAudio(_) => (StatusCode::BAD_REQUEST, "not_audio"),
             SessionError::Microphone(_) => (StatusCode::BAD_GATEWAY, "mic_unavailable"),
             SessionError::QueueFull => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+            SessionError::Janus(ref j) => match j.kind {
+                JanusErrorKind::Unreachable => (StatusCode::BAD_GATEWAY, "janus_unreachable"),
+                JanusErrorKind::WrongSecret => (StatusCode::FORBIDDEN, "janus_wrong_secret"),
+                JanusErrorKind::Refused => (StatusCode::BAD_GATEWAY, "janus_refused"),
+            },
         };
         ApiError::new(status, code, &msg)
     }
@@ -284,6 +290,10 @@ async fn avatars(State(server): State<Arc<Server>>) -> ApiResult {
 struct CreateReq {
     #[serde(default)]
     avatar: Option<String>,
+    /// "webrtc" (one browser through our signalling server) or "janus" (published into the
+    /// Janus room); the default is janus on a server started with --janus.
+    #[serde(default)]
+    output: Option<String>,
 }
 
 async fn create_session(
@@ -308,21 +318,46 @@ async fn create_session(
     let avatar = req
         .avatar
         .unwrap_or_else(|| server.cfg.default_avatar.clone());
-    let s = server.clone();
-    let session =
-        tokio::task::spawn_blocking(move || s.create_session(&avatar, Output::Webrtc, None))
-            .await
-            .map_err(|e| ApiError::internal(&e.to_string()))??;
-    ok(json!({
-        "sessionid": session.id,
-        "data": {
-            "sessionid": session.id,
-            "avatar": session.avatar,
-            "meta": {"livetalk-session": session.id},
-            "signalling_port": server.cfg.signalling_port,
-            "peer_timeout_s": server.cfg.peer_timeout.as_secs(),
+    let output = match req.output.as_deref() {
+        None if server.cfg.janus.is_some() => Output::Janus,
+        None | Some("webrtc") => Output::Webrtc,
+        Some("janus") if server.cfg.janus.is_some() => Output::Janus,
+        Some("janus") => {
+            return Err(ApiError::bad_request(
+                "janus_unavailable",
+                "output 'janus' needs a server started with --janus",
+            ));
         }
-    }))
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_output",
+                &format!("output '{other}': expected webrtc or janus"),
+            ));
+        }
+    };
+    let s = server.clone();
+    let session = tokio::task::spawn_blocking(move || s.create_session(&avatar, output, None))
+        .await
+        .map_err(|e| ApiError::internal(&e.to_string()))??;
+    let mut data = json!({
+        "sessionid": session.id,
+        "avatar": session.avatar,
+        "output": session.output,
+        "meta": {"livetalk-session": session.id},
+        "signalling_port": server.cfg.signalling_port,
+        "peer_timeout_s": server.cfg.peer_timeout.as_secs(),
+    });
+    if let Some(j) = janus_json(&session) {
+        data["janus"] = j;
+    }
+    ok(json!({"sessionid": session.id, "data": data}))
+}
+
+/// Where a Janus session publishes: room, feed (id and display name), signaller state.
+fn janus_json(s: &Session) -> Option<Value> {
+    s.janus
+        .as_ref()
+        .map(|j| json!({"room": j.room, "feed": j.feed, "display": j.display, "state": j.state()}))
 }
 
 async fn list_sessions(State(server): State<Arc<Server>>) -> ApiResult {
@@ -330,16 +365,21 @@ async fn list_sessions(State(server): State<Arc<Server>>) -> ApiResult {
         .sessions()
         .iter()
         .map(|s| {
-            json!({
+            let mut v = json!({
                 "sessionid": s.id,
                 "avatar": s.avatar,
                 "output": s.output,
                 "consumers": s.consumers.load(std::sync::atomic::Ordering::SeqCst),
+                "video_encoders": s.video_encoders(),
                 "speaking": s.is_speaking(),
                 "recording": s.recording_file().is_some(),
                 "listening": s.listening_to().is_some(),
                 "age_s": s.created.elapsed().as_secs_f64(),
-            })
+            });
+            if let Some(j) = janus_json(s) {
+                v["janus"] = j;
+            }
+            v
         })
         .collect();
     ok(json!({"data": data}))

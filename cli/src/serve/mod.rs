@@ -11,6 +11,7 @@
 mod api;
 pub mod diagnostics;
 mod gccleak;
+pub mod janus;
 pub mod listen;
 pub mod llm;
 pub mod session;
@@ -126,6 +127,17 @@ pub struct Args {
     /// WebRTC congestion control: gcc, homegrown or disabled.
     #[arg(long, value_enum, default_value_t = CongestionControl::Gcc)]
     pub congestion_control: CongestionControl,
+    /// Publish every session once into a Janus VideoRoom through this websockets endpoint
+    /// (ws://HOST:PORT); viewers watch through Janus.
+    #[arg(long)]
+    pub janus: Option<String>,
+    /// The Janus VideoRoom the sessions publish into (created when missing).
+    #[arg(long, default_value_t = 1234, requires = "janus")]
+    pub janus_room: u64,
+    /// The room's secret: given to a room we create, checked against one that exists (also
+    /// read from LIVETALK_JANUS_SECRET; unused without --janus).
+    #[arg(long, env = "LIVETALK_JANUS_SECRET", hide_env_values = true)]
+    pub janus_secret: Option<String>,
     /// Barge-in: user speech at the microphone interrupts the avatar (its speech, the LLM
     /// answer streaming, the pending frames), as /interrupt_talk does.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
@@ -209,6 +221,8 @@ pub struct Config {
     pub max_body: usize,
     pub max_upload: usize,
     pub congestion_control: CongestionControl,
+    /// `--janus`: sessions publish into this VideoRoom.
+    pub janus: Option<janus::JanusConfig>,
     pub barge_in: bool,
     pub barge_in_min: Duration,
     pub end_of_turn_ms: u32,
@@ -354,7 +368,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 pub fn config(a: &Args) -> anyhow::Result<Arc<Config>> {
     gstwebrtc::plugin_register_static().context("registering gst-plugin-webrtc")?;
     gstrsrtp::plugin_register_static().context("registering gst-plugin-rtp")?;
-    for f in ["webrtcsink", "rtpgccbwe", "avatarbin"] {
+    let janus_sink = a.janus.as_ref().map(|_| "janusvrwebrtcsink");
+    for f in ["webrtcsink", "rtpgccbwe", "avatarbin"]
+        .into_iter()
+        .chain(janus_sink)
+    {
         if gst::ElementFactory::find(f).is_none() {
             bail!("GStreamer element {f} is missing");
         }
@@ -418,6 +436,18 @@ pub fn config(a: &Args) -> anyhow::Result<Arc<Config>> {
         max_body: a.max_body,
         max_upload: a.max_upload,
         congestion_control: a.congestion_control,
+        janus: a
+            .janus
+            .as_ref()
+            .map(|endpoint| -> anyhow::Result<janus::JanusConfig> {
+                janus::parse_endpoint(endpoint).map_err(|e| anyhow::anyhow!("--janus: {e}"))?;
+                Ok(janus::JanusConfig {
+                    endpoint: endpoint.clone(),
+                    room: a.janus_room,
+                    secret: a.janus_secret.clone().filter(|s| !s.is_empty()),
+                })
+            })
+            .transpose()?,
         barge_in: a.barge_in == OnOff::On,
         barge_in_min: Duration::from_millis(a.barge_in_min_ms),
         end_of_turn_ms: a.end_of_turn_ms,

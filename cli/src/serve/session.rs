@@ -1,6 +1,7 @@
 //! One live avatar session: a pipeline `TTS -> lip driver -> avatarblend -> outputs`, where the
-//! outputs are a webrtcsink producer (one browser), an RTMP push, and an optional MP4 recording
-//! that the API starts and stops while the session runs.
+//! outputs are a webrtcsink producer (one browser), a janusvrwebrtcsink publishing once into a
+//! Janus VideoRoom (any number of viewers), an RTMP push, and an optional MP4 recording that
+//! the API starts and stops while the session runs.
 //!
 //! Nothing here holds a lock while GStreamer pushes: the signal handlers only touch atomics and
 //! channels, and the pipeline is torn down by the server's end task, never from a streaming
@@ -46,6 +47,8 @@ pub enum SessionError {
     QueueFull,
     /// An upload that is not audio GStreamer can decode, or holds no sound.
     BadAudio(String),
+    /// Janus (`--janus`) cannot be reached or refused the room.
+    Janus(super::janus::JanusError),
     /// The microphone could not be listened to.
     Microphone(String),
 }
@@ -69,6 +72,7 @@ impl std::fmt::Display for SessionError {
             }
             SessionError::Recording(e) => f.write_str(e),
             SessionError::BadAudio(e) => write!(f, "not playable audio: {e}"),
+            SessionError::Janus(e) => write!(f, "{e}"),
             SessionError::Microphone(e) => write!(f, "the microphone: {e}"),
             SessionError::QueueFull => f.write_str(
                 "the session's text queue is full: wait for the avatar to finish, or interrupt",
@@ -103,6 +107,8 @@ pub enum EndReason {
     Eos,
     /// The server stops.
     Shutdown,
+    /// Janus lost the session's feed, or the connection to Janus broke.
+    JanusLost,
 }
 
 impl EndReason {
@@ -115,6 +121,7 @@ impl EndReason {
             EndReason::Error => "error",
             EndReason::Eos => "eos",
             EndReason::Shutdown => "shutdown",
+            EndReason::JanusLost => "janus-lost",
         }
     }
 }
@@ -127,6 +134,8 @@ pub enum Output {
     /// Encoded as webrtcsink would (VP8 + Opus) into clock-synced fakesinks: a session with
     /// no viewer, for `livetalk bench soak` and `bench sessions`.
     Encoded,
+    /// Published once into a Janus VideoRoom (`--janus`) with janusvrwebrtcsink.
+    Janus,
 }
 
 /// What webrtcsink sets on vp8enc, into a synced fakesink: the encode cost of one viewer.
@@ -175,6 +184,54 @@ pub struct Session {
     cfg: Arc<Config>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     ended: AtomicBool,
+    /// The video encoders the session's webrtcsink set up for its consumers.
+    encoders: Encoders,
+    /// Where a Janus session publishes.
+    pub janus: Option<JanusFeed>,
+}
+
+/// A session's feed in a Janus VideoRoom.
+pub struct JanusFeed {
+    pub room: u64,
+    pub feed: u64,
+    pub display: String,
+    sink: gst::Element,
+    cfg: super::janus::JanusConfig,
+    /// Ends the watch thread.
+    stop: Arc<AtomicBool>,
+}
+
+impl JanusFeed {
+    /// The signaller's state (janusvrwebrtcsink's `janus-state`), e.g. "webrtc-up".
+    pub fn state(&self) -> String {
+        let v = self.sink.property_value("janus-state");
+        glib::EnumValue::from_value(&v)
+            .map(|(_, e)| e.nick().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// (consumer, stream, encoder) for every encoder webrtcsink set up, held weakly: an encoder
+/// counts while it exists.
+type Encoders = Arc<Mutex<Vec<(String, String, glib::WeakRef<gst::Element>)>>>;
+
+/// Counts the encoders `ws` (a webrtcsink or janusvrwebrtcsink) sets up for its consumers
+/// (codec discovery's short-lived ones left out).
+fn track_encoders(ws: &gst::Element, encoders: &Encoders) {
+    let list = encoders.clone();
+    ws.connect("encoder-setup", false, move |args| {
+        let consumer = args[1].get::<String>().unwrap_or_default();
+        let stream = args[2].get::<String>().unwrap_or_default();
+        if consumer != "discovery"
+            && let Ok(enc) = args[3].get::<gst::Element>()
+        {
+            let mut l = list.lock().unwrap();
+            l.retain(|(_, _, e)| e.upgrade().is_some());
+            l.push((consumer, stream, enc.downgrade()));
+        }
+        // Let webrtcsink's own configuration run too.
+        Some(false.to_value())
+    });
 }
 
 /// What every session runs: TTS -> avatarbin, its video as I420 into tee `vt` and its audio
@@ -221,7 +278,7 @@ fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>
     };
     let mut d = media_chain(&tts, &chain);
     match output {
-        Output::Webrtc => d.push_str(
+        Output::Webrtc | Output::Janus => d.push_str(
             "vt. ! queue name=wsv max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 \
              at. ! queue name=wsa max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ",
         ),
@@ -252,8 +309,23 @@ impl Session {
         rtmp: Option<&str>,
         end: mpsc::UnboundedSender<(String, EndReason)>,
     ) -> Result<Arc<Session>, SessionError> {
+        if output == Output::Janus {
+            let jc = cfg.janus.as_ref().ok_or_else(|| {
+                SessionError::Pipeline("a Janus session needs a server started with --janus".into())
+            })?;
+            super::janus::ensure_room(jc).map_err(SessionError::Janus)?;
+        }
         Self::build(cfg, id, avatar, avatar_dir, output, rtmp, end)
             .map_err(|e| SessionError::Pipeline(format!("{e:#}")))
+    }
+
+    /// The video encoders that exist for this session's consumers (webrtcsink encodes once
+    /// per consumer; a Janus session has one consumer, Janus, whatever its viewer count).
+    pub fn video_encoders(&self) -> usize {
+        let l = self.encoders.lock().unwrap();
+        l.iter()
+            .filter(|(_, stream, e)| stream.starts_with("video") && e.upgrade().is_some())
+            .count()
     }
 
     fn build(
@@ -288,8 +360,28 @@ impl Session {
         let consumers = Arc::new(AtomicUsize::new(0));
         let ever_connected = Arc::new(AtomicBool::new(false));
         let last_inbound = Arc::new(AtomicU64::new(since_start()));
-        if output == Output::Webrtc {
-            let ws = make_webrtcsink(cfg, &id, &consumers, &ever_connected, &last_inbound, &end)?;
+        let encoders = Encoders::default();
+        let mut janus = None;
+        let ws = match output {
+            Output::Webrtc => Some(make_webrtcsink(
+                cfg,
+                &id,
+                &consumers,
+                &ever_connected,
+                &last_inbound,
+                &end,
+            )?),
+            Output::Janus => {
+                let jc = cfg.janus.clone().context("no --janus")?;
+                let feed = make_janus_feed(cfg, jc, &id, &consumers)?;
+                let sink = feed.sink.clone();
+                janus = Some(feed);
+                Some(sink)
+            }
+            _ => None,
+        };
+        if let Some(ws) = ws {
+            track_encoders(&ws, &encoders);
             pipeline.add(&ws)?;
             by_name("wsv")?.link_pads(Some("src"), &ws, Some("video_%u"))?;
             by_name("wsa")?.link_pads(Some("src"), &ws, Some("audio_%u"))?;
@@ -323,6 +415,8 @@ impl Session {
             cfg: cfg.clone(),
             tasks: Mutex::new(Vec::new()),
             ended: AtomicBool::new(false),
+            encoders,
+            janus,
         });
 
         // READY here, before the bus is watched: a bad avatar or a driver that cannot run is
@@ -337,6 +431,7 @@ impl Session {
         let mut stream = bus.stream();
         let (bus_id, bus_end, bus_events) = (id.clone(), end.clone(), events);
         let weak = Arc::downgrade(&session);
+        let janus_output = output == Output::Janus;
         let bus_task = tokio::spawn(async move {
             while let Some(msg) = stream.next().await {
                 match msg.view() {
@@ -354,6 +449,19 @@ impl Session {
                         if let Some(s) = weak.upgrade() {
                             tokio::task::spawn_blocking(move || s.abandon_recording());
                         }
+                    }
+                    // The Janus signaller's connection broke (Janus stopped or restarted): say
+                    // so, and end as the Janus watch would.
+                    gst::MessageView::Error(e) if janus_output && from_janus_sink(&msg) => {
+                        let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
+                        // The debug text ends with the signaller's own message.
+                        let why = debug.rsplit('\n').next().unwrap_or_default();
+                        let text = format!("publishing to Janus failed: {why}");
+                        eprintln!("livetalk serve: session {bus_id}: {text}");
+                        let _ = bus_events
+                            .send(serde_json::json!({"type": "janus-error", "msg": text}));
+                        let _ = bus_end.send((bus_id.clone(), EndReason::JanusLost));
+                        break;
                     }
                     gst::MessageView::Error(e) => {
                         eprintln!(
@@ -387,6 +495,17 @@ impl Session {
         self.pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| SessionError::Pipeline(format!("it does not start: {e}")))?;
+        if let Some(j) = &self.janus {
+            // Janus stopping or restarting drops its rooms and feeds: the session ends with
+            // a message saying so (it does not republish).
+            let (id, events, end_janus) = (self.id.clone(), self.events.clone(), end.clone());
+            super::janus::watch(j.cfg.clone(), j.feed, j.stop.clone(), move |why| {
+                eprintln!("livetalk serve: session {id}: {why}");
+                let _ = events.send(serde_json::json!({"type": "janus-error", "msg": why}));
+                let _ = end_janus.send((id, EndReason::JanusLost));
+            })
+            .map_err(|e| SessionError::Pipeline(format!("the Janus watch: {e}")))?;
+        }
         if self.output == Output::Webrtc {
             let (id, ever) = (self.id.clone(), self.ever_connected.clone());
             let no_peer_end = end.clone();
@@ -750,6 +869,9 @@ impl Session {
         if self.ended.swap(true, Ordering::SeqCst) {
             return;
         }
+        if let Some(j) = &self.janus {
+            j.stop.store(true, Ordering::SeqCst);
+        }
         let _ = self
             .events
             .send(serde_json::json!({"type": "session-end", "reason": reason.as_str()}));
@@ -924,6 +1046,21 @@ fn from_recording(msg: &gst::MessageRef) -> bool {
     false
 }
 
+/// The name of a Janus session's janusvrwebrtcsink.
+const JANUS_SINK: &str = "janus";
+
+/// Whether a message comes from the Janus sink (or inside it).
+fn from_janus_sink(msg: &gst::MessageRef) -> bool {
+    let mut o = msg.src().cloned();
+    while let Some(obj) = o {
+        if obj.name() == JANUS_SINK && obj.type_().name() == "GstJanusVRWebRTCSink" {
+            return true;
+        }
+        o = obj.parent();
+    }
+    false
+}
+
 fn finish_recording(
     pipeline: &gst::Pipeline,
     vtee: &gst::Element,
@@ -1029,6 +1166,54 @@ fn make_webrtcsink(
         None
     });
     Ok(ws)
+}
+
+/// A janusvrwebrtcsink that publishes the session once into the Janus room: feed id and
+/// display name are the session id.
+fn make_janus_feed(
+    cfg: &Config,
+    jc: super::janus::JanusConfig,
+    id: &str,
+    consumers: &Arc<AtomicUsize>,
+) -> anyhow::Result<JanusFeed> {
+    let feed: u64 = id.parse().context("a session id that is not a number")?;
+    let sink = gst::ElementFactory::make("janusvrwebrtcsink")
+        .name(JANUS_SINK)
+        .property_from_str("congestion-control", cfg.congestion_control.nick())
+        .property("video-caps", gst::Caps::builder("video/x-vp8").build())
+        .property("audio-caps", gst::Caps::builder("audio/x-opus").build())
+        .build()
+        .context("janusvrwebrtcsink (gst-plugin-webrtc, feature janus) is not registered")?;
+    sink.set_property("stun-server", cfg.stun.as_deref());
+    if !cfg.turn.is_empty() {
+        sink.set_property("turn-servers", gst::Array::new(cfg.turn.iter()));
+    }
+    let signaller = sink.property::<glib::Object>("signaller");
+    signaller.set_property("janus-endpoint", &jc.endpoint);
+    signaller.set_property("room-id", jc.room);
+    signaller.set_property("feed-id", feed);
+    signaller.set_property("display-name", id);
+    // No loopback address for the ICE agent here, unlike a local browser: Janus 1.1 never
+    // gathers loopback candidates (its ice.c skips loopback interfaces), so a Janus on this
+    // machine is reached on the host's own addresses (delivered locally by the kernel).
+    let c = consumers.clone();
+    sink.connect("consumer-added", false, move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+        None
+    });
+    let c = consumers.clone();
+    sink.connect("consumer-removed", false, move |_| {
+        c.fetch_sub(1, Ordering::SeqCst);
+        None
+    });
+    Ok(JanusFeed {
+        room: jc.room,
+        feed,
+        display: id.to_string(),
+        sink,
+        cfg: jc,
+        stop: Arc::new(AtomicBool::new(false)),
+    })
 }
 
 /// Nanoseconds since the first call: the clock of the peer-lost watch.

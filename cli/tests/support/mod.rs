@@ -546,3 +546,274 @@ pub fn probe_mp4(path: &std::path::Path) -> (bool, bool, Duration) {
     p.set_state(gst::State::Null).unwrap();
     r
 }
+
+/// Debian's Janus (1.1.2) on loopback with a generated configuration: the VideoRoom plugin and
+/// the websockets and HTTP transports only, on free 127.0.0.1 ports, ICE on the loopback
+/// interface only, no admin API, no event handlers. Stopped on drop (its log is printed when
+/// the test panics).
+pub struct Janus {
+    child: Option<Child>,
+    /// The websockets transport (`ws://127.0.0.1:PORT`).
+    pub ws_port: u16,
+    /// The HTTP transport (`http://127.0.0.1:PORT/janus`).
+    pub http_port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// Where Debian installs Janus's plugins and transports.
+pub const JANUS_LIB: &str = "/usr/lib/x86_64-linux-gnu/janus";
+
+impl Janus {
+    /// Whether Debian's janus is installed (`scripts/setup.sh` installs it).
+    pub fn available() -> bool {
+        Path::new("/usr/bin/janus").exists()
+            && Path::new(JANUS_LIB)
+                .join("plugins/libjanus_videoroom.so")
+                .exists()
+            && Path::new(JANUS_LIB)
+                .join("transports/libjanus_websockets.so")
+                .exists()
+    }
+
+    pub fn start() -> Janus {
+        assert!(
+            Janus::available(),
+            "Debian's janus is missing: run scripts/setup.sh"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (ws_port, http_port) = (free_port(), free_port());
+        let d = dir.path();
+        // Only the pieces we want: folders of links to Debian's modules.
+        for (folder, libs) in [
+            ("plugins", &["libjanus_videoroom.so"][..]),
+            (
+                "transports",
+                &["libjanus_websockets.so", "libjanus_http.so"][..],
+            ),
+            ("events", &[][..]),
+            ("loggers", &[][..]),
+        ] {
+            std::fs::create_dir_all(d.join(folder)).unwrap();
+            for lib in libs {
+                std::os::unix::fs::symlink(
+                    Path::new(JANUS_LIB).join(folder).join(lib),
+                    d.join(folder).join(lib),
+                )
+                .unwrap();
+            }
+        }
+        for (file, text) in janus_config(d, ws_port, http_port) {
+            std::fs::write(d.join(file), text).unwrap();
+        }
+        let mut j = Janus {
+            child: None,
+            ws_port,
+            http_port,
+            dir,
+        };
+        j.run();
+        j
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `ws://127.0.0.1:PORT`
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.ws_port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("janus.log")).unwrap_or_default()
+    }
+
+    /// Starts the process and waits until both transports answer.
+    fn run(&mut self) {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("janus.log"))
+            .unwrap();
+        let child = Command::new("/usr/bin/janus")
+            .arg("-C")
+            .arg(d.join("janus.jcfg"))
+            .arg("-F")
+            .arg(d)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            let up = [self.ws_port, self.http_port]
+                .iter()
+                .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok());
+            if up {
+                break;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("janus exited ({status}): {}", self.log_text());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "janus did not come up: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the process (SIGKILL: no goodbye to its peers, as a crash).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops it and starts it again on the same ports (its rooms and sessions are gone).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    /// One request to the HTTP transport; returns the JSON answer.
+    pub fn http(&self, path: &str, body: &Value) -> Value {
+        let (status, v) = raw_request(
+            self.http_port,
+            "POST",
+            &format!("/janus{path}"),
+            Some(&body.to_string()),
+            "",
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{v}");
+        match v {
+            // Janus answers with chunked transfer encoding: one chunk, then the last.
+            Value::String(chunked) => chunked
+                .split("\r\n")
+                .filter_map(|part| serde_json::from_str::<Value>(part).ok())
+                .find(Value::is_object)
+                .unwrap_or_else(|| panic!("Janus HTTP answer: {chunked}")),
+            v => v,
+        }
+    }
+
+    /// A VideoRoom request through a fresh HTTP-API session: the plugin's answer
+    /// (`plugindata.data`). For synchronous requests (`create`, `exists`, `listparticipants`).
+    pub fn videoroom(&self, body: Value) -> Value {
+        let t = || format!("t{}", free_port());
+        let s = self.http("", &json!({"janus": "create", "transaction": t()}));
+        let sid = s["data"]["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("Janus create: {s}"));
+        let h = self.http(
+            &format!("/{sid}"),
+            &json!({"janus": "attach", "plugin": "janus.plugin.videoroom", "transaction": t()}),
+        );
+        let hid = h["data"]["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("Janus attach: {h}"));
+        let r = self.http(
+            &format!("/{sid}/{hid}"),
+            &json!({"janus": "message", "transaction": t(), "body": body}),
+        );
+        let _ = self.http(
+            &format!("/{sid}"),
+            &json!({"janus": "destroy", "transaction": t()}),
+        );
+        r["plugindata"]["data"].clone()
+    }
+
+    /// The publishers in a room: (feed id, display name).
+    pub fn publishers(&self, room: u64) -> Vec<(u64, String)> {
+        let v = self.videoroom(json!({"request": "listparticipants", "room": room}));
+        v["participants"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|p| p["publisher"].as_bool() == Some(true))
+                    .map(|p| {
+                        (
+                            p["id"].as_u64().unwrap_or(0),
+                            p["display"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The generated configuration files of [`Janus`], by name.
+pub fn janus_config(dir: &Path, ws_port: u16, http_port: u16) -> Vec<(&'static str, String)> {
+    let d = dir.display();
+    vec![
+        (
+            "janus.jcfg",
+            format!(
+                "general: {{\n\
+                 \tconfigs_folder = \"{d}\"\n\
+                 \tplugins_folder = \"{d}/plugins\"\n\
+                 \ttransports_folder = \"{d}/transports\"\n\
+                 \tevents_folder = \"{d}/events\"\n\
+                 \tloggers_folder = \"{d}/loggers\"\n\
+                 \tdebug_level = 4\n\
+                 \tserver_name = \"livetalk-test\"\n\
+                 }}\n\
+                 certificates: {{}}\n\
+                 media: {{\n\trtp_port_range = \"20000-40000\"\n}}\n\
+                 nat: {{\n\
+                 \tnice_debug = false\n\
+                 \tignore_mdns = true\n\
+                 }}\n\
+                 plugins: {{}}\n\
+                 transports: {{}}\n\
+                 loggers: {{}}\n\
+                 events: {{\n\tbroadcast = false\n}}\n"
+            ),
+        ),
+        ("janus.plugin.videoroom.jcfg", "general: {\n}\n".to_string()),
+        (
+            "janus.transport.websockets.jcfg",
+            format!(
+                "general: {{\n\
+                 \tjson = \"compact\"\n\
+                 \tws = true\n\
+                 \tws_port = {ws_port}\n\
+                 \tws_ip = \"127.0.0.1\"\n\
+                 \twss = false\n\
+                 }}\n\
+                 admin: {{\n\tadmin_ws = false\n\tadmin_wss = false\n}}\n"
+            ),
+        ),
+        (
+            "janus.transport.http.jcfg",
+            format!(
+                "general: {{\n\
+                 \tjson = \"compact\"\n\
+                 \tbase_path = \"/janus\"\n\
+                 \thttp = true\n\
+                 \tport = {http_port}\n\
+                 \tip = \"127.0.0.1\"\n\
+                 \thttps = false\n\
+                 }}\n\
+                 admin: {{\n\tadmin_http = false\n\tadmin_https = false\n}}\n"
+            ),
+        ),
+    ]
+}
+
+impl Drop for Janus {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("janus log:\n{}", self.log_text());
+        }
+    }
+}

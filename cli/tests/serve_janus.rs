@@ -1,0 +1,445 @@
+//! `livetalk serve --janus`: sessions publish once into a Janus VideoRoom (Debian's Janus on
+//! loopback, generated configuration); viewers subscribe through Janus with GStreamer's
+//! `janusvrwebrtcsrc` (gst-plugin-webrtc, independent of our serving code). And the faults:
+//! Janus down when a session starts, a wrong room secret, Janus restarted mid-session.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gstlivetalk::avatar::{Avatar, Image};
+use serde_json::{Value, json};
+use support::{Janus, Server};
+
+fn janus_or_skip(test: &str) -> Option<Janus> {
+    if !Janus::available() {
+        support::skip(test, "Debian's janus is not installed (scripts/setup.sh)");
+        return None;
+    }
+    Some(Janus::start())
+}
+
+/// What a viewer received: RGB frames and 16 kHz mono audio, with their timestamps.
+#[derive(Default)]
+struct Received {
+    frames: Vec<(gst::ClockTime, Image)>,
+    audio: Vec<(gst::ClockTime, Vec<f32>)>,
+}
+
+/// A GStreamer viewer of one feed through Janus: `janusvrwebrtcsrc`, each stream decoded into
+/// an appsink.
+struct Viewer {
+    pipeline: gst::Pipeline,
+    got: Arc<Mutex<Received>>,
+}
+
+impl Viewer {
+    fn start(janus: &Janus, room: u64, feed: u64) -> Viewer {
+        let pipeline = gst::Pipeline::new();
+        let src = gst::ElementFactory::make("janusvrwebrtcsrc")
+            .build()
+            .expect("janusvrwebrtcsrc (gst-plugin-webrtc, feature janus)");
+        src.set_property("stun-server", None::<String>);
+        let signaller = src.property::<gst::glib::Object>("signaller");
+        signaller.set_property("janus-endpoint", janus.ws_url());
+        signaller.set_property("room-id", room);
+        signaller.set_property("producer-peer-id", feed);
+        pipeline.add(&src).unwrap();
+        let got = Arc::new(Mutex::new(Received::default()));
+        let (p, g) = (pipeline.downgrade(), got.clone());
+        src.connect_pad_added(move |_, pad| {
+            let Some(pipeline) = p.upgrade() else { return };
+            let video = pad.name().starts_with("video");
+            let tail = if video {
+                "videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false"
+            } else {
+                "audioconvert ! audioresample ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! \
+                 appsink name=sink sync=false"
+            };
+            let bin = gst::parse::bin_from_description(&format!("queue ! {tail}"), true).unwrap();
+            let sink = bin
+                .by_name("sink")
+                .unwrap()
+                .downcast::<gst_app::AppSink>()
+                .unwrap();
+            let g = g.clone();
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        let buf = sample.buffer().ok_or(gst::FlowError::Error)?;
+                        let pts = buf.pts().unwrap_or(gst::ClockTime::ZERO);
+                        let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
+                        if video {
+                            let caps = sample.caps().unwrap().structure(0).unwrap().to_owned();
+                            let (w, h) = (
+                                caps.get::<i32>("width").unwrap() as u32,
+                                caps.get::<i32>("height").unwrap() as u32,
+                            );
+                            let stride = map.len() / h as usize;
+                            let mut data = Vec::with_capacity((w * h * 3) as usize);
+                            for row in map.chunks(stride).take(h as usize) {
+                                data.extend_from_slice(&row[..(w * 3) as usize]);
+                            }
+                            g.lock().unwrap().frames.push((
+                                pts,
+                                Image {
+                                    width: w,
+                                    height: h,
+                                    channels: 3,
+                                    data,
+                                },
+                            ));
+                        } else {
+                            let pcm = map
+                                .chunks_exact(4)
+                                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                                .collect();
+                            g.lock().unwrap().audio.push((pts, pcm));
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+            pipeline.add(&bin).unwrap();
+            bin.sync_state_with_parent().unwrap();
+            pad.link(&bin.static_pad("sink").unwrap()).unwrap();
+        });
+        pipeline.set_state(gst::State::Playing).unwrap();
+        Viewer { pipeline, got }
+    }
+
+    fn frames(&self) -> usize {
+        self.got.lock().unwrap().frames.len()
+    }
+
+    fn finish(self) -> Received {
+        let _ = self.pipeline.set_state(gst::State::Null);
+        std::mem::take(&mut *self.got.lock().unwrap())
+    }
+}
+
+/// Mouth opening per frame: each frame against the avatar frame it shows (the one whose upper
+/// face matches best), in the lower face.
+fn mouth_opening(frames: &[(gst::ClockTime, Image)]) -> Vec<f64> {
+    let avatar = Avatar::load(&support::cache_dir().join("avatars/astronaut")).unwrap();
+    let fb = avatar.manifest.frames[0].face_box;
+    let (x0, x1) = (
+        (fb.x1 + fb.width() / 4) as u32,
+        (fb.x2 - fb.width() / 4) as u32,
+    );
+    let upper = (fb.y1 as u32, (fb.y1 + fb.height() * 2 / 5) as u32);
+    let lower = ((fb.y1 + fb.height() * 3 / 5) as u32, fb.y2 as u32);
+    let diff = |f: &Image, k: usize, (y0, y1): (u32, u32)| {
+        gstlivetalk::mouth::region_difference(f, &avatar.frames[k], x0, y0, x1, y1)
+    };
+    frames
+        .iter()
+        .map(|(_, f)| {
+            let k = (0..avatar.len())
+                .min_by(|&a, &b| diff(f, a, upper).total_cmp(&diff(f, b, upper)))
+                .unwrap();
+            diff(f, k, lower)
+        })
+        .collect()
+}
+
+/// RMS of the loudest 20 ms of a viewer's audio.
+fn loudest(audio: &[(gst::ClockTime, Vec<f32>)]) -> f64 {
+    audio
+        .iter()
+        .flat_map(|(_, pcm)| pcm.chunks(320))
+        .map(|c| (c.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / c.len() as f64).sqrt())
+        .fold(0.0, f64::max)
+}
+
+fn session_json(server: &Server, id: &str) -> Value {
+    let (status, v) = server.request("GET", "/sessions", None);
+    assert_eq!(status, 200, "{v}");
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sessionid"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Waits until Janus lists the session's feed as a publisher in the room.
+fn wait_published(server: &Server, janus: &Janus, room: u64, feed: u64) {
+    server.wait_for(
+        "the feed published in Janus",
+        Duration::from_secs(40),
+        || janus.publishers(room).iter().any(|(id, _)| *id == feed),
+    );
+}
+
+#[test]
+fn one_encode_reaches_two_janus_viewers() {
+    gst::init().unwrap();
+    gstwebrtc::plugin_register_static().unwrap();
+    let Some(janus) = janus_or_skip("one_encode_reaches_two_janus_viewers") else {
+        return;
+    };
+    let room = 4321u64;
+    let server = Server::start(&["--janus", &janus.ws_url(), "--janus-room", "4321"]);
+    let (status, v) = server.post("/session", json!({}));
+    assert_eq!(status, 200, "{v}");
+    let id = v["sessionid"].as_str().unwrap().to_string();
+    assert_eq!(v["data"]["output"], "janus", "{v}");
+    assert_eq!(v["data"]["janus"]["room"], room, "{v}");
+    let feed = v["data"]["janus"]["feed"].as_u64().unwrap();
+    wait_published(&server, &janus, room, feed);
+    // The feed is named after the session.
+    let publishers = janus.publishers(room);
+    assert_eq!(publishers, vec![(feed, id.clone())]);
+
+    let viewers = [
+        Viewer::start(&janus, room, feed),
+        Viewer::start(&janus, room, feed),
+    ];
+    server.wait_for("frames at both viewers", Duration::from_secs(40), || {
+        viewers.iter().all(|v| v.frames() > 25)
+    });
+    let s = session_json(&server, &id);
+    assert_eq!(s["janus"]["state"], "webrtc-up", "{s}");
+    assert_eq!(
+        s["consumers"], 1,
+        "Janus is the session's one consumer: {s}"
+    );
+    assert_eq!(
+        s["video_encoders"], 1,
+        "one video encoder for two viewers: {s}"
+    );
+
+    std::thread::sleep(Duration::from_secs(1));
+    let (status, v) = server.post(
+        "/human",
+        json!({"sessionid": id, "text": "Hello through Janus. One, two, three, four."}),
+    );
+    assert_eq!(status, 200, "{v}");
+    std::thread::sleep(Duration::from_secs(7));
+    // Still one encoder while both viewers watch and the avatar talks.
+    assert_eq!(session_json(&server, &id)["video_encoders"], 1);
+
+    for (i, v) in viewers.into_iter().enumerate() {
+        let got = v.finish();
+        let n = got.frames.len();
+        assert!(n > 150, "viewer {i}: {n} video frames");
+        let advancing = got.frames.windows(2).filter(|w| w[1].0 > w[0].0).count();
+        assert!(
+            advancing + 1 >= n * 9 / 10,
+            "viewer {i}: timestamps do not advance ({advancing} of {n})"
+        );
+        let loud = loudest(&got.audio);
+        assert!(
+            loud > 0.05,
+            "viewer {i}: no speech in the audio ({loud:.3})"
+        );
+        let opening = mouth_opening(&got.frames);
+        let noise = opening[..25].iter().copied().fold(0.0, f64::max);
+        let speaking = opening.iter().copied().fold(0.0, f64::max);
+        eprintln!(
+            "viewer {i}: {n} frames, loudest {loud:.3}, mouth idle up to {noise:.2}, speaking up to {speaking:.2}"
+        );
+        assert!(
+            speaking > 3.0 * noise.max(0.5),
+            "viewer {i}: the mouth does not move"
+        );
+    }
+}
+
+#[test]
+fn janus_down_fails_that_session_only() {
+    gst::init().unwrap();
+    if !Janus::available() {
+        support::skip(
+            "janus_down_fails_that_session_only",
+            "Debian's janus is not installed (scripts/setup.sh)",
+        );
+        return;
+    }
+    // Nothing listens there.
+    let dead = format!("ws://127.0.0.1:{}", support::free_port());
+    let server = Server::start(&["--janus", &dead, "--peer-timeout", "120"]);
+    let (status, v) = server.post("/session", json!({"output": "webrtc"}));
+    assert_eq!(status, 200, "{v}");
+    let other = v["sessionid"].as_str().unwrap().to_string();
+
+    let (status, v) = server.post("/session", json!({}));
+    assert_eq!(status, 502, "{v}");
+    assert_eq!(v["error"], "janus_unreachable", "{v}");
+    let msg = v["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("cannot reach Janus") && msg.contains(&dead),
+        "{msg}"
+    );
+    // The server and its other session go on.
+    assert_eq!(server.session_ids(), vec![other.clone()]);
+    let (status, v) = server.post("/human", json!({"sessionid": other, "text": "Still here."}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(server.request("GET", "/health", None).0, 200);
+}
+
+#[test]
+fn wrong_room_secret_is_refused() {
+    gst::init().unwrap();
+    let Some(janus) = janus_or_skip("wrong_room_secret_is_refused") else {
+        return;
+    };
+    let created = janus.videoroom(json!({"request": "create", "room": 99, "secret": "right"}));
+    assert_eq!(created["videoroom"], "created", "{created}");
+    let url = janus.ws_url();
+    let server = Server::start(&[
+        "--janus",
+        &url,
+        "--janus-room",
+        "99",
+        "--janus-secret",
+        "wrong",
+    ]);
+    let (status, v) = server.post("/session", json!({}));
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"], "janus_wrong_secret", "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("secret"), "{v}");
+    assert!(server.session_ids().is_empty());
+    drop(server);
+
+    // The right secret publishes.
+    let server = Server::start(&[
+        "--janus",
+        &url,
+        "--janus-room",
+        "99",
+        "--janus-secret",
+        "right",
+    ]);
+    let (status, v) = server.post("/session", json!({}));
+    assert_eq!(status, 200, "{v}");
+    let feed = v["data"]["janus"]["feed"].as_u64().unwrap();
+    wait_published(&server, &janus, 99, feed);
+}
+
+#[test]
+fn janus_restart_ends_the_session_with_a_message() {
+    gst::init().unwrap();
+    let Some(mut janus) = janus_or_skip("janus_restart_ends_the_session_with_a_message") else {
+        return;
+    };
+    let server = Server::start(&["--janus", &janus.ws_url(), "--janus-room", "7"]);
+    let (status, v) = server.post("/session", json!({}));
+    assert_eq!(status, 200, "{v}");
+    let id = v["sessionid"].as_str().unwrap().to_string();
+    let feed = v["data"]["janus"]["feed"].as_u64().unwrap();
+    wait_published(&server, &janus, 7, feed);
+    let events = server.events(&id);
+
+    let restarted = Instant::now();
+    janus.restart();
+    let err = events
+        .wait(Duration::from_secs(20), |e| e["type"] == "janus-error")
+        .unwrap_or_else(|| panic!("no janus-error event; log:\n{}", server.log_text()));
+    eprintln!("after {:?}: {err}", restarted.elapsed());
+    assert!(err["msg"].as_str().unwrap().contains("Janus"), "{err}");
+    let end = events
+        .wait(Duration::from_secs(10), |e| e["type"] == "session-end")
+        .expect("no session-end event");
+    assert_eq!(end["reason"], "janus-lost", "{end}");
+    server.wait_for("the session gone", Duration::from_secs(10), || {
+        server.session_ids().is_empty()
+    });
+
+    // A new session publishes into the restarted Janus (the room is made again).
+    let (status, v) = server.post("/session", json!({}));
+    assert_eq!(status, 200, "{v}");
+    let feed = v["data"]["janus"]["feed"].as_u64().unwrap();
+    wait_published(&server, &janus, 7, feed);
+}
+
+/// A folder holding both plugin libraries (the livetalk plugin and gst-plugins-rs' webrtc
+/// plugin that set-up builds): cargo's target dir or meson's build/ beside it.
+fn plugin_dir() -> Option<std::path::PathBuf> {
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_livetalk"));
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    [exe.parent()?.to_path_buf(), repo.join("build")]
+        .into_iter()
+        .find(|d| d.join("libgstlivetalk.so").is_file() && d.join("libgstrswebrtc.so").is_file())
+}
+
+#[test]
+fn janus_pipeline_script_publishes_to_a_viewer() {
+    gst::init().unwrap();
+    gstwebrtc::plugin_register_static().unwrap();
+    let test = "janus_pipeline_script_publishes_to_a_viewer";
+    let Some(plugins) = plugin_dir() else {
+        support::skip(
+            test,
+            "no libgstrswebrtc.so next to libgstlivetalk.so (scripts/setup.sh builds it)",
+        );
+        return;
+    };
+    let Some(janus) = janus_or_skip(test) else {
+        return;
+    };
+    support::require_setup();
+    let (room, feed) = (55u64, 424242u64);
+    let created = janus.videoroom(json!({"request": "create", "room": room}));
+    assert_eq!(created["videoroom"], "created", "{created}");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut script = std::process::Command::new("bash")
+        .arg(repo.join("pipelines/janus.sh"))
+        .env("GST_PLUGIN_PATH", &plugins)
+        .env("AVATAR", support::cache_dir().join("avatars/astronaut"))
+        .env("JANUS", janus.ws_url())
+        .env("ROOM", room.to_string())
+        .env("FEED", feed.to_string())
+        .env("NAME", "pipeline")
+        .env(
+            "TEXT",
+            "Hello from a pipeline through Janus. I keep talking for a while, so that a viewer \
+             who joins late still hears me say one, two, three, four, five, six, seven.",
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let published = {
+        let start = Instant::now();
+        loop {
+            if janus.publishers(room) == vec![(feed, "pipeline".to_string())] {
+                break true;
+            }
+            if start.elapsed() > Duration::from_secs(40) || script.try_wait().unwrap().is_some() {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let script_log = || std::fs::read_to_string(log.path()).unwrap_or_default();
+    if !published {
+        let _ = script.kill();
+        let _ = script.wait();
+        panic!("janus.sh did not publish: {}", script_log());
+    }
+    let viewer = Viewer::start(&janus, room, feed);
+    let start = Instant::now();
+    while viewer.frames() < 100 && start.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let got = viewer.finish();
+    let _ = script.kill();
+    let _ = script.wait();
+    let n = got.frames.len();
+    assert!(n >= 100, "{n} frames from janus.sh: {}", script_log());
+    let advancing = got.frames.windows(2).filter(|w| w[1].0 > w[0].0).count();
+    assert!(advancing + 1 >= n * 9 / 10, "timestamps do not advance");
+    let loud = loudest(&got.audio);
+    eprintln!("janus.sh viewer: {n} frames, loudest {loud:.3}");
+    assert!(loud > 0.05, "no speech from janus.sh ({loud:.3})");
+}
