@@ -12,6 +12,7 @@ mod api;
 pub mod diagnostics;
 mod gccleak;
 pub mod llm;
+mod offer;
 pub mod session;
 mod web;
 
@@ -264,15 +265,27 @@ impl Server {
         output: Output,
         rtmp: Option<&str>,
     ) -> Result<Arc<Session>, SessionError> {
+        self.create_session_with(avatar, output, rtmp, |_| Ok(()))
+    }
+
+    /// As [`Server::create_session`], with `prepare` run on the built session (in READY,
+    /// already listed) before it plays; an error there ends the session.
+    pub fn create_session_with<E: From<SessionError>>(
+        &self,
+        avatar: &str,
+        output: Output,
+        rtmp: Option<&str>,
+        prepare: impl FnOnce(&Arc<Session>) -> Result<(), E>,
+    ) -> Result<Arc<Session>, E> {
         use std::sync::atomic::Ordering::SeqCst;
-        let dir = self.cfg.avatar_dir(avatar)?;
+        let dir = self.cfg.avatar_dir(avatar).map_err(E::from)?;
         // Reserve a slot under the lock, build outside it, release the reservation when the
         // session is in the table (or failed).
         let id = {
             let sessions = self.sessions.lock().unwrap();
             let taken = sessions.len() + self.building.load(SeqCst);
             if taken >= self.cfg.max_sessions {
-                return Err(SessionError::Full(taken));
+                return Err(SessionError::Full(taken).into());
             }
             self.building.fetch_add(1, SeqCst);
             self.new_id()
@@ -289,11 +302,16 @@ impl Server {
         let session = {
             let mut sessions = self.sessions.lock().unwrap();
             self.building.fetch_sub(1, SeqCst);
-            let session = built?;
+            let session = built.map_err(E::from)?;
             sessions.insert(id.clone(), session.clone());
             session
         };
-        if let Err(e) = session.play(self.cfg.peer_timeout, self.end_tx.clone()) {
+        let started = prepare(&session).and_then(|()| {
+            session
+                .play(self.cfg.peer_timeout, self.end_tx.clone())
+                .map_err(E::from)
+        });
+        if let Err(e) = started {
             self.sessions.lock().unwrap().remove(&id);
             session.shutdown(EndReason::Error);
             return Err(e);

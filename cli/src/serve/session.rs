@@ -119,6 +119,8 @@ pub enum Output {
     /// Encoded as webrtcsink would (VP8 + Opus) into clock-synced fakesinks: a session with
     /// no viewer, for `livetalk bench soak` and `bench sessions`.
     Encoded,
+    /// The session's own webrtcbin answering one client's offer (`POST /offer`).
+    Offer,
 }
 
 /// What webrtcsink sets on vp8enc, into a synced fakesink: the encode cost of one viewer.
@@ -203,6 +205,7 @@ fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>
             "vt. ! queue name=wsv max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 \
              at. ! queue name=wsa max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ",
         ),
+        Output::Offer => d.push_str(super::offer::BRANCHES),
         Output::Encoded => {
             let q = "queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000";
             d.push_str(&format!("vt. ! {q} ! {VIDEO_OUT} at. ! {q} ! {AUDIO_OUT}"));
@@ -353,7 +356,7 @@ impl Session {
         self.pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| SessionError::Pipeline(format!("it does not start: {e}")))?;
-        if self.output == Output::Webrtc {
+        if matches!(self.output, Output::Webrtc | Output::Offer) {
             let (id, ever) = (self.id.clone(), self.ever_connected.clone());
             let t = tokio::spawn(async move {
                 tokio::time::sleep(peer_timeout).await;
@@ -364,6 +367,11 @@ impl Session {
             self.tasks.lock().unwrap().push(t.abort_handle());
         }
         Ok(())
+    }
+
+    /// A task that ends with the session.
+    pub(super) fn add_task(&self, task: tokio::task::AbortHandle) {
+        self.tasks.lock().unwrap().push(task);
     }
 
     /// Queues text to say; refused when the session's text queue is full.
