@@ -226,7 +226,10 @@ fn a_gstreamer_client_offers_plays_and_the_avatar_talks() {
         .find(|s| s["sessionid"] == id.as_str())
         .unwrap_or_else(|| panic!("session {id} not listed: {list}"))
         .clone();
-    assert_eq!((s["output"].as_str(), s["consumers"].as_u64()), (Some("offer"), Some(1)));
+    assert_eq!(
+        (s["output"].as_str(), s["consumers"].as_u64()),
+        (Some("offer"), Some(1))
+    );
 
     std::thread::sleep(Duration::from_secs(1));
     let idle_frames = client.got.lock().unwrap().frames.len();
@@ -270,7 +273,10 @@ fn a_gstreamer_client_offers_plays_and_the_avatar_talks() {
         sync.loudest, sync.idle_mouth, sync.widest_mouth, sync.offset_ms
     );
     assert!(sync.loudest > 0.05, "no speech in the received audio");
-    assert!(sync.loudest > 5.0 * idle_loud.max(0.002), "audio does not rise");
+    assert!(
+        sync.loudest > 5.0 * idle_loud.max(0.002),
+        "audio does not rise"
+    );
     assert!(
         sync.widest_mouth > 3.0 * sync.idle_mouth.max(0.5),
         "the mouth does not move"
@@ -302,7 +308,11 @@ fn bad_offers_are_refused_with_clear_messages() {
     };
     let expect = |body: &str, status: u16, code: &str, words: &str| {
         let (s, v) = post(body);
-        assert_eq!((s, v["error"].as_str()), (status, Some(code)), "{body:.80}: {v}");
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (status, Some(code)),
+            "{body:.80}: {v}"
+        );
         let msg = v["msg"].as_str().unwrap();
         assert!(msg.contains(words), "{code}: '{msg}' lacks '{words}'");
         // LiveTalking's pages show `msg` when `code` is not 0.
@@ -344,7 +354,10 @@ fn bad_offers_are_refused_with_clear_messages() {
         "bad_offer",
         "ice-ufrag",
     );
-    assert!(server.session_ids().is_empty(), "a refused offer left a session");
+    assert!(
+        server.session_ids().is_empty(),
+        "a refused offer left a session"
+    );
     expect(
         &json!({"sdp": offer, "type": "offer", "avatar": "nobody"}).to_string(),
         404,
@@ -373,7 +386,11 @@ fn bad_offers_are_refused_with_clear_messages() {
         "/offer",
         &json!({"sdp": client.offer(), "type": "offer"}).to_string(),
     );
-    assert_eq!((s, v["error"].as_str()), (503, Some("too_many_sessions")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (503, Some("too_many_sessions")),
+        "{v}"
+    );
     assert!(head.contains("retry-after: 5"), "{head}");
     assert_eq!(server.session_ids(), vec![other]);
 }
@@ -447,7 +464,10 @@ fn a_page_written_like_livetalkings_client_plays_and_the_mouth_moves() {
         max(&idle_rms),
         max(&speech_rms)
     );
-    assert!(max(&speech_mouth) > 2.0 * max(&idle_mouth).max(0.5), "the mouth does not move");
+    assert!(
+        max(&speech_mouth) > 2.0 * max(&idle_mouth).max(0.5),
+        "the mouth does not move"
+    );
     assert!(mean(&speech_mouth) > 2.0 * mean(&speech_eyes).max(0.1));
     assert!(max(&speech_rms) > 0.02, "no sound at the browser");
     assert!(max(&speech_rms) > 4.0 * max(&idle_rms).max(0.001));

@@ -15,6 +15,7 @@ pub mod llm;
 mod offer;
 pub mod session;
 mod web;
+mod whip;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -90,6 +91,12 @@ pub struct Args {
     /// Also push one session to this RTMP URL (flvmux + rtmp2sink) while the server runs.
     #[arg(long)]
     pub rtmp: Option<String>,
+    /// Also push one session to this WHIP endpoint (whipclientsink) while the server runs.
+    #[arg(long)]
+    pub whip: Option<String>,
+    /// Bearer token for the WHIP endpoint.
+    #[arg(long, env = "LIVETALK_WHIP_TOKEN", hide_env_values = true)]
+    pub whip_token: Option<String>,
     /// OpenAI-compatible endpoint for type=chat (e.g. http://127.0.0.1:8000/v1); its key is
     /// read from LIVETALK_LLM_KEY or OPENAI_API_KEY.
     #[arg(long)]
@@ -183,6 +190,9 @@ pub struct Config {
     pub max_body: usize,
     pub max_upload: usize,
     pub congestion_control: CongestionControl,
+    /// `--whip`: the WHIP endpoint one session pushes to, and its token.
+    pub whip: Option<String>,
+    pub whip_token: Option<String>,
 }
 
 fn host(ip: IpAddr) -> String {
@@ -404,6 +414,8 @@ pub fn config(a: &Args) -> anyhow::Result<Arc<Config>> {
         max_body: a.max_body,
         max_upload: a.max_upload,
         congestion_control: a.congestion_control,
+        whip: a.whip.clone(),
+        whip_token: a.whip_token.clone().filter(|t| !t.is_empty()),
     });
     // The default avatar must exist (a typo should fail at start, not at the first session).
     cfg.avatar_dir(&cfg.default_avatar)
@@ -466,6 +478,16 @@ async fn serve(cfg: Arc<Config>, rtmp: Option<String>) -> anyhow::Result<()> {
         .await?
         .map_err(|e| anyhow::anyhow!("the RTMP session: {e}"))?;
         eprintln!("livetalk serve: RTMP session {}", session.id);
+    }
+
+    if cfg.whip.is_some() {
+        let s = server.clone();
+        let avatar = cfg.default_avatar.clone();
+        let session =
+            tokio::task::spawn_blocking(move || s.create_session(&avatar, Output::Whip, None))
+                .await?
+                .map_err(|e| anyhow::anyhow!("the WHIP session: {e}"))?;
+        eprintln!("livetalk serve: WHIP session {}", session.id);
     }
 
     let app = api::router(server.clone());

@@ -137,9 +137,9 @@ pub fn read_offer(sdp: &str) -> Result<OfferInfo, OfferError> {
     for (kind, codec, rate) in [("video", "VP8", "90000"), ("audio", "OPUS", "48000")] {
         // Port 0 rejects a section, except one that rides on the bundle (`bundle-only`, as
         // webrtcbin offers with max-bundle).
-        let mut found = sections.iter().filter(|s| {
-            s.kind == kind && (s.port != "0" || s.lines.contains(&"a=bundle-only"))
-        });
+        let mut found = sections
+            .iter()
+            .filter(|s| s.kind == kind && (s.port != "0" || s.lines.contains(&"a=bundle-only")));
         let Some(s) = found.next() else { continue };
         if found.next().is_some() {
             return Err(OfferError::TooMany(kind));
@@ -165,7 +165,10 @@ pub fn read_offer(sdp: &str) -> Result<OfferInfo, OfferError> {
                     .then(|| pt.parse().ok())
                     .flatten()
             })
-            .ok_or(OfferError::NoCodec(kind, if kind == "video" { "VP8" } else { "Opus" }))?;
+            .ok_or(OfferError::NoCodec(
+                kind,
+                if kind == "video" { "VP8" } else { "Opus" },
+            ))?;
         if kind == "video" {
             info.video_pt = Some(pt);
         } else {
@@ -279,7 +282,11 @@ pub async fn handle(
         ApiError::new(e.status(), code, &e.body_text())
     })?;
     let req: OfferReq = serde_json::from_slice(&body).map_err(|e| {
-        let code = if e.is_data() { "bad_fields" } else { "bad_json" };
+        let code = if e.is_data() {
+            "bad_fields"
+        } else {
+            "bad_json"
+        };
         ApiError::bad_request(
             code,
             &format!("the body must be JSON {{\"sdp\": ..., \"type\": \"offer\"}}: {e}"),
@@ -291,7 +298,8 @@ pub async fn handle(
             &format!("'type' is '{}': POST /offer takes an offer", req.kind),
         ));
     }
-    let info = read_offer(&req.sdp).map_err(|e| ApiError::bad_request("bad_sdp", &e.to_string()))?;
+    let info =
+        read_offer(&req.sdp).map_err(|e| ApiError::bad_request("bad_sdp", &e.to_string()))?;
     let avatar = req
         .avatar
         .or(req.avatar_id)
@@ -363,7 +371,11 @@ fn answer_offer(
     // payload type; a kind the offer lacks is encoded into a fakesink (the tees stay linked).
     let (tx, rx) = mpsc::unbounded_channel::<(Instant, PeerEvent)>();
     for (pt, pay, caps) in [
-        (info.video_pt, "offervpay", "media=video,encoding-name=VP8,clock-rate=90000"),
+        (
+            info.video_pt,
+            "offervpay",
+            "media=video,encoding-name=VP8,clock-rate=90000",
+        ),
         (
             info.audio_pt,
             "offerapay",
@@ -371,7 +383,9 @@ fn answer_offer(
         ),
     ] {
         let pay = by_name(pay)?;
-        let src = pay.static_pad("src").ok_or_else(|| pipeline_error("payloader without src"))?;
+        let src = pay
+            .static_pad("src")
+            .ok_or_else(|| pipeline_error("payloader without src"))?;
         let Some(pt) = pt else {
             let sink = gst::ElementFactory::make("fakesink")
                 .property("sync", true)
@@ -417,12 +431,11 @@ fn answer_offer(
     // Watch the peer from here on (gathering and connecting happen from set-local on).
     watch_peer(&webrtcbin, &tx);
     let (gtx, grx) = std::sync::mpsc::channel::<()>();
-    let gtx = std::sync::Mutex::new(gtx);
     let gathered = webrtcbin.connect_notify(Some("ice-gathering-state"), move |w, _| {
         if w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
             == gst_webrtc::WebRTCICEGatheringState::Complete
         {
-            let _ = gtx.lock().unwrap().send(());
+            let _ = gtx.send(());
         }
     });
     step("setting the answer", |p| {
@@ -446,22 +459,14 @@ fn answer_offer(
         .ok_or_else(|| pipeline_error("webrtcbin has no local description"))?;
     let sdp = local.sdp().as_text().map_err(pipeline_error)?;
 
-    let task = tokio::spawn(peer_task(
-        session.clone(),
-        webrtcbin.clone(),
-        rx,
-        end,
-    ));
+    let task = tokio::spawn(peer_task(session.clone(), webrtcbin.clone(), rx, end));
     session.add_task(task.abort_handle());
     Ok(sdp)
 }
 
 /// One webrtcbin step: emits it with a promise and waits for the reply (an `error` field in
 /// it is the step's failure).
-fn step(
-    what: &str,
-    emit: impl FnOnce(&gst::Promise),
-) -> Result<Option<gst::Structure>, String> {
+fn step(what: &str, emit: impl FnOnce(&gst::Promise)) -> Result<Option<gst::Structure>, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     let promise = gst::Promise::with_change_func(move |reply| {
         let _ = tx.send(match reply {
@@ -474,7 +479,10 @@ fn step(
         .recv_timeout(STEP_TIMEOUT)
         .map_err(|_| format!("{what}: webrtcbin did not reply"))?
         .map_err(|e| format!("{what}: {e}"))?;
-    if let Some(err) = reply.as_ref().and_then(|r| r.get::<glib::Error>("error").ok()) {
+    if let Some(err) = reply
+        .as_ref()
+        .and_then(|r| r.get::<glib::Error>("error").ok())
+    {
         return Err(format!("{what}: {}", err.message()));
     }
     Ok(reply)
@@ -637,10 +645,9 @@ mod tests {
             })
         );
         // webrtcbin's max-bundle offer: the second section has port 0 and bundle-only.
-        let bundled = CHROMIUM.replace("m=audio 9", "m=audio 0").replace(
-            "a=mid:1\r\n",
-            "a=mid:1\r\na=bundle-only\r\n",
-        );
+        let bundled = CHROMIUM
+            .replace("m=audio 9", "m=audio 0")
+            .replace("a=mid:1\r\n", "a=mid:1\r\na=bundle-only\r\n");
         assert_eq!(read_offer(&bundled).unwrap().audio_pt, Some(111));
         // Audio only (a radio client): video stays unset.
         let audio_only = CHROMIUM.replace("m=video 40000", "m=video 0");
@@ -669,9 +676,15 @@ mod tests {
         assert_eq!(read_offer(&data_only), Err(OfferError::NoMedia));
         // VP8 named, but not among the section's formats: not offered.
         let no_vp8 = CHROMIUM.replace("96 97 102 45", "97 102 45");
-        assert_eq!(read_offer(&no_vp8), Err(OfferError::NoCodec("video", "VP8")));
+        assert_eq!(
+            read_offer(&no_vp8),
+            Err(OfferError::NoCodec("video", "VP8"))
+        );
         let no_opus = CHROMIUM.replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:111 G722/8000");
-        assert_eq!(read_offer(&no_opus), Err(OfferError::NoCodec("audio", "Opus")));
+        assert_eq!(
+            read_offer(&no_opus),
+            Err(OfferError::NoCodec("audio", "Opus"))
+        );
         let sendonly = CHROMIUM.replacen("a=recvonly", "a=sendonly", 1);
         assert_eq!(
             read_offer(&sendonly),
@@ -684,7 +697,8 @@ mod tests {
             read_offer(&session_inactive),
             Err(OfferError::WrongDirection("video", "inactive".into()))
         );
-        let two_videos = format!("{CHROMIUM}m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n");
+        let two_videos =
+            format!("{CHROMIUM}m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n");
         assert_eq!(read_offer(&two_videos), Err(OfferError::TooMany("video")));
         // Every refusal says what is wrong in words.
         assert!(OfferError::NoMedia.to_string().contains("recvonly"));

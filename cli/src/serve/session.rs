@@ -121,6 +121,8 @@ pub enum Output {
     Encoded,
     /// The session's own webrtcbin answering one client's offer (`POST /offer`).
     Offer,
+    /// Pushed to a WHIP endpoint by whipclientsink (`--whip`).
+    Whip,
 }
 
 /// What webrtcsink sets on vp8enc, into a synced fakesink: the encode cost of one viewer.
@@ -201,7 +203,7 @@ fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>
     };
     let mut d = media_chain(&tts, &chain);
     match output {
-        Output::Webrtc => d.push_str(
+        Output::Webrtc | Output::Whip => d.push_str(
             "vt. ! queue name=wsv max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 \
              at. ! queue name=wsa max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ",
         ),
@@ -270,6 +272,12 @@ impl Session {
         let ever_connected = Arc::new(AtomicBool::new(false));
         if output == Output::Webrtc {
             let ws = make_webrtcsink(cfg, &id, &consumers, &ever_connected, &end)?;
+            pipeline.add(&ws)?;
+            by_name("wsv")?.link_pads(Some("src"), &ws, Some("video_%u"))?;
+            by_name("wsa")?.link_pads(Some("src"), &ws, Some("audio_%u"))?;
+        }
+        if let (Output::Whip, Some(url)) = (output, cfg.whip.as_deref()) {
+            let ws = super::whip::make_sink(cfg, url, cfg.whip_token.as_deref())?;
             pipeline.add(&ws)?;
             by_name("wsv")?.link_pads(Some("src"), &ws, Some("video_%u"))?;
             by_name("wsa")?.link_pads(Some("src"), &ws, Some("audio_%u"))?;

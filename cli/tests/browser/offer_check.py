@@ -172,7 +172,7 @@ def main():
         time.sleep(1.0)
         out["frames_in_1s"] = d.execute_script("return window.lt.frames") - out["video"]["frames"]
         out["idle"] = d.execute_async_script("h.sample(2000).then(arguments[0])")
-        d.execute_script("window.speech = h.sample(5000)")
+        d.execute_script("window.speech = h.sample(4000)")
         # As LiveTalking's pages send it: the id as a string.
         out["human"] = api("POST", "/human", {"sessionid": str(sid), "type": "echo",
                            "text": "Hello there! I am talking now, watch my lips move."})
