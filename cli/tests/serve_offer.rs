@@ -23,6 +23,14 @@ use gst::prelude::*;
 use serde_json::{Value, json};
 use support::Server;
 
+/// One test at a time: each runs a server with live sessions, and three at once on a small
+/// machine starve each other's encoders.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A receiving client made like LiveTalking's client.js, out of webrtcbin.
 struct Client {
     pipeline: gst::Pipeline,
@@ -184,6 +192,7 @@ fn candidate_addresses(sdp: &str) -> Vec<String> {
 
 #[test]
 fn a_gstreamer_client_offers_plays_and_the_avatar_talks() {
+    let _serial = serial();
     let server = Server::start(&[]);
     let client = Client::new();
     let offer = client.offer();
@@ -301,6 +310,7 @@ fn a_gstreamer_client_offers_plays_and_the_avatar_talks() {
 
 #[test]
 fn bad_offers_are_refused_with_clear_messages() {
+    let _serial = serial();
     let server = Server::start(&["--max-sessions", "1", "--peer-timeout", "3"]);
     let post = |body: &str| {
         let (status, _, v) = request_with_head(server.port, "/offer", body);
@@ -397,6 +407,7 @@ fn bad_offers_are_refused_with_clear_messages() {
 
 #[test]
 fn a_page_written_like_livetalkings_client_plays_and_the_mouth_moves() {
+    let _serial = serial();
     for f in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
         assert!(
             std::path::Path::new(f).exists(),

@@ -17,6 +17,13 @@ use gst::prelude::*;
 use serde_json::json;
 use support::Server;
 
+/// One test at a time (each runs live sessions; two at once starve a small machine).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A WHIP server: whipserversrc decoding into appsinks.
 struct WhipServer {
     pipeline: gst::Pipeline,
@@ -143,6 +150,7 @@ fn assert_talks(got: &av::Received, idle: std::ops::Range<usize>, what: &str, in
 
 #[test]
 fn serve_pushes_a_talking_session_over_whip() {
+    let _serial = serial();
     let whip = WhipServer::start();
     let server = Server::start(&["--whip", &whip.url()]);
     let (_, v) = server.request("GET", "/sessions", None);
@@ -177,6 +185,7 @@ fn repo() -> PathBuf {
 
 #[test]
 fn whip_pipeline_script_pushes_a_talking_avatar() {
+    let _serial = serial();
     let plugins = PathBuf::from(env!("CARGO_BIN_EXE_livetalk"))
         .parent()
         .unwrap()
