@@ -156,6 +156,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let max_body = server.cfg.max_body;
     let api = Router::new()
         .route("/session", post(create_session))
+        .route("/offer", post(super::offer::handle))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", delete(close_session))
         .route("/avatars", get(avatars))

@@ -14,8 +14,10 @@ mod gccleak;
 pub mod janus;
 pub mod listen;
 pub mod llm;
+mod offer;
 pub mod session;
 mod web;
+mod whip;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -98,6 +100,12 @@ pub struct Args {
     /// Also push one session to this RTMP URL (flvmux + rtmp2sink) while the server runs.
     #[arg(long)]
     pub rtmp: Option<String>,
+    /// Also push one session to this WHIP endpoint (whipclientsink) while the server runs.
+    #[arg(long)]
+    pub whip: Option<String>,
+    /// Bearer token for the WHIP endpoint.
+    #[arg(long, env = "LIVETALK_WHIP_TOKEN", hide_env_values = true)]
+    pub whip_token: Option<String>,
     /// OpenAI-compatible endpoint for type=chat (e.g. http://127.0.0.1:8000/v1); its key is
     /// read from LIVETALK_LLM_KEY or OPENAI_API_KEY.
     #[arg(long)]
@@ -226,6 +234,9 @@ pub struct Config {
     pub barge_in: bool,
     pub barge_in_min: Duration,
     pub end_of_turn_ms: u32,
+    /// `--whip`: the WHIP endpoint one session pushes to, and its token.
+    pub whip: Option<String>,
+    pub whip_token: Option<String>,
 }
 
 fn host(ip: IpAddr) -> String {
@@ -308,15 +319,27 @@ impl Server {
         output: Output,
         rtmp: Option<&str>,
     ) -> Result<Arc<Session>, SessionError> {
+        self.create_session_with(avatar, output, rtmp, |_| Ok(()))
+    }
+
+    /// As [`Server::create_session`], with `prepare` run on the built session (in READY,
+    /// already listed) before it plays; an error there ends the session.
+    pub fn create_session_with<E: From<SessionError>>(
+        &self,
+        avatar: &str,
+        output: Output,
+        rtmp: Option<&str>,
+        prepare: impl FnOnce(&Arc<Session>) -> Result<(), E>,
+    ) -> Result<Arc<Session>, E> {
         use std::sync::atomic::Ordering::SeqCst;
-        let dir = self.cfg.avatar_dir(avatar)?;
+        let dir = self.cfg.avatar_dir(avatar).map_err(E::from)?;
         // Reserve a slot under the lock, build outside it, release the reservation when the
         // session is in the table (or failed).
         let id = {
             let sessions = self.sessions.lock().unwrap();
             let taken = sessions.len() + self.building.load(SeqCst);
             if taken >= self.cfg.max_sessions {
-                return Err(SessionError::Full(taken));
+                return Err(SessionError::Full(taken).into());
             }
             self.building.fetch_add(1, SeqCst);
             self.new_id()
@@ -333,11 +356,16 @@ impl Server {
         let session = {
             let mut sessions = self.sessions.lock().unwrap();
             self.building.fetch_sub(1, SeqCst);
-            let session = built?;
+            let session = built.map_err(E::from)?;
             sessions.insert(id.clone(), session.clone());
             session
         };
-        if let Err(e) = session.play(self.cfg.peer_timeout, self.end_tx.clone()) {
+        let started = prepare(&session).and_then(|()| {
+            session
+                .play(self.cfg.peer_timeout, self.end_tx.clone())
+                .map_err(E::from)
+        });
+        if let Err(e) = started {
             self.sessions.lock().unwrap().remove(&id);
             session.shutdown(EndReason::Error);
             return Err(e);
@@ -451,6 +479,8 @@ pub fn config(a: &Args) -> anyhow::Result<Arc<Config>> {
         barge_in: a.barge_in == OnOff::On,
         barge_in_min: Duration::from_millis(a.barge_in_min_ms),
         end_of_turn_ms: a.end_of_turn_ms,
+        whip: a.whip.clone(),
+        whip_token: a.whip_token.clone().filter(|t| !t.is_empty()),
     });
     // The default avatar must exist (a typo should fail at start, not at the first session).
     cfg.avatar_dir(&cfg.default_avatar)
@@ -515,6 +545,16 @@ async fn serve(cfg: Arc<Config>, rtmp: Option<String>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("the RTMP session: {e}"))?;
         eprintln!("livetalk serve: RTMP session {}", session.id);
         tokio::spawn(keep_rtmp_pushing(server.clone(), session, url.clone()));
+    }
+
+    if cfg.whip.is_some() {
+        let s = server.clone();
+        let avatar = cfg.default_avatar.clone();
+        let session =
+            tokio::task::spawn_blocking(move || s.create_session(&avatar, Output::Whip, None))
+                .await?
+                .map_err(|e| anyhow::anyhow!("the WHIP session: {e}"))?;
+        eprintln!("livetalk serve: WHIP session {}", session.id);
     }
 
     let app = api::router(server.clone());

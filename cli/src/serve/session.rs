@@ -136,6 +136,10 @@ pub enum Output {
     Encoded,
     /// Published once into a Janus VideoRoom (`--janus`) with janusvrwebrtcsink.
     Janus,
+    /// The session's own webrtcbin answering one client's offer (`POST /offer`).
+    Offer,
+    /// Pushed to a WHIP endpoint by whipclientsink (`--whip`).
+    Whip,
 }
 
 /// What webrtcsink sets on vp8enc, into a synced fakesink: the encode cost of one viewer.
@@ -278,10 +282,11 @@ fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>
     };
     let mut d = media_chain(&tts, &chain);
     match output {
-        Output::Webrtc | Output::Janus => d.push_str(
+        Output::Webrtc | Output::Janus | Output::Whip => d.push_str(
             "vt. ! queue name=wsv max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 \
              at. ! queue name=wsa max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ",
         ),
+        Output::Offer => d.push_str(super::offer::BRANCHES),
         Output::Encoded => {
             let q = "queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000";
             d.push_str(&format!("vt. ! {q} ! {VIDEO_OUT} at. ! {q} ! {AUDIO_OUT}"));
@@ -382,6 +387,12 @@ impl Session {
         };
         if let Some(ws) = ws {
             track_encoders(&ws, &encoders);
+            pipeline.add(&ws)?;
+            by_name("wsv")?.link_pads(Some("src"), &ws, Some("video_%u"))?;
+            by_name("wsa")?.link_pads(Some("src"), &ws, Some("audio_%u"))?;
+        }
+        if let (Output::Whip, Some(url)) = (output, cfg.whip.as_deref()) {
+            let ws = super::whip::make_sink(cfg, url, cfg.whip_token.as_deref())?;
             pipeline.add(&ws)?;
             by_name("wsv")?.link_pads(Some("src"), &ws, Some("video_%u"))?;
             by_name("wsa")?.link_pads(Some("src"), &ws, Some("audio_%u"))?;
@@ -506,7 +517,7 @@ impl Session {
             })
             .map_err(|e| SessionError::Pipeline(format!("the Janus watch: {e}")))?;
         }
-        if self.output == Output::Webrtc {
+        if matches!(self.output, Output::Webrtc | Output::Offer) {
             let (id, ever) = (self.id.clone(), self.ever_connected.clone());
             let no_peer_end = end.clone();
             let t = tokio::spawn(async move {
@@ -516,8 +527,10 @@ impl Session {
                 }
             });
             self.tasks.lock().unwrap().push(t.abort_handle());
+        }
+        if self.output == Output::Webrtc {
             // A viewer that stays connected but sends nothing (frozen, cut off) ends the
-            // session after --peer-lost-timeout.
+            // session after --peer-lost-timeout (`/offer` sessions have their own watch).
             let (id, consumers, last) = (
                 self.id.clone(),
                 self.consumers.clone(),
@@ -537,6 +550,11 @@ impl Session {
             self.tasks.lock().unwrap().push(t.abort_handle());
         }
         Ok(())
+    }
+
+    /// A task that ends with the session.
+    pub(super) fn add_task(&self, task: tokio::task::AbortHandle) {
+        self.tasks.lock().unwrap().push(task);
     }
 
     /// Queues text to say; refused when the session's text queue is full.

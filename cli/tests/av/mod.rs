@@ -1,0 +1,162 @@
+//! What a test receiver got back from a session (decoded RGB frames, 16 kHz mono audio, each
+//! with its PTS and arrival time), and what it shows: how far the mouth opens per frame
+//! against the avatar's own frames, the speech onset and loudness in the audio.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use gst::prelude::*;
+use gstlivetalk::avatar::{Avatar, Image};
+
+/// Decoded video as RGB, into an appsink named `v`.
+pub const VIDEO_TAIL: &str = "videoconvert ! video/x-raw,format=RGB ! appsink name=v sync=false";
+/// Decoded audio as 16 kHz mono F32, into an appsink named `a`.
+pub const AUDIO_TAIL: &str = "audioconvert ! audioresample ! \
+    audio/x-raw,format=F32LE,rate=16000,channels=1 ! appsink name=a sync=false";
+
+#[derive(Default)]
+pub struct Received {
+    pub frames: Vec<(Instant, gst::ClockTime, Image)>,
+    pub audio: Vec<(Instant, gst::ClockTime, Vec<f32>)>,
+}
+
+pub type Shared = Arc<Mutex<Received>>;
+
+/// Collects the RGB frames of appsink `sink` into `got`.
+pub fn collect_video(sink: &gst::Element, got: &Shared) {
+    let sink = sink.clone().downcast::<gst_app::AppSink>().unwrap();
+    let got = got.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let caps = sample.caps().unwrap().structure(0).unwrap().to_owned();
+                let (w, h) = (
+                    caps.get::<i32>("width").unwrap() as u32,
+                    caps.get::<i32>("height").unwrap() as u32,
+                );
+                let buf = sample.buffer().unwrap();
+                let map = buf.map_readable().unwrap();
+                let stride = map.len() / h as usize;
+                let mut data = Vec::with_capacity((w * h * 3) as usize);
+                for row in map.chunks(stride).take(h as usize) {
+                    data.extend_from_slice(&row[..(w * 3) as usize]);
+                }
+                got.lock().unwrap().frames.push((
+                    Instant::now(),
+                    buf.pts().unwrap_or(gst::ClockTime::ZERO),
+                    Image {
+                        width: w,
+                        height: h,
+                        channels: 3,
+                        data,
+                    },
+                ));
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
+
+/// Collects the F32 samples of appsink `sink` into `got`.
+pub fn collect_audio(sink: &gst::Element, got: &Shared) {
+    let sink = sink.clone().downcast::<gst_app::AppSink>().unwrap();
+    let got = got.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let buf = sample.buffer().unwrap();
+                let map = buf.map_readable().unwrap();
+                let pcm = map
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                got.lock().unwrap().audio.push((
+                    Instant::now(),
+                    buf.pts().unwrap_or(gst::ClockTime::ZERO),
+                    pcm,
+                ));
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
+
+/// How far the mouth is open in each frame: the frame against the avatar frame it shows (the
+/// one whose upper face matches best), compared in the lower face.
+pub fn mouth_opening(frames: &[(Instant, gst::ClockTime, Image)]) -> Vec<(gst::ClockTime, f64)> {
+    let avatar = Avatar::load(&crate::support::cache_dir().join("avatars/astronaut")).unwrap();
+    let fb = avatar.manifest.frames[0].face_box;
+    let (x0, x1) = (
+        (fb.x1 + fb.width() / 4) as u32,
+        (fb.x2 - fb.width() / 4) as u32,
+    );
+    let upper = (fb.y1 as u32, (fb.y1 + fb.height() * 2 / 5) as u32);
+    let lower = ((fb.y1 + fb.height() * 3 / 5) as u32, fb.y2 as u32);
+    frames
+        .iter()
+        .map(|(_, pts, f)| {
+            let d = |k: usize, y: (u32, u32)| {
+                gstlivetalk::mouth::region_difference(f, &avatar.frames[k], x0, y.0, x1, y.1)
+            };
+            let k = (0..avatar.len())
+                .min_by(|&a, &b| d(a, upper).total_cmp(&d(b, upper)))
+                .unwrap();
+            (*pts, d(k, lower))
+        })
+        .collect()
+}
+
+/// RMS of each 20 ms of the audio, with its PTS.
+pub fn audio_windows(audio: &[(Instant, gst::ClockTime, Vec<f32>)]) -> Vec<(gst::ClockTime, f64)> {
+    audio
+        .iter()
+        .flat_map(|(_, pts, pcm)| {
+            pcm.chunks(320).enumerate().map(move |(i, c)| {
+                let rms =
+                    (c.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / c.len() as f64).sqrt();
+                (*pts + gst::ClockTime::from_mseconds(20 * i as u64), rms)
+            })
+        })
+        .collect()
+}
+
+/// The A/V offset of speech: the first frame whose mouth opens past half its widest against
+/// the first 20 ms of audio above a quarter of the loudest (ms, video minus audio), with the
+/// loudest RMS, the widest opening, and the widest while idle.
+pub struct Sync {
+    pub offset_ms: i64,
+    pub loudest: f64,
+    pub idle_mouth: f64,
+    pub widest_mouth: f64,
+}
+
+/// Measures [`Sync`] in what was received; frames `idle` show the avatar idle.
+pub fn speech_sync(got: &Received, idle: std::ops::Range<usize>) -> Sync {
+    let opening = mouth_opening(&got.frames);
+    let idle = opening[idle.start.min(opening.len())..idle.end.min(opening.len())]
+        .iter()
+        .map(|x| x.1)
+        .fold(0.0, f64::max);
+    let widest = opening.iter().map(|x| x.1).fold(0.0, f64::max);
+    let first_mouth = opening
+        .iter()
+        .find(|x| x.1 > 0.5 * widest)
+        .map(|x| x.0)
+        .unwrap();
+    let windows = audio_windows(&got.audio);
+    let loudest = windows.iter().map(|w| w.1).fold(0.0, f64::max);
+    let onset = windows
+        .iter()
+        .find(|w| w.1 > 0.25 * loudest)
+        .map(|w| w.0)
+        .unwrap_or(gst::ClockTime::ZERO);
+    Sync {
+        offset_ms: first_mouth.mseconds() as i64 - onset.mseconds() as i64,
+        loudest,
+        idle_mouth: idle,
+        widest_mouth: widest,
+    }
+}
