@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+pub mod batcher;
 pub mod planner;
 
 use crate::avatar::LATENT_LEN;
