@@ -222,8 +222,11 @@ fn speech_is_intelligible() {
                 Please send the report to my office before Friday.";
     // Without the generator's noise the voice is deterministic: the same text gives the
     // same samples, so the transcript below does not vary from run to run.
-    let quiet: [(&str, &dyn ToValue); 3] =
-        [("text", &text), ("noise-scale", &0.0f32), ("noise-w", &0.0f32)];
+    let quiet: [(&str, &dyn ToValue); 3] = [
+        ("text", &text),
+        ("noise-scale", &0.0f32),
+        ("noise-w", &0.0f32),
+    ];
     let samples = run_offline(&quiet, |_| {}).all_samples();
     assert_eq!(samples, run_offline(&quiet, |_| {}).all_samples());
     let dir = tempfile::tempdir().unwrap();
