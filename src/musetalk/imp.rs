@@ -402,7 +402,13 @@ impl MuseTalkElement {
 
         if self.queue.lock().unwrap().live.is_none() {
             let mut q = gst::query::Latency::new();
-            let live = self.sinkpad.peer_query(&mut q) && q.result().0;
+            let answered = self.sinkpad.peer_query(&mut q);
+            let (live, min, _) = q.result();
+            let live = answered && live;
+            if live {
+                // Deadlines before the pipeline's LATENCY event count upstream's latency.
+                self.timing.lock().unwrap().upstream_latency = min;
+            }
             self.queue.lock().unwrap().live = Some(live);
         }
         let max = self.settings.lock().unwrap().batch_size as usize * 2 + 8;
