@@ -116,7 +116,10 @@ impl Pipe {
                     .try_pull_sample(gst::ClockTime::from_seconds(60))
                     .expect("a crop");
                 let b = s.buffer().unwrap();
-                assert!(!b.flags().contains(gst::BufferFlags::GAP), "a skipped frame");
+                assert!(
+                    !b.flags().contains(gst::BufferFlags::GAP),
+                    "a skipped frame"
+                );
                 let m = meta::get(b).unwrap();
                 assert_eq!(b.pts(), Some(gst::ClockTime::from_mseconds(40 * m.frame)));
                 (m.frame, b.map_readable().unwrap().to_vec())
@@ -151,7 +154,11 @@ fn max_diff(a: &[u8], b: &[u8]) -> u8 {
 }
 
 fn mean_diff(a: &[u8], b: &[u8]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as f64).sum::<f64>() / a.len() as f64
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.abs_diff(*y) as f64)
+        .sum::<f64>()
+        / a.len() as f64
 }
 
 fn avatars() -> (tempfile::TempDir, tempfile::TempDir) {
