@@ -93,6 +93,21 @@ fn start_session(avatar: &Path) -> anyhow::Result<Running> {
 /// Whether a buffer passing `pad` is within 100 ms of its due time at a synced sink: its
 /// running time plus the pipeline latency, against the pipeline clock now.
 pub fn on_time(pad: &gst::Pad, buffer: &gst::BufferRef, pipeline: &gst::Pipeline) -> bool {
+    on_time_with(
+        pad,
+        buffer,
+        pipeline,
+        pipeline.latency().unwrap_or(gst::ClockTime::ZERO),
+    )
+}
+
+/// [`on_time`] with the pipeline latency given (as a latency query answers it).
+fn on_time_with(
+    pad: &gst::Pad,
+    buffer: &gst::BufferRef,
+    pipeline: &gst::Pipeline,
+    latency: gst::ClockTime,
+) -> bool {
     let due = buffer.pts().and_then(|pts| {
         let ev = pad.sticky_event::<gst::event::Segment>(0)?;
         let seg = ev.segment().downcast_ref::<gst::ClockTime>()?;
@@ -104,7 +119,7 @@ pub fn on_time(pad: &gst::Pad, buffer: &gst::BufferRef, pipeline: &gst::Pipeline
         .map(|(clock, base)| clock.time().saturating_sub(base));
     match (due, now) {
         (Some(due), Some(now)) => {
-            let deadline = due + pipeline.latency().unwrap_or(gst::ClockTime::ZERO);
+            let deadline = due + latency;
             now <= deadline + gst::ClockTime::from_mseconds(100)
         }
         _ => false,
@@ -277,12 +292,24 @@ fn start_muse_session(
         .and_then(|s| s.static_pad("sink"))
         .context("no sink pad")?;
     let (c, weak) = (counts.clone(), pipeline.downgrade());
+    // The pipeline latency (u64::MAX: not asked yet).
+    let latency = Arc::new(AtomicU64::new(u64::MAX));
+    let l = latency.clone();
     sinkpad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         if let (Some(b), Some(p)) = (info.buffer(), weak.upgrade())
             && !b.flags().contains(gst::BufferFlags::GAP)
         {
             c.frames.fetch_add(1, Ordering::Relaxed);
-            if on_time(pad, b, &p) {
+            // The first time, upstream's answer (the sink adds none): the pipeline's
+            // latency query is not answered until the sink has its latency.
+            if l.load(Ordering::Relaxed) == u64::MAX {
+                let mut q = gst::query::Latency::new();
+                if pad.peer_query(&mut q) {
+                    l.store(q.result().1.nseconds(), Ordering::Relaxed);
+                }
+            }
+            let lat = gst::ClockTime::from_nseconds(l.load(Ordering::Relaxed) % u64::MAX);
+            if on_time_with(pad, b, &p, lat) {
                 c.on_time.fetch_add(1, Ordering::Relaxed);
             }
         }

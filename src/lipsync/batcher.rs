@@ -29,7 +29,9 @@
 //!   has nothing queued and nothing in the running batch: its thread is busy pushing its
 //!   last results), the service waits for it, but only until the latest start that still
 //!   makes the earliest deadline among the ready frames and the expected ones:
-//!   `earliest - cost(M)` for the fuller batch of `M` frames. Without a measured cost or a
+//!   `earliest - cost(M)` for the fuller batch of `M` frames, and at most one frame's cost
+//!   after the expected session's results were handed back (a session that is not back by
+//!   then is waiting for its input, not pushing). Without a measured cost or a
 //!   known deadline it runs at once. Waiting is how batches of different sessions merge:
 //!   without it two sessions would take turns, each alone in its batch.
 //! - Isolation: a result goes back only to the session and ticket that submitted the frame.
@@ -116,6 +118,8 @@ struct SessionState<I, O> {
     /// Tickets below this one are cancelled: their results are dropped.
     cancelled_below: u64,
     expect: Option<Expect>,
+    /// When its last results were handed back (it is expected from then on).
+    delivered_at: Duration,
 }
 
 /// A batch to run: its members (session, ticket) and their inputs, in batch order.
@@ -186,6 +190,7 @@ impl<I, O> Core<I, O> {
                 next_ticket: 0,
                 cancelled_below: 0,
                 expect: None,
+                delivered_at: Duration::ZERO,
             },
         );
         id
@@ -336,10 +341,19 @@ impl<I, O> Core<I, O> {
         if k >= max {
             return Step::Run;
         }
-        // Expected sessions: nothing queued, nothing running, more to come.
+        // Expected sessions: nothing queued, nothing running, more to come, and their
+        // results handed back less than one frame's cost ago (a session that does not come
+        // back by then waits for its input, and is not waited for).
+        let grace = self.cost.estimate(1).unwrap_or_default();
         let mut awaited: Vec<Option<Duration>> = Vec::new();
+        let mut give_up: Option<Duration> = None;
         for s in self.sessions.values() {
             if let Some(e) = s.expect.filter(|_| s.pending.is_empty() && s.running == 0) {
+                let until = s.delivered_at + grace;
+                if until <= now {
+                    continue;
+                }
+                give_up = Some(give_up.map_or(until, |g| g.max(until)));
                 for j in 0..s.max_batch {
                     awaited.push(e.next.map(|d| d + e.step * j as u32));
                 }
@@ -357,8 +371,8 @@ impl<I, O> Core<I, O> {
             .flatten()
             .min();
         match (earliest, self.cost.estimate(m)) {
-            (Some(d), Some(c)) => match d.checked_sub(c) {
-                Some(until) if until > now => Step::Wait(until),
+            (Some(d), Some(c)) => match d.checked_sub(c).zip(give_up) {
+                Some((until, g)) if until.min(g) > now => Step::Wait(until.min(g)),
                 _ => Step::Run,
             },
             _ => Step::Run,
@@ -399,6 +413,7 @@ impl<I, O> Core<I, O> {
         members: &[(SessionId, u64)],
         outputs: Result<Vec<O>, String>,
         took: Duration,
+        now: Duration,
     ) {
         let mut sessions: Vec<SessionId> = members.iter().map(|m| m.0).collect();
         sessions.sort_unstable();
@@ -430,21 +445,29 @@ impl<I, O> Core<I, O> {
                             output,
                             batch: info,
                         }),
+                        now,
                     );
                 }
             }
             Err(e) => {
                 for &(sid, ticket) in members {
-                    self.put(sid, ticket, Err(BatchError::Model(e.clone())));
+                    self.put(sid, ticket, Err(BatchError::Model(e.clone())), now);
                 }
             }
         }
     }
 
     /// One frame's result, to its session unless the session or the ticket is gone.
-    fn put(&mut self, sid: SessionId, ticket: u64, result: Result<Done<O>, BatchError>) {
+    fn put(
+        &mut self,
+        sid: SessionId,
+        ticket: u64,
+        result: Result<Done<O>, BatchError>,
+        now: Duration,
+    ) {
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.running = s.running.saturating_sub(1);
+            s.delivered_at = now;
             if ticket >= s.cancelled_below {
                 s.done.insert(ticket, result);
             }
@@ -504,7 +527,8 @@ impl<M: BatchModel> Shared<M> {
                     let took = start.elapsed();
                     drop(batch.inputs);
                     st = self.lock();
-                    st.core.deliver(batch.id, &batch.members, out, took);
+                    st.core
+                        .deliver(batch.id, &batch.members, out, took, self.now());
                     self.done.notify_all();
                 }
             }
@@ -660,10 +684,19 @@ mod tests {
 
     /// Runs the core's next batch through `f`, taking `took`; returns the batch's inputs.
     fn run_core(core: &mut Core<(u64, u64), u64>, took: Duration) -> Vec<(u64, u64)> {
+        run_core_at(core, took, ms(0))
+    }
+
+    /// Same, the results handed back at `now`.
+    fn run_core_at(
+        core: &mut Core<(u64, u64), u64>,
+        took: Duration,
+        now: Duration,
+    ) -> Vec<(u64, u64)> {
         let b = core.take_batch();
         let out = b.inputs.iter().map(|&(t, n)| f(t, n)).collect();
         let inputs = b.inputs.clone();
-        core.deliver(b.id, &b.members, Ok(out), took);
+        core.deliver(b.id, &b.members, Ok(out), took, now);
         inputs
     }
 
@@ -755,16 +788,26 @@ mod tests {
         for n in [1usize, 2, 4, 3] {
             core.cost.observe(n, ms(10 * n as u64));
         }
-        // B ran and says more follow every 40 ms, its next deadline at 440 ms.
+        // B ran (its results handed back at 255 ms) and says more follow every 40 ms, its
+        // next deadline at 440 ms.
         let tb = core.submit(b, frames(2, 0..1, |_| Some(ms(400))), Some(ms(40)));
-        run_core(&mut core, ms(10));
+        run_core_at(&mut core, ms(10), ms(255));
         core.collect(b, &tb).unwrap().unwrap();
         // A submits one frame due at 300 ms: the batch would be A's frame plus B's 3 next
         // (max 4): it may start until 300 - cost(4) = 260 ms.
         core.submit(a, frames(1, 0..1, |_| Some(ms(300))), None);
-        assert_eq!(core.plan(ms(100)), Step::Wait(ms(260)));
+        assert_eq!(core.plan(ms(256)), Step::Wait(ms(260)));
         // At that time it runs without B.
         assert_eq!(core.plan(ms(260)), Step::Run);
+        // B is waited for at most one frame's cost (10 ms) after its results.
+        let mut late = Core::new();
+        let (x, y) = (late.add_session(4), late.add_session(4));
+        late.cost = core.cost.clone();
+        late.submit(y, frames(2, 0..1, |_| Some(ms(900))), Some(ms(40)));
+        run_core_at(&mut late, ms(10), ms(100));
+        late.submit(x, frames(1, 0..1, |_| Some(ms(800))), None);
+        assert_eq!(late.plan(ms(101)), Step::Wait(ms(110)));
+        assert_eq!(late.plan(ms(110)), Step::Run);
         // B arrives before: one batch with both.
         core.submit(b, frames(2, 1..3, |n| Some(ms(400 + 40 * n))), Some(ms(40)));
         // (B is queued now, so nobody is expected; 3 frames < 4 but run at once.)
@@ -817,7 +860,7 @@ mod tests {
         assert_eq!(core.collect(a, &ta), Some(Err(BatchError::Cancelled)));
         assert_eq!(core.collect(c, &tc), Some(Err(BatchError::Cancelled)));
         let out = batch.inputs.iter().map(|&(t, n)| f(t, n)).collect();
-        core.deliver(batch.id, &batch.members, Ok(out), ms(4));
+        core.deliver(batch.id, &batch.members, Ok(out), ms(4), ms(0));
         // Only B's frames are left to run.
         let rest = run_core(&mut core, ms(1));
         assert!(rest.iter().all(|(t, _)| *t == 2), "{rest:?}");
@@ -833,18 +876,21 @@ mod tests {
         // A model error reaches every session of that batch, and only that batch.
         let t1 = core.submit(a, frames(1, 6..7, |_| None), None);
         let bt = core.take_batch();
-        core.deliver(bt.id, &bt.members, Err("boom".into()), ms(1));
+        core.deliver(bt.id, &bt.members, Err("boom".into()), ms(1), ms(0));
         assert_eq!(
             core.collect(a, &t1),
             Some(Err(BatchError::Model("boom".into())))
         );
     }
 
+    /// Says "entered" and waits for "go".
+    type Gate = (Mutex<mpsc::Sender<()>>, Mutex<mpsc::Receiver<()>>);
+
     /// A fake model: `f` of each input; records the batches; optionally held in `run` until
     /// the test lets it go (it says when it entered).
     struct Fake {
         batches: Mutex<Vec<Vec<(u64, u64)>>>,
-        gate: Option<(Mutex<mpsc::Sender<()>>, Mutex<mpsc::Receiver<()>>)>,
+        gate: Option<Gate>,
     }
 
     impl BatchModel for Fake {
