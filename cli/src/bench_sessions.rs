@@ -333,6 +333,10 @@ fn start_muse_session(
         .collect();
     // Frames at 25 fps of the pipeline's running time, always talking.
     let feeder = std::thread::spawn(move || {
+        // The clock and base time come with PLAYING.
+        while src.current_state() != gst::State::Playing && !stop2.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let (Some(clock), Some(base)) = (src.clock(), src.base_time()) else {
             return;
         };
