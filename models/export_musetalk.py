@@ -9,6 +9,10 @@ Official weights (downloaded by the user, see models/README.md):
 Test fixtures (the real diffusers architectures at reduced widths, random seeded weights):
   export_musetalk.py --random-tiny --out tests/fixtures/musetalk-tiny --check
 
+Benchmark models (the full-width v1.5 architectures, seeded random weights: the same FLOPs
+and memory as the official ones, meaningless output):
+  export_musetalk.py --random-full --out ~/.cache/livetalk/models/musetalk-random-full
+
 Writes, with the contracts of src/inference/contract.rs (batch dimension symbolic):
   unet.onnx         sample f32 [batch,8,32,32], timestep i64 [batch],
                     encoder_hidden_states f32 [batch,50,384] -> latent f32 [batch,4,32,32]
@@ -113,6 +117,12 @@ def tiny_models(seed):
     return unet.eval(), vae.eval(), ucfg, vcfg
 
 
+def full_models(seed):
+    torch.manual_seed(seed)
+    ucfg, vcfg = dict(MUSETALK_UNET), dict(SD_VAE)
+    return UNet2DConditionModel(**ucfg).eval(), AutoencoderKL(**vcfg).eval(), ucfg, vcfg
+
+
 def official_models(unet_weights, unet_config, vae_dir):
     with open(unet_config) as f:
         ucfg = json.load(f)
@@ -181,6 +191,8 @@ def main():
     ap.add_argument("--unet-config", help="MuseTalk v1.5 musetalk.json")
     ap.add_argument("--vae-dir", help="sd-vae-ft-mse folder (config.json + diffusion_pytorch_model.bin)")
     ap.add_argument("--random-tiny", action="store_true", help="reduced-width real architectures, random weights")
+    ap.add_argument("--random-full", action="store_true",
+                    help="full-width real architectures, seeded random weights (for benchmarks)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     ap.add_argument("--fp16", action="store_true", help="also write *_fp16.onnx")
@@ -189,11 +201,16 @@ def main():
     a = ap.parse_args()
 
     torch.set_grad_enabled(False)
+    random = a.random_tiny or a.random_full
+    if a.random_tiny and a.random_full:
+        ap.error("give --random-tiny or --random-full, not both")
     if a.random_tiny:
         unet, vae, ucfg, vcfg = tiny_models(a.seed)
+    elif a.random_full:
+        unet, vae, ucfg, vcfg = full_models(a.seed)
     else:
         if not (a.unet_weights and a.unet_config and a.vae_dir):
-            ap.error("give --unet-weights, --unet-config and --vae-dir, or --random-tiny")
+            ap.error("give --unet-weights, --unet-config and --vae-dir, or --random-tiny/--random-full")
         unet, vae, ucfg, vcfg = official_models(a.unet_weights, a.unet_config, a.vae_dir)
     os.makedirs(a.out, exist_ok=True)
     gen = torch.Generator().manual_seed(a.seed + 1)
@@ -222,8 +239,8 @@ def main():
             if a.fp16:
                 check(module, args, os.path.join(a.out, f"{name}_fp16.onnx"), None, name)
     meta = dict(
-        source="random-tiny" if a.random_tiny else "official",
-        seed=a.seed if a.random_tiny else None,
+        source="random-tiny" if a.random_tiny else "random-full" if a.random_full else "official",
+        seed=a.seed if random else None,
         unet_config={k: v for k, v in ucfg.items() if not k.startswith("_")},
         vae_config={k: v for k, v in vcfg.items() if not k.startswith("_")},
         opset=OPSET,

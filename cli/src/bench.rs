@@ -43,6 +43,26 @@ pub struct Args {
     /// sessions: the most sessions to try.
     #[arg(long, default_value_t = 8)]
     max_sessions: usize,
+    /// sessions: the driver (lipwarp: the whole serve chain; musetalk: features -> musetalk ->
+    /// synchronised sink, with and without cross-session batching).
+    #[arg(long, value_enum, default_value = "lipwarp")]
+    driver: crate::launch::DriverArg,
+    /// sessions --driver musetalk: folder with unet.onnx and vae_decoder.onnx (default: the
+    /// set-up's models/musetalk, else its small test models).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// sessions --driver musetalk: cpu, cuda or tensorrt.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// sessions --driver musetalk: the session counts to measure (default 1,2,4,8).
+    #[arg(long, value_delimiter = ',')]
+    counts: Vec<usize>,
+    /// sessions --driver musetalk: each element's batch-size.
+    #[arg(long, default_value_t = 4)]
+    batch_size: u32,
+    /// sessions --driver musetalk: the shared service's max-batch.
+    #[arg(long, default_value_t = 16)]
+    max_batch: u32,
     /// Seconds of speech for the mel and whole-element figures (whisper; default 60), or of
     /// measurement per session count (sessions; default 15).
     #[arg(long)]
@@ -103,6 +123,30 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if a.what == "sessions" {
         gst::init()?;
+        if a.driver == crate::launch::DriverArg::Musetalk {
+            let models = gstlivetalk::paths::models_dir();
+            let model_dir = a.model_dir.unwrap_or_else(|| {
+                let full = models.join("musetalk");
+                if full.join("unet.onnx").is_file() {
+                    full
+                } else {
+                    gstlivetalk::paths::test_models_dir()
+                }
+            });
+            let counts = if a.counts.is_empty() {
+                vec![1, 2, 4, 8]
+            } else {
+                a.counts
+            };
+            return crate::bench_sessions::run_musetalk(&crate::bench_sessions::MuseBench {
+                counts,
+                seconds: a.seconds.unwrap_or(8.0),
+                model_dir,
+                device: a.device,
+                batch_size: a.batch_size,
+                max_batch: a.max_batch,
+            });
+        }
         return crate::bench_sessions::run(a.max_sessions, a.seconds.unwrap_or(15.0));
     }
     let seconds = a.seconds.unwrap_or(60.0);

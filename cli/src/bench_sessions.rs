@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use gst::prelude::*;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::launch::AvatarChain;
 use crate::serve::session::{AUDIO_OUT, VIDEO_OUT, media_chain};
@@ -93,6 +93,21 @@ fn start_session(avatar: &Path) -> anyhow::Result<Running> {
 /// Whether a buffer passing `pad` is within 100 ms of its due time at a synced sink: its
 /// running time plus the pipeline latency, against the pipeline clock now.
 pub fn on_time(pad: &gst::Pad, buffer: &gst::BufferRef, pipeline: &gst::Pipeline) -> bool {
+    on_time_with(
+        pad,
+        buffer,
+        pipeline,
+        pipeline.latency().unwrap_or(gst::ClockTime::ZERO),
+    )
+}
+
+/// [`on_time`] with the pipeline latency given (as a latency query answers it).
+fn on_time_with(
+    pad: &gst::Pad,
+    buffer: &gst::BufferRef,
+    pipeline: &gst::Pipeline,
+    latency: gst::ClockTime,
+) -> bool {
     let due = buffer.pts().and_then(|pts| {
         let ev = pad.sticky_event::<gst::event::Segment>(0)?;
         let seg = ev.segment().downcast_ref::<gst::ClockTime>()?;
@@ -104,7 +119,7 @@ pub fn on_time(pad: &gst::Pad, buffer: &gst::BufferRef, pipeline: &gst::Pipeline
         .map(|(clock, base)| clock.time().saturating_sub(base));
     match (due, now) {
         (Some(due), Some(now)) => {
-            let deadline = due + pipeline.latency().unwrap_or(gst::ClockTime::ZERO);
+            let deadline = due + latency;
             now <= deadline + gst::ClockTime::from_mseconds(100)
         }
         _ => false,
@@ -184,5 +199,264 @@ pub fn run(max: usize, seconds: f64) -> anyhow::Result<()> {
         }
         baseline_speech.get_or_insert(min_speech);
     }
+    Ok(())
+}
+
+/// One MuseTalk session of the `--driver musetalk` bench: live features at 25 fps into
+/// musetalk, into a clock-synchronised fakesink.
+struct MuseSession {
+    pipeline: gst::Pipeline,
+    muse: gst::Element,
+    counts: Arc<Counts>,
+    feeder: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for MuseSession {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.pipeline.set_state(gst::State::Null);
+        if let Some(f) = self.feeder.take() {
+            let _ = f.join();
+        }
+    }
+}
+
+/// Options of `livetalk bench sessions --driver musetalk`.
+pub struct MuseBench {
+    pub counts: Vec<usize>,
+    pub seconds: f64,
+    pub model_dir: PathBuf,
+    pub device: String,
+    pub batch_size: u32,
+    pub max_batch: u32,
+}
+
+/// A 3-frame avatar (32x32 frames: musetalk reads only the latents) with seeded random
+/// latents, so that every session has its own avatar.
+fn bench_avatar(dir: &Path, seed: u64) -> anyhow::Result<()> {
+    use gstlivetalk::avatar::{Avatar, BBox, FrameInfo, Image, LATENT_LEN, Manifest};
+    let info = FrameInfo {
+        face_box: BBox::new(8, 8, 24, 24),
+        blend_box: BBox::new(4, 4, 28, 28),
+    };
+    let manifest = Manifest::new(25, 32, 32, "bench", vec![info; 3]);
+    let latents = noise(3 * LATENT_LEN, seed);
+    Avatar::write(
+        dir,
+        &manifest,
+        &vec![Image::new(32, 32, 3); 3],
+        &vec![Image::new(24, 24, 1); 3],
+        Some(&latents),
+    )?;
+    Ok(())
+}
+
+/// Uniform noise in [-1, 1) from a seeded xorshift.
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn start_muse_session(
+    o: &MuseBench,
+    avatar: &Path,
+    shared: bool,
+    seed: u64,
+) -> anyhow::Result<MuseSession> {
+    let caps = "application/x-livetalk-features,framerate=25/1,rows=50,dims=384";
+    let desc = format!(
+        "appsrc name=src is-live=true format=time caps={caps} ! musetalk name=muse \
+         ! fakesink name=sink sync=true"
+    );
+    let pipeline = gst::parse::launch(&desc)?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let muse = pipeline.by_name("muse").context("no musetalk")?;
+    muse.set_property("avatar", avatar.to_str().context("avatar path")?);
+    muse.set_property("model-dir", o.model_dir.to_str().context("model path")?);
+    muse.set_property_from_str("device", &o.device);
+    muse.set_property("batch-size", o.batch_size);
+    muse.set_property("max-batch", o.max_batch);
+    muse.set_property("shared-batching", shared);
+    let counts = Arc::new(Counts::default());
+    let sinkpad = pipeline
+        .by_name("sink")
+        .and_then(|s| s.static_pad("sink"))
+        .context("no sink pad")?;
+    let (c, weak) = (counts.clone(), pipeline.downgrade());
+    // The pipeline latency (u64::MAX: not asked yet).
+    let latency = Arc::new(AtomicU64::new(u64::MAX));
+    let l = latency.clone();
+    sinkpad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        if let (Some(b), Some(p)) = (info.buffer(), weak.upgrade())
+            && !b.flags().contains(gst::BufferFlags::GAP)
+        {
+            c.frames.fetch_add(1, Ordering::Relaxed);
+            // The first time, upstream's answer (the sink adds none): the pipeline's
+            // latency query is not answered until the sink has its latency.
+            if l.load(Ordering::Relaxed) == u64::MAX {
+                let mut q = gst::query::Latency::new();
+                if pad.peer_query(&mut q) {
+                    l.store(q.result().1.nseconds(), Ordering::Relaxed);
+                }
+            }
+            let lat = gst::ClockTime::from_nseconds(l.load(Ordering::Relaxed) % u64::MAX);
+            if on_time_with(pad, b, &p, lat) {
+                c.on_time.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    pipeline.set_state(gst::State::Playing)?;
+    let src = pipeline
+        .by_name("src")
+        .context("no appsrc")?
+        .downcast::<gst_app::AppSrc>()
+        .map_err(|_| anyhow::anyhow!("not an appsrc"))?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let feats: Vec<Vec<u8>> = (0..8)
+        .map(|k| {
+            noise(50 * 384, seed * 100 + k)
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        })
+        .collect();
+    // Frames at 25 fps of the pipeline's running time, always talking.
+    let feeder = std::thread::spawn(move || {
+        // The clock and base time come with PLAYING.
+        while src.current_state() != gst::State::Playing && !stop2.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (Some(clock), Some(base)) = (src.clock(), src.base_time()) else {
+            return;
+        };
+        for n in 0u64.. {
+            if stop2.load(Ordering::Relaxed) {
+                break;
+            }
+            let pts = gst::ClockTime::from_mseconds(40 * n);
+            let id = clock.new_single_shot_id(base + pts);
+            let _ = id.wait();
+            let mut buf = gst::Buffer::from_slice(feats[n as usize % feats.len()].clone());
+            {
+                let b = buf.get_mut().unwrap();
+                b.set_pts(pts);
+                b.set_duration(gst::ClockTime::from_mseconds(40));
+                b.set_offset(n);
+                b.set_offset_end(n + 1);
+            }
+            if src.push_buffer(buf).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(MuseSession {
+        pipeline,
+        muse,
+        counts,
+        feeder: Some(feeder),
+        stop,
+    })
+}
+
+/// `livetalk bench sessions --driver musetalk`: per session count, with the process's
+/// batching service (shared) and without (each element its own batches), in the same run.
+pub fn run_musetalk(o: &MuseBench) -> anyhow::Result<()> {
+    let tmp = std::env::temp_dir().join(format!("livetalk-bench-muse-{}", std::process::id()));
+    let max = o.counts.iter().copied().max().unwrap_or(1);
+    let avatars: Vec<PathBuf> = (0..max)
+        .map(|i| {
+            let d = tmp.join(format!("avatar{i}"));
+            bench_avatar(&d, i as u64 + 1).map(|_| d)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "musetalk sessions (live features at 25 fps, each its own avatar, synchronised sinks), \
+         models {}, device {}, batch-size {}, max-batch {}, {:.0} s each after 3 s of warm-up, \
+         {cores} cores:",
+        o.model_dir.display(),
+        o.device,
+        o.batch_size,
+        o.max_batch,
+        o.seconds
+    );
+    println!(
+        "sessions  batching  on-time fps per session (min / mean)  mean batch  inferred frames/s  CPU cores"
+    );
+    for &n in &o.counts {
+        for shared in [false, true] {
+            let sessions: Vec<MuseSession> = (0..n)
+                .map(|i| start_muse_session(o, &avatars[i], shared, i as u64 + 1))
+                .collect::<anyhow::Result<_>>()?;
+            std::thread::sleep(Duration::from_secs(3));
+            let inferred = |s: &MuseSession| {
+                s.muse
+                    .property::<gst::Structure>("stats")
+                    .get::<u64>("inferred-frames")
+                    .unwrap_or(0)
+            };
+            let snap = |s: &MuseSession| (s.counts.on_time.load(Ordering::Relaxed), inferred(s));
+            let before: Vec<(u64, u64)> = sessions.iter().map(snap).collect();
+            let (t0, c0) = (Instant::now(), cpu_seconds());
+            std::thread::sleep(Duration::from_secs_f64(o.seconds));
+            let wall = t0.elapsed().as_secs_f64();
+            let cpu = (cpu_seconds() - c0) / wall;
+            let after: Vec<(u64, u64)> = sessions.iter().map(snap).collect();
+            let mean_batch = sessions
+                .iter()
+                .map(|s| {
+                    s.muse
+                        .property::<gst::Structure>("stats")
+                        .get::<f64>("mean-batch")
+                        .unwrap_or(0.0)
+                })
+                .sum::<f64>()
+                / n as f64;
+            let errors: Vec<String> = sessions
+                .iter()
+                .filter_map(|s| {
+                    let bus = s.pipeline.bus()?;
+                    let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
+                    match msg.view() {
+                        gst::MessageView::Error(e) => Some(e.error().to_string()),
+                        _ => None,
+                    }
+                })
+                .collect();
+            drop(sessions);
+            if let Some(e) = errors.first() {
+                anyhow::bail!("a session failed: {e}");
+            }
+            let on: Vec<f64> = before
+                .iter()
+                .zip(&after)
+                .map(|(b, a)| (a.0 - b.0) as f64 / wall)
+                .collect();
+            let total: f64 = before
+                .iter()
+                .zip(&after)
+                .map(|(b, a)| (a.1 - b.1) as f64)
+                .sum::<f64>()
+                / wall;
+            let min_on = on.iter().copied().fold(f64::INFINITY, f64::min);
+            let mean_on = on.iter().sum::<f64>() / n as f64;
+            println!(
+                "{n:>8}  {:>8}  {min_on:>14.1} / {mean_on:<14.1}          {mean_batch:>10.2}  {total:>17.1}  {cpu:>9.2}",
+                if shared { "shared" } else { "session" }
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }

@@ -9,11 +9,12 @@
 //! [`planner`] decides which queued frames run together, which are skipped as late and how
 //! long to wait for a fuller batch.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
+pub mod batcher;
 pub mod planner;
 
-use crate::avatar::LATENT_LEN;
+use crate::avatar::{Avatar, LATENT_LEN};
 use crate::features::{self, FRAME_LEN};
 use crate::inference::{InferenceError, Input, InputData, SharedSession};
 
@@ -127,6 +128,63 @@ impl MuseTalk {
         }
         Ok(image.data)
     }
+}
+
+/// One frame for the batching service: the avatar (whose latent it takes), the avatar frame
+/// index and the audio features `[50,384]`. The avatar travels with the frame, so a frame
+/// cannot be made with another session's avatar.
+pub struct MuseFrame {
+    pub avatar: Arc<Avatar>,
+    pub index: usize,
+    pub audio: Vec<f32>,
+}
+
+/// MuseTalk as a [`batcher::BatchModel`]: one `[3,256,256]` image in [-1,1] per frame.
+pub struct MuseBatchModel(pub MuseTalk);
+
+impl batcher::BatchModel for MuseBatchModel {
+    type Input = MuseFrame;
+    type Output = Vec<f32>;
+
+    fn run(&self, inputs: &[MuseFrame]) -> Result<Vec<Vec<f32>>, String> {
+        let frames: Vec<FrameInput<'_>> = inputs
+            .iter()
+            .map(|f| FrameInput {
+                latent: f.avatar.latent(f.index),
+                audio: &f.audio,
+            })
+            .collect();
+        let images = self.0.run(&frames).map_err(|e| e.to_string())?;
+        Ok(images
+            .chunks_exact(IMAGE_LEN)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+}
+
+/// The process's batching services, one per (UNet, VAE decoder) session pair.
+type Services = Vec<((usize, usize), Weak<batcher::Batcher<MuseBatchModel>>)>;
+static SERVICES: LazyLock<Mutex<Services>> = LazyLock::new(|| Mutex::new(Vec::new()));
+
+/// The batching service of `muse`'s model pair, started on first use; every element that
+/// loaded the same sessions gets the same service. It stops when its last session ends.
+pub fn shared_batcher(muse: &MuseTalk) -> std::io::Result<Arc<batcher::Batcher<MuseBatchModel>>> {
+    let key = (
+        Arc::as_ptr(&muse.unet) as usize,
+        Arc::as_ptr(&muse.vae_decoder) as usize,
+    );
+    let mut services = SERVICES.lock().unwrap_or_else(|e| e.into_inner());
+    services.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(s) = services
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return Ok(s);
+    }
+    let s = batcher::Batcher::start(MuseBatchModel(muse.clone()), "musetalk-batcher")?;
+    services.push((key, Arc::downgrade(&s)));
+    Ok(s)
 }
 
 #[cfg(test)]

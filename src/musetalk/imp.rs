@@ -4,10 +4,16 @@
 // the src pad's task (work) plans batches with lipsync::planner, waits on the pipeline
 // clock, runs inference and pushes. Timed waits are single-shot clock ids, unscheduled
 // when a frame or event arrives, on FLUSH_START and on PAUSED->READY.
+// With shared-batching the task hands each planned run to the process's batching service
+// (lipsync::batcher: one service thread per model pair runs batches of every element's
+// frames) and blocks until its frames are back; FLUSH_START and PAUSED->READY cancel this
+// element's frames there (cancel_shared), which wakes it. Other elements' frames are not
+// touched; READY->NULL drops the element's session.
 //
 // Lock order: `queue` before `timing`, then the object lock (clock, base time). `settings`,
 // `loaded` and `counters` are taken alone (never while another of our locks is held). No
-// lock is held while pushing, while running inference or while waiting on a clock id.
+// lock is held while pushing, while running inference or while waiting on a clock id or
+// for the batching service (whose own lock is taken with none of ours held).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -23,8 +29,9 @@ use crate::enums;
 use crate::events;
 use crate::features::{self, FRAME_LEN};
 use crate::inference::{self, Device, Precision, SessionRequest, contract};
+use crate::lipsync::batcher;
 use crate::lipsync::planner::{self, CostModel, Decision};
-use crate::lipsync::{self, FrameInput, IMAGE_LEN, MuseTalk};
+use crate::lipsync::{self, FrameInput, IMAGE_LEN, MuseBatchModel, MuseFrame, MuseTalk};
 use crate::meta::{self, AvatarFrame};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -37,6 +44,8 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 const DEFAULT_BATCH_SIZE: u32 = 4;
 const DEFAULT_THREADS: u32 = 0;
+const DEFAULT_SHARED_BATCHING: bool = true;
+const DEFAULT_MAX_BATCH: u32 = 16;
 const DEFAULT_FPS: gst::Fraction = gst::Fraction::from_integer(25);
 const FEATURE_BYTES: usize = FRAME_LEN * 4;
 
@@ -52,6 +61,8 @@ struct Settings {
     batch_size: u32,
     threads: u32,
     ort_library: Option<PathBuf>,
+    shared_batching: bool,
+    max_batch: u32,
 }
 
 impl Default for Settings {
@@ -67,6 +78,8 @@ impl Default for Settings {
             batch_size: DEFAULT_BATCH_SIZE,
             threads: DEFAULT_THREADS,
             ort_library: None,
+            shared_batching: DEFAULT_SHARED_BATCHING,
+            max_batch: DEFAULT_MAX_BATCH,
         }
     }
 }
@@ -94,6 +107,8 @@ impl Settings {
 struct Loaded {
     muse: MuseTalk,
     avatar: Arc<Avatar>,
+    /// This element's session of the process's batching service (shared-batching).
+    batch: Option<batcher::Handle<MuseBatchModel>>,
 }
 
 /// One input frame waiting for the worker.
@@ -219,7 +234,12 @@ struct Counters {
     inferred: u64,
     skipped: u64,
     interrupted: u64,
+    /// Batches this element's frames ran in.
     batches: u64,
+    /// Frames in those batches, all sessions'.
+    batch_frames: u64,
+    /// This element's frames that ran in a batch with another session's frames.
+    mixed: u64,
     inference_ns: u64,
 }
 
@@ -279,9 +299,22 @@ impl MuseTalkElement {
             dir.display(),
             avatar.len()
         );
+        let muse = MuseTalk { unet, vae_decoder };
+        let batch = if s.shared_batching {
+            let service = lipsync::shared_batcher(&muse).map_err(|e| {
+                gst::error_msg!(
+                    gst::CoreError::Thread,
+                    ("Cannot start the batching service: {e}")
+                )
+            })?;
+            Some(service.session(s.max_batch as usize))
+        } else {
+            None
+        };
         *self.loaded.lock().unwrap() = Some(Arc::new(Loaded {
-            muse: MuseTalk { unet, vae_decoder },
+            muse,
             avatar,
+            batch,
         }));
         Ok(())
     }
@@ -369,7 +402,13 @@ impl MuseTalkElement {
 
         if self.queue.lock().unwrap().live.is_none() {
             let mut q = gst::query::Latency::new();
-            let live = self.sinkpad.peer_query(&mut q) && q.result().0;
+            let answered = self.sinkpad.peer_query(&mut q);
+            let (live, min, _) = q.result();
+            let live = answered && live;
+            if live {
+                // Deadlines before the pipeline's LATENCY event count upstream's latency.
+                self.timing.lock().unwrap().upstream_latency = min;
+            }
             self.queue.lock().unwrap().live = Some(live);
         }
         let max = self.settings.lock().unwrap().batch_size as usize * 2 + 8;
@@ -424,6 +463,7 @@ impl MuseTalkElement {
             q.flushing = true;
             q.wake(&self.cond);
         }
+        self.cancel_shared();
         let _ = self.srcpad.stop_task();
     }
 
@@ -437,6 +477,7 @@ impl MuseTalkElement {
                     q.flushing = true;
                     q.wake(&self.cond);
                 }
+                self.cancel_shared();
                 // Called without lock: pausing waits for the worker's turn to end.
                 let ret = self.srcpad.push_event(event);
                 let _ = self.srcpad.pause_task();
@@ -669,6 +710,9 @@ impl MuseTalkElement {
             let _ = self.srcpad.pause_task();
             return;
         };
+        if matches!(job, Job::Single(_)) {
+            self.not_expected();
+        }
         let res = match job {
             Job::Single(Item::Event(event)) => {
                 if let gst::EventView::Segment(e) = event.view()
@@ -743,30 +787,23 @@ impl MuseTalkElement {
             .unwrap()
             .clone()
             .ok_or(gst::FlowError::Flushing)?;
-        let inputs: Vec<FrameInput<'_>> = frames
+        let made: Vec<&FrameIn> = frames
             .iter()
             .filter(|(f, late)| f.features.is_some() && !late)
-            .map(|(f, _)| FrameInput {
-                latent: loaded.avatar.latent(f.index as usize),
-                audio: f.features.as_deref().unwrap(),
-            })
+            .map(|(f, _)| f)
             .collect();
         let mut crops = Vec::new();
-        if !inputs.is_empty() {
+        if !made.is_empty() {
             // The cost model learns on the clock the deadlines are on.
             let clock = self.obj().clock();
             let clock_start = clock.as_ref().map(|c| c.time());
             let start = Instant::now();
-            let images = loaded.muse.run(&inputs).map_err(|e| {
-                gst::element_imp_error!(
-                    self,
-                    gst::LibraryError::Failed,
-                    ("MuseTalk inference failed: {e}")
-                );
-                gst::FlowError::Error
-            })?;
+            let images = match &loaded.batch {
+                Some(handle) => self.infer_shared(&loaded, handle, &made)?,
+                None => self.infer_alone(&loaded, &made)?,
+            };
             crops = images
-                .chunks_exact(IMAGE_LEN)
+                .iter()
                 .map(|img| {
                     let mut rgb = vec![0u8; lipsync::RGB_LEN];
                     lipsync::image_to_rgb(img, &mut rgb, lipsync::IMAGE_SIDE * 3);
@@ -782,10 +819,9 @@ impl MuseTalkElement {
                 .lock()
                 .unwrap()
                 .cost
-                .observe(inputs.len(), on_clock);
+                .observe(made.len(), on_clock);
             let mut c = self.counters.lock().unwrap();
-            c.batches += 1;
-            c.inferred += inputs.len() as u64;
+            c.inferred += made.len() as u64;
             c.inference_ns += took.as_nanos() as u64;
         }
         let skipped = frames.iter().filter(|(_, late)| *late).count();
@@ -827,6 +863,142 @@ impl MuseTalkElement {
         Ok(())
     }
 
+    /// Runs the frames as one batch on this element's own. Called without lock.
+    fn infer_alone(
+        &self,
+        loaded: &Loaded,
+        made: &[&FrameIn],
+    ) -> Result<Vec<Vec<f32>>, gst::FlowError> {
+        let inputs: Vec<FrameInput<'_>> = made
+            .iter()
+            .map(|f| FrameInput {
+                latent: loaded.avatar.latent(f.index as usize),
+                audio: f.features.as_deref().unwrap_or_default(),
+            })
+            .collect();
+        let images = loaded.muse.run(&inputs).map_err(|e| {
+            gst::element_imp_error!(
+                self,
+                gst::LibraryError::Failed,
+                ("MuseTalk inference failed: {e}")
+            );
+            gst::FlowError::Error
+        })?;
+        let mut c = self.counters.lock().unwrap();
+        c.batches += 1;
+        c.batch_frames += made.len() as u64;
+        drop(c);
+        Ok(images
+            .chunks_exact(IMAGE_LEN)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// Runs the frames through the process's batching service, with their deadlines on the
+    /// service's clock; blocks until they are back or the element flushes (cancel).
+    /// Called without lock; takes `timing`, then `queue`, then `counters`, one at a time.
+    fn infer_shared(
+        &self,
+        loaded: &Loaded,
+        handle: &batcher::Handle<MuseBatchModel>,
+        made: &[&FrameIn],
+    ) -> Result<Vec<Vec<f32>>, gst::FlowError> {
+        let batch_size = self.settings.lock().unwrap().batch_size as usize;
+        let (clock, base) = {
+            let obj = self.obj();
+            (obj.clock(), obj.base_time())
+        };
+        let live = self.queue.lock().unwrap().live.unwrap_or(false);
+        let (deadlines, step): (Vec<Option<Duration>>, Duration) = {
+            let t = self.timing.lock().unwrap();
+            let clock_now = clock.as_ref().map(|c| dur(c.time()));
+            let svc_now = handle.now();
+            let to_service = |d: Duration| {
+                let now = clock_now?;
+                Some(if d >= now {
+                    svc_now + (d - now)
+                } else {
+                    svc_now.saturating_sub(now - d)
+                })
+            };
+            let d = made
+                .iter()
+                .map(|f| {
+                    live.then(|| t.deadline(base, f.pts, batch_size))
+                        .flatten()
+                        .and_then(to_service)
+                })
+                .collect();
+            (d, dur(t.frame_duration()))
+        };
+        // More speech follows when the queue holds speech next or (live) nothing yet.
+        let more = {
+            let q = self.queue.lock().unwrap();
+            live && match q.items.front() {
+                None => true,
+                Some(Item::Frame(f)) => f.features.is_some(),
+                Some(Item::Event(_)) => false,
+            }
+        };
+        let frames = made
+            .iter()
+            .zip(deadlines)
+            .map(|(f, d)| {
+                (
+                    MuseFrame {
+                        avatar: loaded.avatar.clone(),
+                        index: f.index as usize,
+                        audio: f.features.clone().unwrap_or_default(),
+                    },
+                    d,
+                )
+            })
+            .collect();
+        let done = match handle.run(frames, more.then_some(step)) {
+            Ok(done) => done,
+            Err(batcher::BatchError::Cancelled) => return Err(gst::FlowError::Flushing),
+            Err(batcher::BatchError::Model(e)) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Failed,
+                    ("MuseTalk inference failed: {e}")
+                );
+                return Err(gst::FlowError::Error);
+            }
+        };
+        let mut c = self.counters.lock().unwrap();
+        let mut last = None;
+        for d in &done {
+            if last != Some(d.batch.id) {
+                last = Some(d.batch.id);
+                c.batches += 1;
+                c.batch_frames += d.batch.size as u64;
+            }
+            if d.batch.sessions > 1 {
+                c.mixed += 1;
+            }
+        }
+        drop(c);
+        Ok(done.into_iter().map(|d| d.output).collect())
+    }
+
+    /// Cancels this element's frames in the batching service, waking a worker that waits
+    /// for them. Called without lock.
+    fn cancel_shared(&self) {
+        let loaded = self.loaded.lock().unwrap().clone();
+        if let Some(handle) = loaded.as_ref().and_then(|l| l.batch.as_ref()) {
+            handle.cancel();
+        }
+    }
+
+    /// The worker will not submit soon. Called without lock.
+    fn not_expected(&self) {
+        let loaded = self.loaded.lock().unwrap().clone();
+        if let Some(handle) = loaded.as_ref().and_then(|l| l.batch.as_ref()) {
+            handle.not_expected();
+        }
+    }
+
     fn stats(&self) -> gst::Structure {
         let c = self.counters.lock().unwrap();
         gst::Structure::builder("musetalk-stats")
@@ -837,6 +1009,15 @@ impl MuseTalkElement {
             .field("skipped-frames", c.skipped)
             .field("interrupted-frames", c.interrupted)
             .field("batches", c.batches)
+            .field(
+                "mean-batch",
+                if c.batches > 0 {
+                    c.batch_frames as f64 / c.batches as f64
+                } else {
+                    0.0
+                },
+            )
+            .field("mixed-frames", c.mixed)
             .field(
                 "inference-time",
                 gst::ClockTime::from_nseconds(c.inference_ns),
@@ -939,6 +1120,23 @@ impl ObjectImpl for MuseTalkElement {
                     .default_value(DEFAULT_BATCH_SIZE)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("shared-batching")
+                    .nick("Shared batching")
+                    .blurb("Batch speech frames across every musetalk element of the process that loads the same models \
+                            (one batching service per model pair: earliest deadline first, a fair share per element); \
+                            false: this element runs its own batches")
+                    .default_value(DEFAULT_SHARED_BATCHING)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-batch")
+                    .nick("Maximum shared batch")
+                    .blurb("Frames per batch at most in the shared batching service (the largest max-batch among \
+                            its elements); batch-size still bounds what this element submits at once")
+                    .minimum(1)
+                    .maximum(256)
+                    .default_value(DEFAULT_MAX_BATCH)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("threads")
                     .nick("Threads")
                     .blurb("Intra-op threads on CPU (0: ONNX Runtime's default)")
@@ -954,7 +1152,8 @@ impl ObjectImpl for MuseTalkElement {
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("frames, speech-frames, idle-frames, inferred-frames, skipped-frames (late, QoS), \
-                            interrupted-frames, batches, inference-time")
+                            interrupted-frames, batches (that this element's frames ran in), mean-batch (their mean size, \
+                            all elements' frames), mixed-frames (frames that ran with another element's), inference-time")
                     .read_only()
                     .build(),
             ]
@@ -980,6 +1179,8 @@ impl ObjectImpl for MuseTalkElement {
             "precision" => s.precision = value.get().unwrap(),
             "batch-size" => s.batch_size = value.get().unwrap(),
             "threads" => s.threads = value.get().unwrap(),
+            "shared-batching" => s.shared_batching = value.get().unwrap(),
+            "max-batch" => s.max_batch = value.get().unwrap(),
             "ort-library" => s.ort_library = path(value),
             other => unreachable!("unknown property {other}"),
         }
@@ -998,6 +1199,8 @@ impl ObjectImpl for MuseTalkElement {
             "precision" => s.precision.to_value(),
             "batch-size" => s.batch_size.to_value(),
             "threads" => s.threads.to_value(),
+            "shared-batching" => s.shared_batching.to_value(),
+            "max-batch" => s.max_batch.to_value(),
             "ort-library" => show(&s.ort_library).to_value(),
             "stats" => {
                 drop(s);

@@ -1,0 +1,1000 @@
+//! A batching inference service shared by every session (element) that uses the same model:
+//! sessions submit frames, the service forms batches across sessions, runs the model once
+//! per batch and hands each frame's output back to the session that submitted it. Free of
+//! GStreamer.
+//!
+//! # Parts
+//! - [`Core`]: the pure state: per-session queues of submitted frames, the results waiting
+//!   to be collected, the cost model, and the decision what to run next
+//!   ([`Core::plan`], given the time). Nothing in it reads a clock or sleeps.
+//! - [`Batcher`]: the core behind a mutex plus one service thread that plans, waits (on a
+//!   condition variable, at most until the planned time) and runs the model.
+//! - [`Handle`]: one session's view. [`Handle::run`] submits a run of frames and blocks until
+//!   all of them are back (or the session is cancelled). Dropping the handle ends the
+//!   session.
+//!
+//! # Policy
+//! Every time is a [`Duration`] on the service's clock (time since the service started);
+//! callers convert their deadlines (see [`Handle::now`]). The service never skips a frame:
+//! skipping late frames stays each session's decision, as without the service.
+//!
+//! - Order: earliest deadline first (unknown deadlines last), each session's frames in the
+//!   order submitted. Fair share first: while the batch cannot hold every ready frame, each
+//!   session with ready frames gets up to `max_batch / sessions` (at least one) places
+//!   before the remaining places go by deadline; ties go round-robin (the session served
+//!   first rotates per batch). A session that floods the service therefore cannot keep
+//!   another one out of the batches.
+//! - When: a batch runs at once when full (`max_batch`, the largest bound among the
+//!   sessions). Otherwise, if some session is *expected* (it said more frames follow, it
+//!   has nothing queued and nothing in the running batch: its thread is busy pushing its
+//!   last results), the service waits for it, but only until the latest start that still
+//!   makes the earliest deadline among the ready frames and the expected ones:
+//!   `earliest - cost(M)` for the fuller batch of `M` frames, and at most one frame's cost
+//!   after the expected session's results were handed back (a session that is not back by
+//!   then is waiting for its input, not pushing). Without a measured cost or a
+//!   known deadline it runs at once. Waiting is how batches of different sessions merge:
+//!   without it two sessions would take turns, each alone in its batch.
+//! - Isolation: a result goes back only to the session and ticket that submitted the frame.
+//!   Cancelling a session ([`Handle::cancel`], on flush or stop) drops its queued frames
+//!   and the results still to come of its current run; the running batch goes on and the
+//!   other sessions get their frames. Dropping a handle does the same and removes the
+//!   session.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::planner::CostModel;
+
+/// Identifies a session (submitter) of a service.
+pub type SessionId = u64;
+
+/// A model that runs batches. One output per input, in the same order.
+pub trait BatchModel: Send + Sync + 'static {
+    type Input: Send + 'static;
+    type Output: Send + 'static;
+    fn run(&self, inputs: &[Self::Input]) -> Result<Vec<Self::Output>, String>;
+}
+
+/// Why a run did not give outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    /// The session was cancelled (flush, stop) or the service stopped.
+    Cancelled,
+    /// The model failed on a batch holding this frame.
+    Model(String),
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cancelled => f.write_str("cancelled"),
+            Self::Model(e) => f.write_str(e),
+        }
+    }
+}
+
+/// The batch a frame ran in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchInfo {
+    /// Sequence number of the batch in its service.
+    pub id: u64,
+    /// Frames in the batch.
+    pub size: usize,
+    /// Distinct sessions in the batch.
+    pub sessions: usize,
+}
+
+/// One frame's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Done<O> {
+    pub output: O,
+    pub batch: BatchInfo,
+}
+
+struct Pending<I> {
+    ticket: u64,
+    input: I,
+    deadline: Option<Duration>,
+}
+
+/// What a session says about the frames that follow its current run.
+#[derive(Debug, Clone, Copy)]
+struct Expect {
+    /// Deadline of the next frame (`None`: unknown).
+    next: Option<Duration>,
+    /// Time between frames.
+    step: Duration,
+}
+
+struct SessionState<I, O> {
+    max_batch: usize,
+    pending: VecDeque<Pending<I>>,
+    /// Frames of this session in the running batch.
+    running: usize,
+    done: BTreeMap<u64, Result<Done<O>, BatchError>>,
+    next_ticket: u64,
+    /// Tickets below this one are cancelled: their results are dropped.
+    cancelled_below: u64,
+    expect: Option<Expect>,
+    /// When its last results were handed back (it is expected from then on).
+    delivered_at: Duration,
+}
+
+/// A batch to run: its members (session, ticket) and their inputs, in batch order.
+pub struct Batch<I> {
+    pub id: u64,
+    pub members: Vec<(SessionId, u64)>,
+    pub inputs: Vec<I>,
+}
+
+/// What the service does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Run a batch (take it with [`Core::take_batch`]).
+    Run,
+    /// Wait until this time (or until something is submitted).
+    Wait(Duration),
+    /// Nothing is queued.
+    Idle,
+}
+
+/// The pure state of a service. See the module documentation.
+pub struct Core<I, O> {
+    sessions: BTreeMap<SessionId, SessionState<I, O>>,
+    next_session: SessionId,
+    /// Rotates the session served first when deadlines tie.
+    rotation: usize,
+    next_batch: u64,
+    pub cost: CostModel,
+}
+
+impl<I, O> Default for Core<I, O> {
+    fn default() -> Self {
+        Self {
+            sessions: BTreeMap::new(),
+            next_session: 0,
+            rotation: 0,
+            next_batch: 0,
+            cost: CostModel::new(),
+        }
+    }
+}
+
+/// Sort key: earliest deadline first, unknown last.
+fn key(deadline: Option<Duration>) -> (bool, Duration) {
+    match deadline {
+        Some(d) => (false, d),
+        None => (true, Duration::ZERO),
+    }
+}
+
+impl<I, O> Core<I, O> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a session whose runs hold at most `max_batch` frames; the service's batches hold
+    /// at most the largest `max_batch` of its sessions.
+    pub fn add_session(&mut self, max_batch: usize) -> SessionId {
+        let id = self.next_session;
+        self.next_session += 1;
+        self.sessions.insert(
+            id,
+            SessionState {
+                max_batch: max_batch.max(1),
+                pending: VecDeque::new(),
+                running: 0,
+                done: BTreeMap::new(),
+                next_ticket: 0,
+                cancelled_below: 0,
+                expect: None,
+                delivered_at: Duration::ZERO,
+            },
+        );
+        id
+    }
+
+    /// Ends a session: its queued frames and results to come are dropped.
+    pub fn remove_session(&mut self, id: SessionId) {
+        self.sessions.remove(&id);
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The largest batch: the largest bound among the sessions.
+    pub fn max_batch(&self) -> usize {
+        self.sessions
+            .values()
+            .map(|s| s.max_batch)
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Queues a run of frames (each with its deadline) for `id`; returns their tickets.
+    /// `more`: the time between frames if more frames follow this run (the session is
+    /// expected back once its results are in), `None` if not.
+    pub fn submit(
+        &mut self,
+        id: SessionId,
+        frames: Vec<(I, Option<Duration>)>,
+        more: Option<Duration>,
+    ) -> Vec<u64> {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Vec::new();
+        };
+        let last = frames.last().and_then(|f| f.1);
+        let mut tickets = Vec::with_capacity(frames.len());
+        for (input, deadline) in frames {
+            let ticket = s.next_ticket;
+            s.next_ticket += 1;
+            s.pending.push_back(Pending {
+                ticket,
+                input,
+                deadline,
+            });
+            tickets.push(ticket);
+        }
+        s.expect = more.map(|step| Expect {
+            next: last.map(|d| d + step),
+            step,
+        });
+        tickets
+    }
+
+    /// The session will not submit soon (it is idle, or between streams).
+    pub fn not_expected(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.expect = None;
+        }
+    }
+
+    /// Cancels what `id` submitted so far: queued frames are dropped, results still to come
+    /// are dropped when they come, and the session is not expected.
+    pub fn cancel(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.pending.clear();
+            s.done.clear();
+            s.cancelled_below = s.next_ticket;
+            s.expect = None;
+        }
+    }
+
+    /// The results of `tickets` once all are in (or any was cancelled: `Cancelled`); `None`
+    /// while some are still to come. Collected results are removed.
+    pub fn collect(
+        &mut self,
+        id: SessionId,
+        tickets: &[u64],
+    ) -> Option<Result<Vec<Done<O>>, BatchError>> {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Some(Err(BatchError::Cancelled));
+        };
+        if tickets.iter().any(|t| *t < s.cancelled_below) {
+            return Some(Err(BatchError::Cancelled));
+        }
+        if !tickets.iter().all(|t| s.done.contains_key(t)) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(tickets.len());
+        let mut err = None;
+        for t in tickets {
+            match s.done.remove(t).expect("checked") {
+                Ok(d) => out.push(d),
+                Err(e) => err = Some(e),
+            }
+        }
+        Some(match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        })
+    }
+
+    /// The frames of the next batch, as (session, index in its queue), in batch order.
+    fn choose(&self) -> Vec<(SessionId, usize)> {
+        let max = self.max_batch();
+        let ready: Vec<(SessionId, &SessionState<I, O>)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.pending.is_empty())
+            .map(|(id, s)| (*id, s))
+            .collect();
+        if ready.is_empty() {
+            return Vec::new();
+        }
+        let n = ready.len();
+        // Rotated position of each session, for ties.
+        let pos = |i: usize| (i + n - self.rotation % n) % n;
+        let total: usize = ready.iter().map(|(_, s)| s.pending.len()).sum();
+        let share = if total <= max {
+            usize::MAX
+        } else {
+            (max / n).max(1)
+        };
+        let mut taken = vec![0usize; n];
+        let mut out = Vec::new();
+        // Two passes: up to the fair share each, then the rest by deadline.
+        for limit in [share, usize::MAX] {
+            while out.len() < max {
+                let best = (0..n)
+                    .filter(|&i| taken[i] < ready[i].1.pending.len() && taken[i] < limit)
+                    .min_by_key(|&i| (key(ready[i].1.pending[taken[i]].deadline), pos(i)));
+                let Some(i) = best else { break };
+                out.push((ready[i].0, taken[i]));
+                taken[i] += 1;
+            }
+        }
+        out
+    }
+
+    /// What to do at time `now`.
+    pub fn plan(&self, now: Duration) -> Step {
+        let chosen = self.choose();
+        if chosen.is_empty() {
+            return Step::Idle;
+        }
+        let max = self.max_batch();
+        let k = chosen.len();
+        if k >= max {
+            return Step::Run;
+        }
+        // Expected sessions: nothing queued, nothing running, more to come, and their
+        // results handed back less than one frame's cost ago (a session that does not come
+        // back by then waits for its input, and is not waited for).
+        let grace = self.cost.estimate(1).unwrap_or_default();
+        let mut awaited: Vec<Option<Duration>> = Vec::new();
+        let mut give_up: Option<Duration> = None;
+        for s in self.sessions.values() {
+            if let Some(e) = s.expect.filter(|_| s.pending.is_empty() && s.running == 0) {
+                let until = s.delivered_at + grace;
+                if until <= now {
+                    continue;
+                }
+                give_up = Some(give_up.map_or(until, |g| g.max(until)));
+                for j in 0..s.max_batch {
+                    awaited.push(e.next.map(|d| d + e.step * j as u32));
+                }
+            }
+        }
+        if awaited.is_empty() {
+            return Step::Run;
+        }
+        awaited.sort_by_key(|d| key(*d));
+        let m = max.min(k + awaited.len());
+        let earliest = chosen
+            .iter()
+            .map(|(id, j)| self.sessions[id].pending[*j].deadline)
+            .chain(awaited[..m - k].iter().copied())
+            .flatten()
+            .min();
+        match (earliest, self.cost.estimate(m)) {
+            (Some(d), Some(c)) => match d.checked_sub(c).zip(give_up) {
+                Some((until, g)) if until.min(g) > now => Step::Wait(until.min(g)),
+                _ => Step::Run,
+            },
+            _ => Step::Run,
+        }
+    }
+
+    /// Takes the next batch out of the queues (empty if nothing is queued).
+    pub fn take_batch(&mut self) -> Batch<I> {
+        let chosen = self.choose();
+        let id = self.next_batch;
+        self.next_batch += 1;
+        self.rotation = self.rotation.wrapping_add(1);
+        // Per session, the chosen frames are a prefix of its queue.
+        let mut members = Vec::with_capacity(chosen.len());
+        let mut inputs = Vec::with_capacity(chosen.len());
+        for (sid, _) in &chosen {
+            let s = self
+                .sessions
+                .get_mut(sid)
+                .expect("chosen from the sessions");
+            let p = s.pending.pop_front().expect("chosen from the queue");
+            s.running += 1;
+            members.push((*sid, p.ticket));
+            inputs.push(p.input);
+        }
+        Batch {
+            id,
+            members,
+            inputs,
+        }
+    }
+
+    /// Hands a batch's outputs to their sessions (dropping those of cancelled tickets and
+    /// removed sessions) and records its time in the cost model.
+    pub fn deliver(
+        &mut self,
+        batch_id: u64,
+        members: &[(SessionId, u64)],
+        outputs: Result<Vec<O>, String>,
+        took: Duration,
+        now: Duration,
+    ) {
+        let mut sessions: Vec<SessionId> = members.iter().map(|m| m.0).collect();
+        sessions.sort_unstable();
+        sessions.dedup();
+        let info = BatchInfo {
+            id: batch_id,
+            size: members.len(),
+            sessions: sessions.len(),
+        };
+        let outputs = match outputs {
+            Ok(o) if o.len() == members.len() => {
+                self.cost.observe(members.len(), took);
+                Ok(o)
+            }
+            Ok(o) => Err(format!(
+                "the model gave {} outputs for a batch of {}",
+                o.len(),
+                members.len()
+            )),
+            Err(e) => Err(e),
+        };
+        match outputs {
+            Ok(o) => {
+                for (&(sid, ticket), output) in members.iter().zip(o) {
+                    self.put(
+                        sid,
+                        ticket,
+                        Ok(Done {
+                            output,
+                            batch: info,
+                        }),
+                        now,
+                    );
+                }
+            }
+            Err(e) => {
+                for &(sid, ticket) in members {
+                    self.put(sid, ticket, Err(BatchError::Model(e.clone())), now);
+                }
+            }
+        }
+    }
+
+    /// One frame's result, to its session unless the session or the ticket is gone.
+    fn put(
+        &mut self,
+        sid: SessionId,
+        ticket: u64,
+        result: Result<Done<O>, BatchError>,
+        now: Duration,
+    ) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.running = s.running.saturating_sub(1);
+            s.delivered_at = now;
+            if ticket >= s.cancelled_below {
+                s.done.insert(ticket, result);
+            }
+        }
+    }
+}
+
+struct State<M: BatchModel> {
+    core: Core<M::Input, M::Output>,
+    stop: bool,
+}
+
+struct Shared<M: BatchModel> {
+    state: Mutex<State<M>>,
+    /// Wakes the service thread (submissions, cancellations, stop).
+    work: Condvar,
+    /// Wakes sessions waiting for results.
+    done: Condvar,
+    model: M,
+    epoch: Instant,
+}
+
+impl<M: BatchModel> Shared<M> {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<M>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The service thread: plan, wait or run, deliver; until stopped.
+    fn serve(&self) {
+        let mut st = self.lock();
+        loop {
+            if st.stop {
+                return;
+            }
+            match st.core.plan(self.now()) {
+                Step::Idle => {
+                    st = self.work.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                Step::Wait(until) => {
+                    let left = until.saturating_sub(self.now());
+                    st = self
+                        .work
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                Step::Run => {
+                    let batch = st.core.take_batch();
+                    drop(st);
+                    // Called without lock: sessions submit and cancel meanwhile.
+                    let start = Instant::now();
+                    let out = self.model.run(&batch.inputs);
+                    let took = start.elapsed();
+                    drop(batch.inputs);
+                    st = self.lock();
+                    st.core
+                        .deliver(batch.id, &batch.members, out, took, self.now());
+                    self.done.notify_all();
+                }
+            }
+        }
+    }
+}
+
+/// A batching service: the core and its thread. Shared by its sessions' handles; the thread
+/// ends when the last handle is dropped.
+pub struct Batcher<M: BatchModel> {
+    shared: Arc<Shared<M>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<M: BatchModel> Batcher<M> {
+    /// Starts a service for `model` with its thread (named `name`).
+    pub fn start(model: M, name: &str) -> std::io::Result<Arc<Self>> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                core: Core::new(),
+                stop: false,
+            }),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            model,
+            epoch: Instant::now(),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || s.serve())?;
+        Ok(Arc::new(Self {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// A new session whose runs hold at most `max_batch` frames.
+    pub fn session(self: &Arc<Self>, max_batch: usize) -> Handle<M> {
+        let id = self.shared.lock().core.add_session(max_batch);
+        Handle {
+            batcher: self.clone(),
+            id,
+        }
+    }
+
+    pub fn model(&self) -> &M {
+        &self.shared.model
+    }
+
+    /// Sessions open now.
+    pub fn sessions(&self) -> usize {
+        self.shared.lock().core.sessions()
+    }
+}
+
+impl<M: BatchModel> Drop for Batcher<M> {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.work.notify_all();
+        self.shared.done.notify_all();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One session of a [`Batcher`]. Dropping it ends the session.
+pub struct Handle<M: BatchModel> {
+    batcher: Arc<Batcher<M>>,
+    id: SessionId,
+}
+
+impl<M: BatchModel> Handle<M> {
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    pub fn batcher(&self) -> &Arc<Batcher<M>> {
+        &self.batcher
+    }
+
+    /// The service's clock: deadlines given to [`Handle::run`] are on it.
+    pub fn now(&self) -> Duration {
+        self.batcher.shared.now()
+    }
+
+    /// Submits a run of frames with their deadlines and waits until all are back (in the
+    /// order given) or the session is cancelled. `more`: see [`Core::submit`].
+    pub fn run(
+        &self,
+        frames: Vec<(M::Input, Option<Duration>)>,
+        more: Option<Duration>,
+    ) -> Result<Vec<Done<M::Output>>, BatchError> {
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sh = &self.batcher.shared;
+        let mut st = sh.lock();
+        let tickets = st.core.submit(self.id, frames, more);
+        sh.work.notify_all();
+        loop {
+            if st.stop {
+                return Err(BatchError::Cancelled);
+            }
+            if let Some(res) = st.core.collect(self.id, &tickets) {
+                return res;
+            }
+            st = sh.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Drops what this session submitted and wakes its [`Handle::run`] (with `Cancelled`).
+    /// The other sessions' frames are not touched. The session stays open.
+    pub fn cancel(&self) {
+        let sh = &self.batcher.shared;
+        sh.lock().core.cancel(self.id);
+        sh.work.notify_all();
+        sh.done.notify_all();
+    }
+
+    /// The session will not submit soon: the service does not wait for it.
+    pub fn not_expected(&self) {
+        let sh = &self.batcher.shared;
+        sh.lock().core.not_expected(self.id);
+        sh.work.notify_all();
+    }
+}
+
+impl<M: BatchModel> Drop for Handle<M> {
+    fn drop(&mut self) {
+        let sh = &self.batcher.shared;
+        sh.lock().core.remove_session(self.id);
+        sh.work.notify_all();
+        sh.done.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    /// Input: (session tag, frame number); output: a value only that input gives.
+    fn f(tag: u64, n: u64) -> u64 {
+        tag * 1_000_003 + n * 7 + 1
+    }
+
+    /// Runs the core's next batch through `f`, taking `took`; returns the batch's inputs.
+    fn run_core(core: &mut Core<(u64, u64), u64>, took: Duration) -> Vec<(u64, u64)> {
+        run_core_at(core, took, ms(0))
+    }
+
+    /// Same, the results handed back at `now`.
+    fn run_core_at(
+        core: &mut Core<(u64, u64), u64>,
+        took: Duration,
+        now: Duration,
+    ) -> Vec<(u64, u64)> {
+        let b = core.take_batch();
+        let out = b.inputs.iter().map(|&(t, n)| f(t, n)).collect();
+        let inputs = b.inputs.clone();
+        core.deliver(b.id, &b.members, Ok(out), took, now);
+        inputs
+    }
+
+    fn frames(
+        tag: u64,
+        ns: std::ops::Range<u64>,
+        deadline: impl Fn(u64) -> Option<Duration>,
+    ) -> Vec<((u64, u64), Option<Duration>)> {
+        ns.map(|n| ((tag, n), deadline(n))).collect()
+    }
+
+    #[test]
+    fn outputs_go_back_to_their_own_session_in_order() {
+        let mut core = Core::new();
+        let a = core.add_session(8);
+        let b = core.add_session(8);
+        let ta = core.submit(a, frames(1, 0..3, |_| None), None);
+        let tb = core.submit(b, frames(2, 0..3, |_| None), None);
+        assert_eq!(core.plan(ms(0)), Step::Run);
+        let ran = run_core(&mut core, ms(5));
+        assert_eq!(ran.len(), 6, "one batch for both sessions");
+        assert_eq!(core.plan(ms(0)), Step::Idle);
+        let ra = core.collect(a, &ta).unwrap().unwrap();
+        let rb = core.collect(b, &tb).unwrap().unwrap();
+        assert_eq!(
+            ra.iter().map(|d| d.output).collect::<Vec<_>>(),
+            (0..3).map(|n| f(1, n)).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            rb.iter().map(|d| d.output).collect::<Vec<_>>(),
+            (0..3).map(|n| f(2, n)).collect::<Vec<_>>()
+        );
+        assert!(
+            ra.iter()
+                .chain(&rb)
+                .all(|d| d.batch.size == 6 && d.batch.sessions == 2)
+        );
+        // Collected once.
+        assert_eq!(core.collect(a, &ta), None);
+    }
+
+    #[test]
+    fn a_flooding_session_leaves_room_for_the_others() {
+        // A has 8 frames with earlier deadlines, B 2 with later ones; batches of 4: B still
+        // gets its fair share of the first batch.
+        let mut core = Core::new();
+        let a = core.add_session(4);
+        let b = core.add_session(4);
+        core.submit(a, frames(1, 0..8, |n| Some(ms(100 + n))), None);
+        core.submit(b, frames(2, 0..2, |n| Some(ms(500 + n))), None);
+        let first = run_core(&mut core, ms(5));
+        assert_eq!(first, vec![(1, 0), (1, 1), (2, 0), (2, 1)]);
+        // The rest by deadline.
+        assert_eq!(
+            run_core(&mut core, ms(5)),
+            vec![(1, 2), (1, 3), (1, 4), (1, 5)]
+        );
+
+        // Without deadlines, ties go round-robin: with three sessions and batches of 2 the
+        // session served first rotates, so no session waits more than one batch.
+        let mut core = Core::new();
+        let ids: Vec<_> = (0..3).map(|_| core.add_session(2)).collect();
+        for (t, id) in ids.iter().enumerate() {
+            core.submit(*id, frames(t as u64, 0..4, |_| None), None);
+        }
+        let mut served = [0usize; 3];
+        let mut last_served = [0usize; 3];
+        for k in 1..=6 {
+            for (t, _) in run_core(&mut core, ms(1)) {
+                served[t as usize] += 1;
+                last_served[t as usize] = k;
+            }
+            for (t, l) in last_served.iter().enumerate() {
+                if served[t] < 4 {
+                    assert!(k - l <= 1, "session {t} waited two batches");
+                }
+            }
+        }
+        assert_eq!(served, [4, 4, 4]);
+        // Each session's frames ran in its own order (f checks content, order checked here).
+    }
+
+    #[test]
+    fn waits_for_an_expected_session_only_until_the_latest_start() {
+        let mut core = Core::new();
+        let a = core.add_session(4);
+        let b = core.add_session(4);
+        // Cost: 10 ms per frame.
+        for n in [1usize, 2, 4, 3] {
+            core.cost.observe(n, ms(10 * n as u64));
+        }
+        // B ran (its results handed back at 255 ms) and says more follow every 40 ms, its
+        // next deadline at 440 ms.
+        let tb = core.submit(b, frames(2, 0..1, |_| Some(ms(400))), Some(ms(40)));
+        run_core_at(&mut core, ms(10), ms(255));
+        core.collect(b, &tb).unwrap().unwrap();
+        // A submits one frame due at 300 ms: the batch would be A's frame plus B's 3 next
+        // (max 4): it may start until 300 - cost(4) = 260 ms.
+        core.submit(a, frames(1, 0..1, |_| Some(ms(300))), None);
+        assert_eq!(core.plan(ms(256)), Step::Wait(ms(260)));
+        // At that time it runs without B.
+        assert_eq!(core.plan(ms(260)), Step::Run);
+        // B is waited for at most one frame's cost (10 ms) after its results.
+        let mut late = Core::new();
+        let (x, y) = (late.add_session(4), late.add_session(4));
+        late.cost = core.cost.clone();
+        late.submit(y, frames(2, 0..1, |_| Some(ms(900))), Some(ms(40)));
+        run_core_at(&mut late, ms(10), ms(100));
+        late.submit(x, frames(1, 0..1, |_| Some(ms(800))), None);
+        assert_eq!(late.plan(ms(101)), Step::Wait(ms(110)));
+        assert_eq!(late.plan(ms(110)), Step::Run);
+        // B arrives before: one batch with both.
+        core.submit(b, frames(2, 1..3, |n| Some(ms(400 + 40 * n))), Some(ms(40)));
+        // (B is queued now, so nobody is expected; 3 frames < 4 but run at once.)
+        assert_eq!(core.plan(ms(100)), Step::Run);
+        assert_eq!(run_core(&mut core, ms(30)), vec![(1, 0), (2, 1), (2, 2)]);
+
+        // A session that is idle is not waited for.
+        core.not_expected(b);
+        core.submit(a, frames(1, 1..2, |_| Some(ms(900))), None);
+        assert_eq!(core.plan(ms(100)), Step::Run);
+        run_core(&mut core, ms(10));
+        // Nor without a measured cost.
+        let mut fresh = Core::new();
+        let x = fresh.add_session(4);
+        let y = fresh.add_session(4);
+        fresh.submit(y, frames(2, 0..1, |_| Some(ms(400))), Some(ms(40)));
+        run_core(&mut fresh, ms(0));
+        fresh.cost = CostModel::new();
+        fresh.submit(x, frames(1, 0..1, |_| Some(ms(300))), None);
+        assert_eq!(fresh.plan(ms(0)), Step::Run);
+        // A full batch never waits.
+        let mut full = Core::new();
+        let x = full.add_session(2);
+        let y = full.add_session(2);
+        for n in [1usize, 2] {
+            full.cost.observe(n, ms(10 * n as u64));
+        }
+        full.submit(y, frames(2, 0..1, |_| Some(ms(400))), Some(ms(40)));
+        run_core(&mut full, ms(10));
+        full.submit(x, frames(1, 0..2, |_| Some(ms(300))), None);
+        assert_eq!(full.plan(ms(0)), Step::Run);
+    }
+
+    #[test]
+    fn cancelling_or_removing_a_session_mid_batch_leaves_the_others_intact() {
+        let mut core = Core::new();
+        let a = core.add_session(4);
+        let b = core.add_session(4);
+        let c = core.add_session(4);
+        let ta = core.submit(a, frames(1, 0..2, |_| None), None);
+        let tb = core.submit(b, frames(2, 0..2, |_| None), None);
+        let tc = core.submit(c, frames(3, 0..2, |_| None), None);
+        // A batch of 4 is running (A's and B's first frames, two of C's? fair share 1 each
+        // plus one by order); more is queued.
+        let batch = core.take_batch();
+        assert_eq!(batch.inputs.len(), 4);
+        // A is cancelled (flush) and C removed (teardown) while the batch runs.
+        core.cancel(a);
+        core.remove_session(c);
+        assert_eq!(core.collect(a, &ta), Some(Err(BatchError::Cancelled)));
+        assert_eq!(core.collect(c, &tc), Some(Err(BatchError::Cancelled)));
+        let out = batch.inputs.iter().map(|&(t, n)| f(t, n)).collect();
+        core.deliver(batch.id, &batch.members, Ok(out), ms(4), ms(0));
+        // Only B's frames are left to run.
+        let rest = run_core(&mut core, ms(1));
+        assert!(rest.iter().all(|(t, _)| *t == 2), "{rest:?}");
+        let rb = core.collect(b, &tb).unwrap().unwrap();
+        assert_eq!(
+            rb.iter().map(|d| d.output).collect::<Vec<_>>(),
+            vec![f(2, 0), f(2, 1)]
+        );
+        // A works on after the flush: new tickets are not cancelled.
+        let ta2 = core.submit(a, frames(1, 5..6, |_| None), None);
+        run_core(&mut core, ms(1));
+        assert_eq!(core.collect(a, &ta2).unwrap().unwrap()[0].output, f(1, 5));
+        // A model error reaches every session of that batch, and only that batch.
+        let t1 = core.submit(a, frames(1, 6..7, |_| None), None);
+        let bt = core.take_batch();
+        core.deliver(bt.id, &bt.members, Err("boom".into()), ms(1), ms(0));
+        assert_eq!(
+            core.collect(a, &t1),
+            Some(Err(BatchError::Model("boom".into())))
+        );
+    }
+
+    /// Says "entered" and waits for "go".
+    type Gate = (Mutex<mpsc::Sender<()>>, Mutex<mpsc::Receiver<()>>);
+
+    /// A fake model: `f` of each input; records the batches; optionally held in `run` until
+    /// the test lets it go (it says when it entered).
+    struct Fake {
+        batches: Mutex<Vec<Vec<(u64, u64)>>>,
+        gate: Option<Gate>,
+    }
+
+    impl BatchModel for Fake {
+        type Input = (u64, u64);
+        type Output = u64;
+        fn run(&self, inputs: &[(u64, u64)]) -> Result<Vec<u64>, String> {
+            if let Some((entered, go)) = &self.gate {
+                entered.lock().unwrap().send(()).unwrap();
+                go.lock().unwrap().recv().unwrap();
+            }
+            self.batches.lock().unwrap().push(inputs.to_vec());
+            Ok(inputs.iter().map(|&(t, n)| f(t, n)).collect())
+        }
+    }
+
+    #[test]
+    fn threads_get_their_own_frames_back() {
+        let svc = Batcher::start(
+            Fake {
+                batches: Mutex::new(Vec::new()),
+                gate: None,
+            },
+            "test-batcher",
+        )
+        .unwrap();
+        let threads: Vec<_> = (0..4u64)
+            .map(|tag| {
+                let h = svc.session(4);
+                std::thread::spawn(move || {
+                    for k in 0..50u64 {
+                        let got = h
+                            .run(frames(tag, 4 * k..4 * k + 4, |_| None), Some(ms(40)))
+                            .unwrap();
+                        let want: Vec<u64> = (4 * k..4 * k + 4).map(|n| f(tag, n)).collect();
+                        assert_eq!(got.iter().map(|d| d.output).collect::<Vec<_>>(), want);
+                    }
+                    h.not_expected();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let batches = svc.model().batches.lock().unwrap();
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 4 * 200);
+        assert_eq!(svc.sessions(), 0, "handles dropped with their threads");
+    }
+
+    #[test]
+    fn cancel_and_teardown_of_one_session_mid_batch_do_not_disturb_the_other() {
+        let (entered_tx, entered) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let svc = Batcher::start(
+            Fake {
+                batches: Mutex::new(Vec::new()),
+                gate: Some((Mutex::new(entered_tx), Mutex::new(go_rx))),
+            },
+            "test-batcher",
+        )
+        .unwrap();
+        // A first batch (session W) holds the model while A and B queue theirs.
+        let w = svc.session(8);
+        let wt = std::thread::spawn(move || w.run(frames(9, 0..1, |_| None), None));
+        entered.recv().unwrap();
+        let a = Arc::new(svc.session(8));
+        let b = svc.session(8);
+        let a2 = a.clone();
+        let at = std::thread::spawn(move || a2.run(frames(1, 0..3, |_| None), None));
+        let bt = std::thread::spawn(move || {
+            let r = b.run(frames(2, 0..3, |_| None), None);
+            drop(b);
+            r
+        });
+        // Wait until both are queued (the service is held, so they cannot have run).
+        while svc
+            .shared
+            .lock()
+            .core
+            .sessions
+            .values()
+            .map(|s| s.pending.len())
+            .sum::<usize>()
+            < 6
+        {
+            std::thread::yield_now();
+        }
+        go.send(()).unwrap();
+        assert_eq!(wt.join().unwrap().unwrap()[0].output, f(9, 0));
+        // The second batch holds A's and B's frames; A is cancelled while it runs.
+        entered.recv().unwrap();
+        a.cancel();
+        assert_eq!(at.join().unwrap(), Err(BatchError::Cancelled));
+        // ... and A's session is torn down too.
+        drop(a);
+        go.send(()).unwrap();
+        let rb = bt.join().unwrap().unwrap();
+        assert_eq!(
+            rb.iter().map(|d| d.output).collect::<Vec<_>>(),
+            vec![f(2, 0), f(2, 1), f(2, 2)]
+        );
+        assert!(
+            rb.iter()
+                .all(|d| d.batch.sessions == 2 && d.batch.size == 6)
+        );
+        assert_eq!(svc.sessions(), 0);
+    }
+}
