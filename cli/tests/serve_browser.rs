@@ -8,12 +8,21 @@ mod support;
 use serde_json::Value;
 use support::Server;
 
+/// The browser tests run in real time (Chromium decoding, the server encoding): one at a
+/// time, so that they do not starve each other of CPU on a small machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 #[test]
 fn browser_plays_the_avatar_talks_and_stops() {
+    let _serial = one_at_a_time();
     let server = Server::start(&[]);
     let r = support::page_check(&server, "play");
     eprintln!(
@@ -119,6 +128,7 @@ fn browser_plays_the_avatar_talks_and_stops() {
 
 #[test]
 fn sessions_free_their_resources_after_20_cycles() {
+    let _serial = one_at_a_time();
     // GStreamer's leaks tracer counts the live GStreamer objects (elements, pads, buffers,
     // ...) for /health: exact, where RSS is blurred by the allocator keeping freed memory.
     let server = Server::start_with_env(&[], &[("GST_TRACERS", "leaks")]);
@@ -172,6 +182,7 @@ fn sessions_free_their_resources_after_20_cycles() {
 
 #[test]
 fn a_browser_that_vanishes_frees_its_session() {
+    let _serial = one_at_a_time();
     // The browser is killed: no goodbye on the signalling channel, no DTLS close; webrtcsink
     // learns it from the websocket closing with the browser, or from ICE failing.
     let server = Server::start(&[]);
@@ -193,6 +204,7 @@ fn a_browser_that_vanishes_frees_its_session() {
 
 #[test]
 fn a_frozen_browser_is_lost_after_the_peer_lost_timeout() {
+    let _serial = one_at_a_time();
     // The browser is stopped (SIGSTOP): its websocket and ICE sockets stay open, nothing
     // answers, nothing is sent. The session notices that no packet came in for
     // --peer-lost-timeout and ends, freeing everything.
