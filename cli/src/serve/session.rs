@@ -383,16 +383,14 @@ impl Session {
                 janus = Some(feed);
                 Some(sink)
             }
+            Output::Whip => {
+                let url = cfg.whip.as_deref().context("no --whip")?;
+                Some(super::whip::make_sink(cfg, url, cfg.whip_token.as_deref())?)
+            }
             _ => None,
         };
         if let Some(ws) = ws {
             track_encoders(&ws, &encoders);
-            pipeline.add(&ws)?;
-            by_name("wsv")?.link_pads(Some("src"), &ws, Some("video_%u"))?;
-            by_name("wsa")?.link_pads(Some("src"), &ws, Some("audio_%u"))?;
-        }
-        if let (Output::Whip, Some(url)) = (output, cfg.whip.as_deref()) {
-            let ws = super::whip::make_sink(cfg, url, cfg.whip_token.as_deref())?;
             pipeline.add(&ws)?;
             by_name("wsv")?.link_pads(Some("src"), &ws, Some("video_%u"))?;
             by_name("wsa")?.link_pads(Some("src"), &ws, Some("audio_%u"))?;
