@@ -1,6 +1,6 @@
 //! One audio intake for every element that turns audio into per-frame work (whisperfeat,
-//! lipwarp, voice activity windows ...), free of GStreamer: arrival matching, GAP decoding,
-//! SEGMENT and EOS rules, timestamps, and one frame-duration function.
+//! lipwarp, silerovad's windows, whisperasr's utterances), free of GStreamer: arrival
+//! matching, GAP decoding, SEGMENT and EOS rules, timestamps, and one frame-duration function.
 //!
 //! Times are nanoseconds (`u64`), sample counts are per stream at `rate`. A stream is a
 //! *grid*: sample 0 sits at `base`, frame `i` covers samples

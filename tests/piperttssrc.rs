@@ -11,6 +11,9 @@ use gst_check::Harness;
 
 mod common;
 use common::init;
+#[path = "common/wav.rs"]
+mod wav;
+use wav::write_wav;
 
 fn voice() -> std::path::PathBuf {
     let p = gstlivetalk::paths::default_piper_voice();
@@ -258,27 +261,6 @@ fn speech_is_intelligible() {
         "only {found} of {} words recognised: {heard}",
         said.len()
     );
-}
-
-fn write_wav(path: &std::path::Path, samples: &[i16], rate: u32) {
-    let mut b = Vec::new();
-    let data_len = (samples.len() * 2) as u32;
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data_len).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * 2).to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        b.extend_from_slice(&s.to_le_bytes());
-    }
-    std::fs::write(path, b).unwrap();
 }
 
 #[test]

@@ -2,21 +2,15 @@
 //! loopback; the test pulls the stream back with rtmp2src and checks that audio and video
 //! arrive, and arrive in sync (speech onset in the audio vs the first moving mouth frame).
 
+mod av;
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gst::prelude::*;
-use gstlivetalk::avatar::{Avatar, Image};
 use serde_json::json;
 use support::{Nginx, Server};
-
-#[derive(Default)]
-struct Pulled {
-    frames: Vec<(gst::ClockTime, Image)>,
-    audio: Vec<(gst::ClockTime, Vec<f32>)>,
-}
 
 #[test]
 fn rtmp_push_arrives_with_audio_and_video_in_sync() {
@@ -35,68 +29,13 @@ fn rtmp_push_arrives_with_audio_and_video_in_sync() {
     let id = rtmp["sessionid"].as_str().unwrap().to_string();
 
     // Pull it back.
-    let pull = gst::parse::launch(&support::rtmp_pull(
-        &url,
-        "videoconvert ! video/x-raw,format=RGB ! appsink name=v sync=false",
-        "audioconvert ! audioresample ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! \
-         appsink name=a sync=false",
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let pulled = Arc::new(Mutex::new(Pulled::default()));
-    let sink = |n: &str| {
-        pull.by_name(n)
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap()
-    };
-    let p = pulled.clone();
-    sink("v").set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |s| {
-                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let caps = sample.caps().unwrap().structure(0).unwrap().to_owned();
-                let (w, h) = (
-                    caps.get::<i32>("width").unwrap() as u32,
-                    caps.get::<i32>("height").unwrap() as u32,
-                );
-                let buf = sample.buffer().unwrap();
-                let map = buf.map_readable().unwrap();
-                let stride = map.len() / h as usize;
-                let mut data = Vec::with_capacity((w * h * 3) as usize);
-                for row in map.chunks(stride).take(h as usize) {
-                    data.extend_from_slice(&row[..(w * 3) as usize]);
-                }
-                p.lock().unwrap().frames.push((
-                    buf.pts().unwrap(),
-                    Image {
-                        width: w,
-                        height: h,
-                        channels: 3,
-                        data,
-                    },
-                ));
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
-    let p = pulled.clone();
-    sink("a").set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |s| {
-                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let buf = sample.buffer().unwrap();
-                let map = buf.map_readable().unwrap();
-                let pcm = map
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                p.lock().unwrap().audio.push((buf.pts().unwrap(), pcm));
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    let pull = gst::parse::launch(&support::rtmp_pull(&url, av::VIDEO_TAIL, av::AUDIO_TAIL))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let pulled = av::Shared::default();
+    av::collect_video(&pull.by_name("v").unwrap(), &pulled);
+    av::collect_audio(&pull.by_name("a").unwrap(), &pulled);
     pull.set_state(gst::State::Playing).unwrap();
     server.wait_for("pulled frames", Duration::from_secs(30), || {
         pulled.lock().unwrap().frames.len() > 25
@@ -117,80 +56,24 @@ fn rtmp_push_arrives_with_audio_and_video_in_sync() {
     );
     assert!(!pulled.audio.is_empty(), "no audio came back");
 
-    // Mouth opening per frame: each frame against the avatar frame it shows (the one whose
-    // upper face matches best), in the lower face.
-    let avatar = Avatar::load(&support::cache_dir().join("avatars/astronaut")).unwrap();
-    let fb = avatar.manifest.frames[0].face_box;
-    let (x0, x1) = (
-        (fb.x1 + fb.width() / 4) as u32,
-        (fb.x2 - fb.width() / 4) as u32,
+    // The first 25 frames show the avatar idle; speech onset against the first open mouth.
+    let sync = av::speech_sync(&pulled, 0..25);
+    eprintln!(
+        "mouth: idle up to {:.2}, speaking up to {:.2}; RTMP A/V: {} ms (video minus audio)",
+        sync.idle_mouth, sync.widest_mouth, sync.offset_ms
     );
-    let upper = (fb.y1 as u32, (fb.y1 + fb.height() * 2 / 5) as u32);
-    let lower = ((fb.y1 + fb.height() * 3 / 5) as u32, fb.y2 as u32);
-    let opening: Vec<(gst::ClockTime, f64)> = pulled
-        .frames
-        .iter()
-        .map(|(pts, f)| {
-            let k = (0..avatar.len())
-                .min_by(|&a, &b| {
-                    let d = |k: usize| {
-                        gstlivetalk::mouth::region_difference(
-                            f,
-                            &avatar.frames[k],
-                            x0,
-                            upper.0,
-                            x1,
-                            upper.1,
-                        )
-                    };
-                    d(a).total_cmp(&d(b))
-                })
-                .unwrap();
-            let m = gstlivetalk::mouth::region_difference(
-                f,
-                &avatar.frames[k],
-                x0,
-                lower.0,
-                x1,
-                lower.1,
-            );
-            (*pts, m)
-        })
-        .collect();
-    let noise = opening[..25].iter().map(|x| x.1).fold(0.0, f64::max);
-    let speaking = opening.iter().map(|x| x.1).fold(0.0, f64::max);
-    eprintln!("mouth: idle up to {noise:.2}, speaking up to {speaking:.2}");
-    assert!(speaking > 3.0 * noise.max(0.5), "the mouth does not move");
-    let first_mouth = opening
-        .iter()
-        .find(|x| x.1 > 0.5 * speaking)
-        .map(|x| x.0)
-        .unwrap();
-
-    // Speech onset in the audio: first 20 ms with RMS above a quarter of the loudest.
-    let windows: Vec<(gst::ClockTime, f64)> = pulled
-        .audio
-        .iter()
-        .flat_map(|(pts, pcm)| {
-            pcm.chunks(320).enumerate().map(move |(i, c)| {
-                let rms =
-                    (c.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / c.len() as f64).sqrt();
-                (*pts + gst::ClockTime::from_mseconds(20 * i as u64), rms)
-            })
-        })
-        .collect();
-    let loudest = windows.iter().map(|w| w.1).fold(0.0, f64::max);
-    assert!(loudest > 0.05, "no speech in the pulled audio");
-    let onset = windows.iter().find(|w| w.1 > 0.25 * loudest).unwrap().0;
-    let offset_ms = first_mouth.mseconds() as i64 - onset.mseconds() as i64;
-    eprintln!("RTMP A/V: speech onset {onset}, first open mouth {first_mouth}: {offset_ms} ms");
     assert!(
-        offset_ms.abs() <= 160,
-        "audio and video out of sync by {offset_ms} ms"
+        sync.widest_mouth > 3.0 * sync.idle_mouth.max(0.5),
+        "the mouth does not move"
+    );
+    assert!(sync.loudest > 0.05, "no speech in the pulled audio");
+    assert!(
+        sync.offset_ms.abs() <= 160,
+        "audio and video out of sync by {} ms",
+        sync.offset_ms
     );
 }
 
-/// Pulls `url` for up to `within` and says whether video frames arrive.
 fn pull_gets_video(url: &str, within: Duration) -> bool {
     let pull = gst::parse::launch(&support::rtmp_pull(
         url,

@@ -7,16 +7,18 @@
 //! audio that has already passed (a start is decided after the speech began): the collector
 //! keeps [`HISTORY`] samples of the audio before an utterance. An end may also lie ahead of
 //! the audio received; the utterance is then closed when the audio reaches it.
+//!
+//! Arrival (jitter, holes, jumps, GAP, segments and EOS) follows the project's one audio
+//! intake ([`crate::audio_intake`]), fed with running times: a hole is silence, a jump back
+//! or far ahead ends the grid, and what was open is transcribed where the audio stopped.
+
+use crate::audio_intake::{AudioIntake, FrameGrid, Input};
+
+/// Nanoseconds per sample at 16 kHz (exact).
+pub const NS_PER_SAMPLE: u64 = 62_500;
 
 /// Audio kept while no utterance is open (VAD mode), so that a start in the past is honoured.
 pub const HISTORY: usize = 16_000;
-/// A hole in the timestamps up to this long is filled with silence; a longer one, or a jump
-/// back, starts afresh.
-pub const MAX_FILL: u64 = 10 * 16_000;
-/// Timestamps this close to where the audio received so far ends are taken as contiguous
-/// (20 ms, as the shared audio intake's jitter): live sources such as webrtcsrc stamp their
-/// buffers with some jitter, and filling or skipping each few samples would garble speech.
-pub const JITTER: u64 = 320;
 /// How far back from the limit a long utterance may be cut (at its quietest 100 ms).
 pub const SPLIT_SEARCH: usize = 5 * 16_000;
 const SPLIT_FRAME: usize = 1_600;
@@ -56,6 +58,8 @@ pub struct Collector {
     open: Option<u64>,
     pending_end: Option<u64>,
     vad_seen: bool,
+    /// Arrival of the audio, on the running-time axis.
+    intake: AudioIntake,
 }
 
 impl Collector {
@@ -69,6 +73,7 @@ impl Collector {
             open: None,
             pending_end: None,
             vad_seen: false,
+            intake: AudioIntake::new(FrameGrid::from_samples(16_000, 1)),
         }
     }
 
@@ -113,48 +118,38 @@ impl Collector {
         job
     }
 
-    /// Audio at `pos`; `None` samples is GAP (silence) of `gap_len` samples.
-    fn add(&mut self, pos: u64, samples: Option<&[f32]>, gap_len: usize) -> Vec<Job> {
+    /// Audio whose first sample plays at running time `running_time` (ns; `None`: right
+    /// after the audio before), placed by the audio intake's rules.
+    pub fn push(&mut self, running_time: Option<u64>, audio: Input) -> Vec<Job> {
         let mut jobs = Vec::new();
-        let len = samples.map_or(gap_len, <[f32]>::len);
-        if !self.anchored {
-            self.anchored = true;
-            self.base = pos;
-        }
-        let expected = self.position();
-        let pos = if pos.abs_diff(expected) <= JITTER {
-            expected
-        } else {
-            pos
-        };
-        let mut skip = 0usize;
-        if pos > expected && pos - expected <= MAX_FILL {
-            self.buf
-                .resize(self.buf.len() + (pos - expected) as usize, 0.0);
-        } else if pos < expected && expected - pos < len as u64 {
-            skip = (expected - pos) as usize;
-        } else if pos != expected {
+        let new_grid = !self.intake.is_anchored();
+        let arrival = self.intake.push(running_time, audio);
+        if arrival.drain.is_some() {
             // a jump: what was open ends where the audio stopped
-            jobs.extend(self.finish());
-            self.buf.clear();
-            self.base = pos;
+            jobs.extend(self.close());
         }
-        match samples {
-            Some(s) => self.buf.extend_from_slice(&s[skip.min(s.len())..]),
-            None => self
-                .buf
-                .resize(self.buf.len() + len.saturating_sub(skip), 0.0),
+        if new_grid || arrival.drain.is_some() {
+            self.start_grid(self.intake.timeline().base / NS_PER_SAMPLE);
+        }
+        let silence = arrival.fill
+            + match audio {
+                Input::Gap(n) => n,
+                Input::Samples(_) => 0,
+            };
+        self.buf.resize(self.buf.len() + silence as usize, 0.0);
+        if let Input::Samples(samples) = audio {
+            self.buf.extend_from_slice(samples);
         }
         jobs.extend(self.cut());
         jobs
     }
 
-    pub fn push(&mut self, pos: u64, samples: &[f32]) -> Vec<Job> {
-        self.add(pos, Some(samples), 0)
-    }
-
-    pub fn push_gap(&mut self, pos: u64, len: usize) -> Vec<Job> {
-        self.add(pos, None, len)
+    /// The audio of a new grid starts at `pos`. Audio kept from before is already closed; an
+    /// utterance opened before any audio came stays open.
+    fn start_grid(&mut self, pos: u64) {
+        self.buf.clear();
+        self.base = pos;
+        self.anchored = true;
     }
 
     /// The jobs the audio now allows.
@@ -228,8 +223,15 @@ impl Collector {
         self.cut()
     }
 
-    /// End of stream (or a jump): what is open or pending is transcribed as it is.
+    /// End of stream, or a new segment (the intake's rule: both end the grid): what is open
+    /// or pending is transcribed as it is; the next audio starts a new grid.
     pub fn finish(&mut self) -> Vec<Job> {
+        self.intake.eos();
+        self.close()
+    }
+
+    /// What is open or pending, transcribed as it is.
+    fn close(&mut self) -> Vec<Job> {
         let mut jobs = Vec::new();
         if self.uses_vad() {
             if self.open.take().is_some() {
@@ -285,6 +287,15 @@ mod tests {
         vec![v; n]
     }
 
+    /// The running time of sample position `pos`.
+    fn at(pos: u64) -> Option<u64> {
+        Some(pos * NS_PER_SAMPLE)
+    }
+
+    fn push(c: &mut Collector, pos: u64, samples: &[f32]) -> Vec<Job> {
+        c.push(at(pos), Input::Samples(samples))
+    }
+
     #[test]
     fn jittered_timestamps_keep_every_sample() {
         let mut c = Collector::new(Mode::Windows, 16_000);
@@ -294,7 +305,7 @@ mod tests {
             let jitter = [0i64, 80, -80, 40, -40][(i % 5) as usize];
             let stamped = (pos as i64 + jitter).max(0) as u64;
             let samples: Vec<f32> = (0..160).map(|k| (pos + k) as f32).collect();
-            for j in c.push(stamped, &samples) {
+            for j in push(&mut c, stamped, &samples) {
                 out.extend(j.samples);
             }
             pos += 160;
@@ -305,23 +316,32 @@ mod tests {
         let want: Vec<f32> = (0..pos).map(|k| k as f32).collect();
         assert_eq!(out.len(), want.len());
         assert!(out == want, "samples were dropped, repeated or zeroed");
-        // A real hole is still filled with silence.
+        // A real hole is still filled with silence; audio without timestamps follows on.
         let mut c = Collector::new(Mode::Windows, 16_000);
-        c.push(0, &[1.0; 1600]);
-        let jobs = c.push(1600 + 800, &[1.0; 16_000]);
-        assert_eq!(jobs[0].samples[1600..2400], [0.0; 800]);
+        push(&mut c, 0, &[1.0; 1600]);
+        let jobs = push(&mut c, 1600 + 800, &[1.0; 8000]);
+        assert!(jobs.is_empty());
+        let mut jobs = c.push(None, Input::Samples(&[1.0; 8000]));
+        jobs.extend(c.finish());
+        let out: Vec<f32> = jobs.into_iter().flat_map(|j| j.samples).collect();
+        let mut want = vec![1.0; 1600 + 800 + 16_000];
+        want[1600..2400].fill(0.0);
+        assert!(
+            out == want,
+            "the hole is not silence, or audio went missing"
+        );
     }
 
     #[test]
     fn vad_utterance_with_a_start_in_the_past_and_an_end_ahead() {
         let mut c = Collector::new(Mode::Auto, 30 * 16_000);
-        assert!(c.push(1000, &ramp(8000, 0.1)).is_empty());
+        assert!(push(&mut c, 1000, &ramp(8000, 0.1)).is_empty());
         // the start lies 2000 samples back
         assert!(c.vad_start(7000).is_empty());
         assert!(c.in_utterance());
         // the end lies ahead of the audio: nothing yet
         assert!(c.vad_end(12_000).is_empty());
-        let jobs = c.push(9000, &ramp(4000, 0.2));
+        let jobs = push(&mut c, 9000, &ramp(4000, 0.2));
         assert_eq!(jobs.len(), 1);
         let j = &jobs[0];
         assert_eq!((j.start, j.end, j.is_final), (7000, 12_000, true));
@@ -329,14 +349,14 @@ mod tests {
         assert_eq!(j.samples[1999], 0.1);
         assert_eq!(j.samples[2000], 0.2);
         // after the end, only history is kept and nothing is transcribed
-        assert!(c.push(13_000, &ramp(40_000, 0.0)).is_empty());
+        assert!(push(&mut c, 13_000, &ramp(40_000, 0.0)).is_empty());
         assert!(c.finish().is_empty());
     }
 
     #[test]
     fn windows_until_vad_appears() {
         let mut c = Collector::new(Mode::Auto, 16_000);
-        let jobs = c.push(0, &ramp(20_000, 0.3));
+        let jobs = push(&mut c, 0, &ramp(20_000, 0.3));
         assert_eq!(jobs.len(), 1);
         assert_eq!(
             (jobs[0].start, jobs[0].end),
@@ -345,12 +365,12 @@ mod tests {
         assert!(jobs[0].end <= 16_000);
         // the first VAD event switches to VAD mode: the rest is not an utterance
         assert!(c.vad_end(20_000).is_empty());
-        assert!(c.push(20_000, &ramp(40_000, 0.3)).is_empty());
+        assert!(push(&mut c, 20_000, &ramp(40_000, 0.3)).is_empty());
         assert!(c.finish().is_empty());
         // windows mode ignores VAD and gives the tail at the end
         let mut c = Collector::new(Mode::Windows, 16_000);
         assert!(c.vad_start(0).is_empty());
-        assert!(c.push(0, &ramp(1000, 0.3)).is_empty());
+        assert!(push(&mut c, 0, &ramp(1000, 0.3)).is_empty());
         let jobs = c.finish();
         assert_eq!((jobs[0].start, jobs[0].end), (0, 1000));
     }
@@ -367,7 +387,7 @@ mod tests {
         assert!((27 * 16_000..=27 * 16_000 + 1_600).contains(&cut), "{cut}");
         let mut c = Collector::new(Mode::Vad, max);
         c.vad_start(0);
-        let jobs = c.push(0, &audio);
+        let jobs = push(&mut c, 0, &audio);
         assert_eq!(jobs.len(), 1);
         assert!(!jobs[0].is_final);
         assert_eq!(jobs[0].end, cut as u64);
@@ -383,19 +403,39 @@ mod tests {
     #[test]
     fn gap_fills_holes_and_jumps_close_the_utterance() {
         let mut c = Collector::new(Mode::Vad, 30 * 16_000);
-        c.push(0, &ramp(1000, 0.1));
+        push(&mut c, 0, &ramp(1000, 0.1));
         c.vad_start(0);
-        c.push_gap(1000, 500);
+        c.push(at(1000), Input::Gap(500));
         // a 500-sample hole in the timestamps becomes silence
-        c.push(2000, &ramp(100, 0.1));
+        push(&mut c, 2000, &ramp(100, 0.1));
         assert_eq!(c.position(), 2100);
         // a jump back closes what was open
-        let jobs = c.push(10, &ramp(100, 0.1));
+        let jobs = push(&mut c, 10, &ramp(100, 0.1));
         assert_eq!(jobs.len(), 1);
         assert_eq!((jobs[0].start, jobs[0].end), (0, 2100));
         assert!(jobs[0].samples[1200..2000].iter().all(|&x| x == 0.0));
         assert!(!c.in_utterance());
         assert_eq!(c.position(), 110);
+    }
+
+    #[test]
+    fn segments_and_eos_end_the_grid_and_a_start_may_come_first() {
+        let mut c = Collector::new(Mode::Vad, 30 * 16_000);
+        c.vad_start(0);
+        push(&mut c, 0, &ramp(1600, 0.2));
+        let jobs = c.finish();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!((jobs[0].start, jobs[0].end), (0, 1600));
+        // the next audio anchors a new grid, even a little behind where the old one ended
+        push(&mut c, 1500, &ramp(100, 0.1));
+        assert_eq!(c.position(), 1600);
+        // a start decided before its audio arrived is kept
+        let mut c = Collector::new(Mode::Vad, 30 * 16_000);
+        assert!(c.vad_start(800).is_empty());
+        assert!(push(&mut c, 0, &ramp(1600, 0.3)).is_empty());
+        let jobs = c.vad_end(1600);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!((jobs[0].start, jobs[0].end), (800, 1600));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use gst_base::subclass::prelude::*;
 use super::Segmentation;
 use crate::asr::segment::{self, Collector, Job, Mode};
 use crate::asr::whisper::{self, Whisper, WhisperOptions};
+use crate::audio_intake::Input;
 use crate::enums;
 use crate::events::{self, Transcript, VadStatus};
 use crate::inference::Device;
@@ -423,9 +424,11 @@ impl WhisperAsr {
             .unwrap_or_else(|_| gst::FormattedSegment::new())
     }
 
-    fn position_of(&self, pts: Option<gst::ClockTime>) -> Option<u64> {
+    /// The running time (ns) of `pts` in the current segment.
+    fn running_time_of(&self, pts: Option<gst::ClockTime>) -> Option<u64> {
         let segment = self.segment();
-        pts.and_then(|p| segment.to_running_time(p)).map(to_pos)
+        pts.and_then(|p| segment.to_running_time(p))
+            .map(gst::ClockTime::nseconds)
     }
 
     fn with_collector(&self, f: impl FnOnce(&mut Collector) -> Vec<Job>) {
@@ -703,13 +706,10 @@ impl BaseTransformImpl for WhisperAsr {
         buf: &gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         self.push_results();
-        let pos = self.position_of(buf.pts());
+        let at = self.running_time_of(buf.pts());
         if buf.flags().contains(gst::BufferFlags::GAP) {
-            let n = buf.size() / 4;
-            self.with_collector(|c| {
-                let at = pos.unwrap_or(c.position());
-                c.push_gap(at, n)
-            });
+            let n = (buf.size() / 4) as u64;
+            self.with_collector(|c| c.push(at, Input::Gap(n)));
             return Ok(gst::FlowSuccess::Ok);
         }
         let map = buf.map_readable().map_err(|_| {
@@ -722,10 +722,7 @@ impl BaseTransformImpl for WhisperAsr {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         drop(map);
-        self.with_collector(|c| {
-            let at = pos.unwrap_or(c.position());
-            c.push(at, &samples)
-        });
+        self.with_collector(|c| c.push(at, Input::Samples(&samples)));
         Ok(gst::FlowSuccess::Ok)
     }
 
@@ -744,12 +741,15 @@ impl BaseTransformImpl for WhisperAsr {
             }
             EventView::Gap(gap) => {
                 let (pts, duration) = gap.get();
-                let pos = self.position_of(Some(pts));
-                let n = to_pos(duration.unwrap_or_default()) as usize;
-                self.with_collector(|c| {
-                    let at = pos.unwrap_or(c.position());
-                    c.push_gap(at, n)
-                });
+                let at = self.running_time_of(Some(pts));
+                let n = duration.unwrap_or_default().nseconds() / segment::NS_PER_SAMPLE;
+                self.with_collector(|c| c.push(at, Input::Gap(n)));
+                self.push_results();
+            }
+            // The intake's rule: a new segment ends the grid, like EOS (what is open is
+            // transcribed; the next buffer starts anew).
+            EventView::Segment(_) => {
+                self.with_collector(Collector::finish);
                 self.push_results();
             }
             EventView::Eos(_) => {

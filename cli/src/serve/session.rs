@@ -659,7 +659,21 @@ impl Session {
 
     /// Stops listening, if listening; true if it was. Blocking.
     pub fn stop_listening(&self) -> bool {
-        let Some((listener, task)) = self.listener.lock().unwrap().take() else {
+        self.stop_listener(None)
+    }
+
+    /// Stops the running listener (only if it is the one numbered `serial`, when given: a
+    /// listener that ended on its own must not stop its successor); true if one was stopped.
+    /// Blocking.
+    fn stop_listener(&self, serial: Option<u64>) -> bool {
+        let taken = {
+            let mut slot = self.listener.lock().unwrap();
+            match &*slot {
+                Some((l, _)) if serial.is_none_or(|s| s == l.serial) => slot.take(),
+                _ => None,
+            }
+        };
+        let Some((listener, task)) = taken else {
             return false;
         };
         task.abort();
@@ -963,17 +977,10 @@ async fn voice_turns(
             }
             Heard::Ended(msg) => {
                 send(serde_json::json!({"type": "mic", "status": "ended", "msg": msg}));
-                // The listener is done: drop it (not from this task's own abort handle).
+                // The listener is done: stop it off the runtime. This task ends here, so the
+                // abort that comes with the stop finds it finished.
                 let s2 = s.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut slot = s2.listener.lock().unwrap();
-                    if slot.as_ref().is_some_and(|(l, _)| l.serial == serial)
-                        && let Some((l, _)) = slot.take()
-                    {
-                        drop(slot);
-                        l.stop();
-                    }
-                });
+                tokio::task::spawn_blocking(move || s2.stop_listener(Some(serial)));
                 break;
             }
         }
