@@ -84,8 +84,8 @@ window.probe = {
     return s / (a.length / 4) / 3;
   },
   // Once per presented video frame, for ms: mouth and eye motion against the frame before,
-  // and the played audio's RMS.
-  async motion(ms) {
+  // and with withRms, the played audio's RMS.
+  async motion(ms, withRms) {
     const v = document.getElementById(this.video);
     const out = [];
     let prev = this.grab();
@@ -94,7 +94,7 @@ window.probe = {
       await new Promise((res) => v.requestVideoFrameCallback(() => res()));
       const cur = this.grab();
       out.push({t: Date.now(), mouth: this.diff(prev.mouth, cur.mouth),
-                eyes: this.diff(prev.eyes, cur.eyes), rms: this.rms()});
+                eyes: this.diff(prev.eyes, cur.eyes), rms: withRms ? this.rms() : null});
       prev = cur;
     }
     return out;

@@ -116,8 +116,8 @@ def main():
             "w: v.videoWidth, h: v.videoHeight, frames: window.lt.frames};")
         time.sleep(1.0)
         out["frames_in_1s"] = d.execute_script("return window.lt.frames") - out["video"]["frames"]
-        out["idle"] = d.execute_async_script("probe.motion(2000).then(arguments[0])")
-        d.execute_script("window.speech = probe.motion(4000)")
+        out["idle"] = d.execute_async_script("probe.motion(2000, true).then(arguments[0])")
+        d.execute_script("window.speech = probe.motion(4000, true)")
         # As LiveTalking's pages send it: the id as a string.
         out["human"] = api("POST", "/human", {"sessionid": str(sid), "type": "echo",
                            "text": "Hello there! I am talking now, watch my lips move."})

@@ -381,8 +381,8 @@ def janusview(sid):
               done(pair ? {local: c(pair.localCandidateId), remote: c(pair.remoteCandidateId)} : null);
             });""")
 
-        out["idle"] = d.execute_async_script("probe.motion(2000).then(arguments[0])")
-        d.execute_script("window.ltSpeech = probe.motion(5000)")
+        out["idle"] = d.execute_async_script("probe.motion(2000, true).then(arguments[0])")
+        d.execute_script("window.ltSpeech = probe.motion(5000, true)")
         out["human"] = api("POST", "/human", {"sessionid": sid, "text":
                            "Hello to everyone watching through Janus. One, two, three, four."})
         time.sleep(2.5)
