@@ -187,12 +187,21 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 say "building gst-plugin-webrtc's plugin (libgstrswebrtc.so) for gst-launch pipelines"
 (cd "$ROOT" && cargo build --release -q -p gst-plugin-webrtc)
 
-# --- livetalk serve: the page's gstwebrtc-api (npm), Selenium for the browser test -----------
+# --- livetalk serve: the page's gstwebrtc-api and janus.js (npm), Selenium for the browser test
 GSTWEBRTC_API_VERSION=3.0.0
 if [ ! -f "$CACHE/web/node_modules/gstwebrtc-api/dist/gstwebrtc-api-$GSTWEBRTC_API_VERSION.min.js" ]; then
   say "installing gstwebrtc-api $GSTWEBRTC_API_VERSION from npm"
   mkdir -p "$CACHE/web"
   (cd "$CACHE/web" && npm install --no-audit --no-fund --silent "gstwebrtc-api@$GSTWEBRTC_API_VERSION")
+fi
+# The page's Janus viewer mode (?view=SESSION): Meetecho's janus.js (a plain browser script,
+# src/janus.js) and the webrtc-adapter version it pins (out/adapter.js, a browser global).
+JANUS_GATEWAY_VERSION=1.1.4
+if [ ! -f "$CACHE/web/node_modules/janus-gateway/package.json" ] ||
+   ! grep -q "\"version\": \"$JANUS_GATEWAY_VERSION\"" "$CACHE/web/node_modules/janus-gateway/package.json"; then
+  say "installing janus-gateway $JANUS_GATEWAY_VERSION (janus.js) from npm"
+  mkdir -p "$CACHE/web"
+  (cd "$CACHE/web" && npm install --no-audit --no-fund --silent --save-exact "janus-gateway@$JANUS_GATEWAY_VERSION")
 fi
 if ! stamp_ok web-test "$ROOT/web/requirements-test.txt"; then
   say "installing Python packages for the browser test (web/requirements-test.txt)"

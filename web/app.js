@@ -5,6 +5,10 @@
 // URL parameters: token (bearer token), api, signalling (override the addresses),
 // avatar, autostart=1, mic=1 (start the microphone once connected), aec=0 (no echo
 // cancellation, noise suppression or gain control on the microphone: for headphones).
+// Viewer mode, view=SESSIONID: creates no session; watches that session's feed in the Janus
+// VideoRoom it publishes into (`livetalk serve --janus`) through janus.js, as one of any
+// number of viewers (Janus forwards; the session still encodes once). janus=ws://... overrides
+// the Janus websocket address the server's config gives.
 "use strict";
 
 const params = new URLSearchParams(location.search);
@@ -13,6 +17,7 @@ const state = {
   sessionId: null, api: null, consumer: null, events: null, config: null,
   frames: 0, connected: false, error: null, eventsSeen: [],
   clientId: null, mic: null, micState: "off", micError: null,
+  view: null, janus: null, handle: null, pc: null, ended: null,
 };
 window.livetalk = state; // read by the browser test
 
@@ -113,14 +118,7 @@ async function start() {
     const created = await call("POST", "/session", body);
     state.sessionId = created.sessionid;
     setStatus("connecting (session " + state.sessionId + ")");
-    const token = params.get("token");
-    const q = "sessionid=" + encodeURIComponent(state.sessionId) +
-      (token ? "&token=" + encodeURIComponent(token) : "");
-    state.events = new EventSource(state.apiBase + "/events?" + q);
-    for (const type of ["speech", "word", "chat", "chat-error", "session-end", "transcript",
-      "vad", "mic", "barge-in"]) {
-      state.events.addEventListener(type, (m) => showEvent(JSON.parse(m.data)));
-    }
+    watchEvents(state.sessionId);
     state.api = new GstWebRTCAPI({
       signalingServerUrl: state.signalling,
       reconnectionTimeout: 0,
@@ -231,6 +229,175 @@ async function say(type) {
   }
 }
 
+// --- Viewer mode (?view=SESSIONID): subscribe to the session's feed through Janus -----------
+
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const s = document.createElement("script");
+    s.src = src;
+    s.onload = resolve;
+    s.onerror = () => reject(new Error("cannot load " + src));
+    document.head.append(s);
+  });
+}
+
+// The viewer cannot go on: says why, once, and lets go of Janus.
+function viewerEnded(why) {
+  if (state.ended) return;
+  state.ended = why;
+  state.connected = false;
+  setStatus(why);
+  if (state.events) state.events.close();
+  if (state.janus) state.janus.destroy({ cleanupHandles: true });
+}
+
+async function view(sessionId) {
+  document.body.classList.add("viewer");
+  state.view = sessionId;
+  state.sessionId = sessionId;
+  setStatus("looking up session " + sessionId);
+  const jc = state.config.janus;
+  if (!jc) {
+    viewerEnded("this server does not publish into Janus (start it with --janus)");
+    return;
+  }
+  if (!state.config.janus_js) {
+    viewerEnded("the server has no janus.js to give (scripts/setup.sh installs it)");
+    return;
+  }
+  let session;
+  try {
+    session = (await call("GET", "/sessions")).data.find((s) => String(s.sessionid) === sessionId);
+  } catch (e) {
+    viewerEnded("cannot ask the server about session " + sessionId + ": " + e.message);
+    return;
+  }
+  if (!session) {
+    viewerEnded("no session " + sessionId + " (it ended, or never existed)");
+    return;
+  }
+  if (!session.janus) {
+    viewerEnded("session " + sessionId + " is not published into Janus");
+    return;
+  }
+  state.janusFeed = session.janus;
+  // The avatar shown, for the page's face box (the selector is hidden in this mode).
+  const sel = $("avatar");
+  if (![...sel.options].some((o) => o.value === session.avatar)) {
+    const o = document.createElement("option");
+    o.value = o.textContent = session.avatar;
+    sel.append(o);
+  }
+  sel.value = session.avatar;
+  watchEvents(sessionId, (ev) => {
+    if (ev.type === "session-end") viewerEnded("the session ended (" + ev.reason + ")");
+  });
+  try {
+    await loadScript("adapter.js");
+    await loadScript("janus.js");
+  } catch (e) {
+    viewerEnded(e.message);
+    return;
+  }
+  const url = params.get("janus") || (jc.loopback
+    ? (location.protocol === "https:" ? "wss" : "ws") + "://" + location.hostname + ":" + jc.port + jc.path
+    : jc.url);
+  setStatus("connecting to Janus (" + url + ")");
+  Janus.init({
+    debug: false,
+    dependencies: Janus.useDefaultDependencies(),
+    callback: () => {
+      state.janus = new Janus({
+        server: url,
+        iceServers: state.config.ice_servers,
+        success: () => subscribe(session.janus.room, session.janus.feed),
+        // Also called when an established connection to Janus is lost.
+        error: (e) => viewerEnded("Janus is gone (" + url + "): " + e),
+        destroyed: () => {},
+      });
+    },
+  });
+}
+
+function subscribe(room, feed) {
+  const stream = new MediaStream();
+  let tries = 0;
+  const join = () => state.handle.send({
+    message: { request: "join", room, ptype: "subscriber", streams: [{ feed }] },
+  });
+  state.janus.attach({
+    plugin: "janus.plugin.videoroom",
+    opaqueId: "livetalk-viewer-" + Janus.randomString(12),
+    success: (handle) => {
+      state.handle = handle;
+      setStatus("joining feed " + feed + " in room " + room);
+      join();
+    },
+    error: (e) => viewerEnded("Janus VideoRoom: " + e),
+    onmessage: (msg, jsep) => {
+      if (msg.error) {
+        // 428: no such feed. A session that has just started may not publish yet: ask again
+        // for a while; then it has stopped publishing. 426: no such room.
+        if (msg.error_code === 428 && !state.connected && ++tries < 20) {
+          setStatus("waiting for session " + state.view + " to publish into Janus");
+          setTimeout(join, 1000);
+          return;
+        }
+        viewerEnded("Janus: " + msg.error);
+        return;
+      }
+      if (msg.videoroom === "event" && (msg.left || msg.unpublished)) {
+        viewerEnded("the session's feed left Janus");
+        return;
+      }
+      if (jsep) {
+        state.handle.createAnswer({
+          jsep,
+          // Nothing sent: audio and video are accepted receive-only.
+          tracks: [{ type: "data" }],
+          success: (answer) => state.handle.send({ message: { request: "start", room }, jsep: answer }),
+          error: (e) => viewerEnded("WebRTC answer: " + (e.message || e)),
+        });
+      }
+    },
+    onremotetrack: (track, mid, on) => {
+      for (const t of stream.getTracks()) {
+        if (t.id === track.id || (!on && t.kind === track.kind)) stream.removeTrack(t);
+      }
+      if (on) stream.addTrack(track);
+      const video = $("video");
+      if (video.srcObject !== stream) video.srcObject = stream;
+      if (stream.getVideoTracks().length > 0) {
+        video.play().catch((e) => { state.error = "play: " + e; });
+      }
+    },
+    webrtcState: (up, reason) => {
+      state.pc = state.handle && state.handle.webrtcStuff ? state.handle.webrtcStuff.pc : null;
+      state.connected = up;
+      if (up) setStatus("watching session " + state.view + " through Janus");
+      else viewerEnded("the connection to Janus closed" + (reason ? " (" + reason + ")" : ""));
+    },
+    iceState: (s) => { if (s === "failed") viewerEnded("no network path to Janus (ICE failed)"); },
+    oncleanup: () => { state.connected = false; },
+  });
+}
+
+// Server-sent events of a session: subtitles, and ended sessions.
+function watchEvents(sessionId, extra) {
+  const token = params.get("token");
+  const q = "sessionid=" + encodeURIComponent(sessionId) +
+    (token ? "&token=" + encodeURIComponent(token) : "");
+  state.events = new EventSource(state.apiBase + "/events?" + q);
+  for (const type of ["speech", "word", "chat", "chat-error", "session-end", "transcript",
+    "vad", "mic", "barge-in"]) {
+    state.events.addEventListener(type, (m) => {
+      const ev = JSON.parse(m.data);
+      showEvent(ev);
+      if (extra) extra(ev);
+    });
+  }
+}
+
 async function main() {
   state.config = await (await fetch("config.json")).json();
   const wsScheme = location.protocol === "https:" ? "wss" : "ws";
@@ -251,6 +418,10 @@ async function main() {
     state.avatars = avatars.data;
   } catch (e) {
     setStatus("error: " + e.message);
+  }
+  if (params.get("view")) {
+    view(params.get("view"));
+    return;
   }
   $("start").addEventListener("click", start);
   $("stop").addEventListener("click", stop);

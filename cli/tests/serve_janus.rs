@@ -1,7 +1,8 @@
 //! `livetalk serve --janus`: sessions publish once into a Janus VideoRoom (Debian's Janus on
 //! loopback, generated configuration); viewers subscribe through Janus with GStreamer's
-//! `janusvrwebrtcsrc` (gst-plugin-webrtc, independent of our serving code). And the faults:
-//! Janus down when a session starts, a wrong room secret, Janus restarted mid-session.
+//! `janusvrwebrtcsrc` (gst-plugin-webrtc, independent of our serving code) and with the page's
+//! viewer mode (janus.js) in headless Chromium. And the faults: Janus down when a session
+//! starts, a wrong room secret, Janus restarted mid-session.
 
 mod support;
 
@@ -12,6 +13,14 @@ use gst::prelude::*;
 use gstlivetalk::avatar::{Avatar, Image};
 use serde_json::{Value, json};
 use support::{Janus, Server};
+
+/// The tests that watch media run in real time (encoding, decoding, a browser): one at a time,
+/// so that they do not starve each other of CPU on a small machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn janus_or_skip(test: &str) -> Option<Janus> {
     if !Janus::available() {
@@ -178,6 +187,7 @@ fn wait_published(server: &Server, janus: &Janus, room: u64, feed: u64) {
 
 #[test]
 fn one_encode_reaches_two_janus_viewers() {
+    let _serial = one_at_a_time();
     gst::init().unwrap();
     gstwebrtc::plugin_register_static().unwrap();
     let Some(janus) = janus_or_skip("one_encode_reaches_two_janus_viewers") else {
@@ -225,29 +235,179 @@ fn one_encode_reaches_two_janus_viewers() {
     assert_eq!(session_json(&server, &id)["video_encoders"], 1);
 
     for (i, v) in viewers.into_iter().enumerate() {
-        let got = v.finish();
-        let n = got.frames.len();
-        assert!(n > 150, "viewer {i}: {n} video frames");
-        let advancing = got.frames.windows(2).filter(|w| w[1].0 > w[0].0).count();
-        assert!(
-            advancing + 1 >= n * 9 / 10,
-            "viewer {i}: timestamps do not advance ({advancing} of {n})"
+        assert_saw_speech(i, v.finish());
+    }
+}
+
+/// A GStreamer viewer that watched from before a `/human` until after it: frames with
+/// advancing timestamps, speech in the audio, the mouth moving far more than in its first
+/// second (idle).
+fn assert_saw_speech(i: usize, got: Received) {
+    let n = got.frames.len();
+    assert!(n > 150, "viewer {i}: {n} video frames");
+    let advancing = got.frames.windows(2).filter(|w| w[1].0 > w[0].0).count();
+    assert!(
+        advancing + 1 >= n * 9 / 10,
+        "viewer {i}: timestamps do not advance ({advancing} of {n})"
+    );
+    let loud = loudest(&got.audio);
+    assert!(
+        loud > 0.05,
+        "viewer {i}: no speech in the audio ({loud:.3})"
+    );
+    let opening = mouth_opening(&got.frames);
+    let noise = opening[..25].iter().copied().fold(0.0, f64::max);
+    let speaking = opening.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "viewer {i}: {n} frames, loudest {loud:.3}, mouth idle up to {noise:.2}, speaking up to {speaking:.2}"
+    );
+    assert!(
+        speaking > 3.0 * noise.max(0.5),
+        "viewer {i}: the mouth does not move"
+    );
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
+
+#[test]
+fn the_page_views_through_janus_beside_two_gstreamer_viewers() {
+    let _serial = one_at_a_time();
+    let test = "the_page_views_through_janus_beside_two_gstreamer_viewers";
+    gst::init().unwrap();
+    gstwebrtc::plugin_register_static().unwrap();
+    if !["/usr/bin/chromium", "/usr/bin/chromedriver"]
+        .iter()
+        .all(|f| std::path::Path::new(f).exists())
+    {
+        support::skip(test, "Debian's chromium and chromedriver are not installed");
+        return;
+    }
+    if !support::cache_dir()
+        .join("web/node_modules/janus-gateway/src/janus.js")
+        .is_file()
+    {
+        support::skip(
+            test,
+            "npm janus-gateway is not installed (scripts/setup.sh)",
         );
-        let loud = loudest(&got.audio);
-        assert!(
-            loud > 0.05,
-            "viewer {i}: no speech in the audio ({loud:.3})"
-        );
-        let opening = mouth_opening(&got.frames);
-        let noise = opening[..25].iter().copied().fold(0.0, f64::max);
-        let speaking = opening.iter().copied().fold(0.0, f64::max);
-        eprintln!(
-            "viewer {i}: {n} frames, loudest {loud:.3}, mouth idle up to {noise:.2}, speaking up to {speaking:.2}"
-        );
-        assert!(
-            speaking > 3.0 * noise.max(0.5),
-            "viewer {i}: the mouth does not move"
-        );
+        return;
+    }
+    let Some(janus) = janus_or_skip(test) else {
+        return;
+    };
+    let room = 4322u64;
+    let server = Server::start(&["--janus", &janus.ws_url(), "--janus-room", "4322"]);
+    let (status, v) = server.post("/session", json!({}));
+    assert_eq!(status, 200, "{v}");
+    let id = v["sessionid"].as_str().unwrap().to_string();
+    let feed = v["data"]["janus"]["feed"].as_u64().unwrap();
+    wait_published(&server, &janus, room, feed);
+    let viewers = [
+        Viewer::start(&janus, room, feed),
+        Viewer::start(&janus, room, feed),
+    ];
+    server.wait_for("frames at both viewers", Duration::from_secs(40), || {
+        viewers.iter().all(|v| v.frames() > 25)
+    });
+
+    // The browser watches beside them; it says /human, then closes the session.
+    let r = support::page_check(&server, &format!("janusview:{id}"));
+    eprintln!(
+        "browser: first frames after {:.2} s, {} frames in 1 s, {} in all, video {}x{}; ICE \
+         pair {}; status '{}'",
+        r["first_frames_s"],
+        r["frames_in_1s"],
+        r["frames_total"],
+        r["video"]["w"],
+        r["video"]["h"],
+        r["ice_pair"],
+        r["status"]
+    );
+    let v = &r["video"];
+    assert_eq!(v["paused"], false, "{v}");
+    // The avatar's square picture (512x512), or smaller where webrtcsink's congestion
+    // control scaled it down for Janus.
+    let (w, h) = (v["w"].as_u64().unwrap(), v["h"].as_u64().unwrap());
+    assert!(w == h && (128..=512).contains(&w), "video {w}x{h}");
+    let fps = r["frames_in_1s"].as_f64().unwrap();
+    assert!(fps >= 10.0, "{fps} frames in a second at the browser");
+
+    // Audio: a live track whose packets keep coming, and sound while the avatar speaks.
+    let (a0, a1) = (&r["audio"][0], &r["audio"][1]);
+    assert_eq!(a1["track"], "live", "{a1}");
+    assert!(
+        a1["packets"].as_u64().unwrap() > a0["packets"].as_u64().unwrap(),
+        "audio packets do not advance: {a0} {a1}"
+    );
+    let series = |k: &str, part: &str| -> Vec<f64> {
+        r[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s[part].as_f64().unwrap_or(0.0))
+            .collect()
+    };
+    let (idle_mouth, speech_mouth) = (series("idle", "mouth"), series("speech", "mouth"));
+    let (idle_rms, speech_rms) = (series("idle", "rms"), series("speech", "rms"));
+    let speech_eyes = series("speech", "eyes");
+    eprintln!(
+        "browser: mouth idle max {:.2}, speaking max {:.2} (mean {:.2}), eyes speaking mean \
+         {:.2}; audio RMS idle max {:.3}, speaking max {:.3}",
+        max(&idle_mouth),
+        max(&speech_mouth),
+        mean(&speech_mouth),
+        mean(&speech_eyes),
+        max(&idle_rms),
+        max(&speech_rms)
+    );
+    assert!(max(&speech_rms) > 0.02, "no sound at the browser");
+    assert!(max(&speech_rms) > 4.0 * max(&idle_rms).max(0.001));
+    // Frames whose motion passes twice the idle mouth's largest: many for the mouth, few for
+    // the eyes (the idle animation moves the whole face a little; speech moves the mouth).
+    let threshold = 2.0 * max(&idle_mouth).max(0.5);
+    let above = |v: &[f64]| v.iter().filter(|&&x| x > threshold).count();
+    let (mouth_moves, eyes_move) = (above(&speech_mouth), above(&speech_eyes));
+    eprintln!(
+        "browser: frames moving more than {threshold:.2}: mouth {mouth_moves}, eyes {eyes_move} \
+         (of {})",
+        speech_mouth.len()
+    );
+    assert!(
+        mouth_moves >= 5,
+        "the mouth does not move at the browser on /human"
+    );
+    assert!(
+        mouth_moves > 3 * eyes_move,
+        "the whole face moves, not the mouth"
+    );
+
+    // Three viewers, Janus the one consumer: one video encoder on our host.
+    let s = &r["session_while_speaking"];
+    eprintln!("while speaking to three viewers: {s}");
+    assert_eq!(s["janus"]["state"], "webrtc-up", "{s}");
+    assert_eq!(s["consumers"], 1, "{s}");
+    assert_eq!(s["video_encoders"], 1, "{s}");
+
+    // The session was closed: the page says so.
+    assert_eq!(r["close"]["code"], 0, "{r}");
+    let ended = r["ended"].as_str().unwrap_or_default();
+    eprintln!(
+        "after closing the session the page says '{ended}' ({:.1} s)",
+        r["ended_after_s"]
+    );
+    assert!(
+        ended.contains("ended") || ended.contains("left"),
+        "the page does not say the session is gone: {r}"
+    );
+    assert_eq!(r["status_after"], ended);
+
+    for (i, v) in viewers.into_iter().enumerate() {
+        assert_saw_speech(i, v.finish());
     }
 }
 
@@ -370,6 +530,7 @@ fn plugin_dir() -> Option<std::path::PathBuf> {
 
 #[test]
 fn janus_pipeline_script_publishes_to_a_viewer() {
+    let _serial = one_at_a_time();
     gst::init().unwrap();
     gstwebrtc::plugin_register_static().unwrap();
     let test = "janus_pipeline_script_publishes_to_a_viewer";

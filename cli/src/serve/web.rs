@@ -1,6 +1,8 @@
 //! The page webrtcsink's web server serves: `web/` (built into the binary), the gstwebrtc-api
-//! script that set-up installed from npm, and a `config.json` telling the page where the API
-//! and the signalling server are. Assembled in a temporary folder for the server's lifetime.
+//! script that set-up installed from npm, janus.js and its webrtc-adapter (npm
+//! `janus-gateway`, for the page's Janus viewer mode; left out where set-up has not installed
+//! them), and a `config.json` telling the page where the API, the signalling server and Janus
+//! are. Assembled in a temporary folder for the server's lifetime.
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +37,42 @@ pub fn find_gstwebrtc_api(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     })
 }
 
+/// janus.js and the webrtc-adapter script it expects as the global `adapter`, from the set-up
+/// cache's npm install of `janus-gateway` (its pinned adapter when npm nested it, else the
+/// shared one).
+pub fn find_janus_js() -> Option<(PathBuf, PathBuf)> {
+    let modules = gstlivetalk::paths::cache_dir().join("web/node_modules");
+    let janus = modules.join("janus-gateway/src/janus.js");
+    let adapter = [
+        modules.join("janus-gateway/node_modules/webrtc-adapter/out/adapter.js"),
+        modules.join("webrtc-adapter/out/adapter.js"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())?;
+    janus.is_file().then_some((janus, adapter))
+}
+
+/// What the page needs to reach Janus: the endpoint serve publishes to, and whether its host is
+/// this machine's loopback (then a browser elsewhere uses the page's own host name, same port
+/// and path: Janus must listen there too).
+fn janus_page_config(endpoint: &str, room: u64) -> serde_json::Value {
+    let (host, port) = super::janus::parse_endpoint(endpoint).unwrap_or_default();
+    let rest = endpoint.strip_prefix("ws://").unwrap_or(endpoint);
+    let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("");
+    let loopback = host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback());
+    serde_json::json!({
+        "url": endpoint,
+        "port": port,
+        "path": path,
+        "loopback": loopback,
+        "room": room,
+    })
+}
+
 impl PageDir {
     pub fn assemble(cfg: &Config, api_js: Option<&Path>) -> anyhow::Result<PageDir> {
         let api_js = find_gstwebrtc_api(api_js)?;
@@ -46,6 +84,13 @@ impl PageDir {
         std::fs::write(dir.path().join("style.css"), STYLE_CSS)?;
         std::fs::copy(&api_js, dir.path().join("gstwebrtc-api.min.js"))
             .with_context(|| format!("copying {}", api_js.display()))?;
+        let janus_js = find_janus_js();
+        if let Some((janus, adapter)) = &janus_js {
+            std::fs::copy(janus, dir.path().join("janus.js"))
+                .with_context(|| format!("copying {}", janus.display()))?;
+            std::fs::copy(adapter, dir.path().join("adapter.js"))
+                .with_context(|| format!("copying {}", adapter.display()))?;
+        }
         let mut ice = Vec::new();
         if let Some(s) = &cfg.stun {
             ice.push(serde_json::json!({"urls": s.replacen("stun://", "stun:", 1)}));
@@ -61,6 +106,8 @@ impl PageDir {
             "ice_servers": ice,
             "default_avatar": cfg.default_avatar,
             "token_required": cfg.token.is_some(),
+            "janus": cfg.janus.as_ref().map(|j| janus_page_config(&j.endpoint, j.room)),
+            "janus_js": janus_js.is_some(),
         });
         std::fs::write(dir.path().join("config.json"), config.to_string())?;
         Ok(PageDir { dir })
@@ -99,5 +146,27 @@ mod tests {
         assert_eq!(v["username"], "ann");
         assert_eq!(v["credential"], "s3cret");
         assert!(super::turn_ice_server("turn://nohost").is_none());
+    }
+
+    #[test]
+    fn janus_endpoint_for_the_page() {
+        let v = super::janus_page_config("ws://127.0.0.1:8188", 7);
+        assert_eq!(v["loopback"], true);
+        assert_eq!(
+            (v["port"].as_u64(), v["path"].as_str()),
+            (Some(8188), Some(""))
+        );
+        assert_eq!(v["room"], 7);
+        let v = super::janus_page_config("ws://janus.example.org:8989/janus", 1234);
+        assert_eq!(v["loopback"], false);
+        assert_eq!(v["url"], "ws://janus.example.org:8989/janus");
+        assert_eq!(
+            (v["port"].as_u64(), v["path"].as_str()),
+            (Some(8989), Some("/janus"))
+        );
+        assert_eq!(
+            super::janus_page_config("ws://localhost:1", 1)["loopback"],
+            true
+        );
     }
 }

@@ -76,68 +76,12 @@ def wait(d, js, timeout, what):
     raise RuntimeError("timed out waiting for %s: %s" % (what, json.dumps(state)))
 
 
-# Motion of the mouth and of the eyes between consecutive video frames (through a canvas), and
-# the played audio's RMS (WebAudio analyser on the audio element's track).
-HELPERS = r"""
-window.h = {
-  box: null,
-  regions() {
-    const [x1, y1, x2, y2] = this.box;
-    const w = x2 - x1, h = y2 - y1;
-    return {mouth: [x1 + w / 4, y1 + h * 0.6, w / 2, h * 0.4], eyes: [x1 + w / 4, y1, w / 2, h * 0.4]};
-  },
-  grab() {
-    const v = document.getElementById("video");
-    if (!this.canvas) this.canvas = document.createElement("canvas");
-    const c = this.canvas;
-    c.width = v.videoWidth; c.height = v.videoHeight;
-    const ctx = c.getContext("2d", {willReadFrequently: true});
-    ctx.drawImage(v, 0, 0);
-    const r = this.regions();
-    const get = (b) => ctx.getImageData(Math.round(b[0]), Math.round(b[1]),
-                                        Math.round(b[2]), Math.round(b[3])).data;
-    return {mouth: get(r.mouth), eyes: get(r.eyes)};
-  },
-  diff(a, b) {
-    let s = 0;
-    for (let i = 0; i < a.length; i += 4) {
-      s += Math.abs(a[i] - b[i]) + Math.abs(a[i + 1] - b[i + 1]) + Math.abs(a[i + 2] - b[i + 2]);
-    }
-    return s / (a.length / 4) / 3;
-  },
-  rms() {
-    const a = document.getElementById("audio");
-    const tracks = a.srcObject ? a.srcObject.getAudioTracks() : [];
-    if (!tracks.length) return null;
-    if (!this.analyser) {
-      const ctx = new AudioContext();
-      const src = ctx.createMediaStreamSource(new MediaStream([tracks[0]]));
-      this.analyser = ctx.createAnalyser();
-      this.analyser.fftSize = 1024;
-      src.connect(this.analyser);
-      this.buf = new Float32Array(this.analyser.fftSize);
-    }
-    this.analyser.getFloatTimeDomainData(this.buf);
-    let e = 0;
-    for (const x of this.buf) e += x * x;
-    return Math.sqrt(e / this.buf.length);
-  },
-  // Per presented frame, for ms: motion against the frame before, and the audio RMS.
-  async sample(ms) {
-    const v = document.getElementById("video");
-    const out = [];
-    let prev = this.grab();
-    const t0 = performance.now();
-    while (performance.now() - t0 < ms) {
-      await new Promise((res) => v.requestVideoFrameCallback(() => res()));
-      const cur = this.grab();
-      out.push({t: Date.now(), mouth: this.diff(prev.mouth, cur.mouth),
-                eyes: this.diff(prev.eyes, cur.eyes), rms: this.rms()});
-      prev = cur;
-    }
-    return out;
-  },
-};
+# In-page probes (helpers.js, shared with page_check.py): this page plays the audio through
+# its <audio> element and keeps its peer connection in the global `pc`.
+with open(os.path.join(HERE, "helpers.js")) as f:
+    HELPERS = f.read() + r"""
+probe.audioElement = "audio";
+probe.pc = () => pc;
 """
 
 
@@ -149,7 +93,7 @@ def main():
     srv = serve_page()
     page = "http://127.0.0.1:%d/offer_client.html?api=%s" % (srv.server_address[1], API)
     avatars = api("GET", "/avatars")
-    box = next(a for a in avatars["data"] if a["id"] == avatars["default"])["face_box"]
+    shown = next(a for a in avatars["data"] if a["id"] == avatars["default"])
     d = browser()
     out = {}
     try:
@@ -165,14 +109,15 @@ def main():
         out["post_to_answer_ms"] = lt["tAnswer"] - lt["tOffer"]
         out["sessions"] = api("GET", "/sessions")["data"]
         d.execute_script(HELPERS)
-        d.execute_script("window.h.box = arguments[0]", box)
+        d.execute_script("probe.box = arguments[0]; probe.frame = arguments[1]",
+                         shown["face_box"], [shown["width"], shown["height"]])
         out["video"] = d.execute_script(
             "const v = document.getElementById('video'); return {paused: v.paused, "
             "w: v.videoWidth, h: v.videoHeight, frames: window.lt.frames};")
         time.sleep(1.0)
         out["frames_in_1s"] = d.execute_script("return window.lt.frames") - out["video"]["frames"]
-        out["idle"] = d.execute_async_script("h.sample(2000).then(arguments[0])")
-        d.execute_script("window.speech = h.sample(4000)")
+        out["idle"] = d.execute_async_script("probe.motion(2000, true).then(arguments[0])")
+        d.execute_script("window.speech = probe.motion(4000, true)")
         # As LiveTalking's pages send it: the id as a string.
         out["human"] = api("POST", "/human", {"sessionid": str(sid), "type": "echo",
                            "text": "Hello there! I am talking now, watch my lips move."})

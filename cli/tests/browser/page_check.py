@@ -12,6 +12,10 @@ usage: page_check.py PAGE_URL API_URL MODE
   MODE "nomic": Chromium without microphone permission: what the page says when Mic is pressed.
   MODE "vanish": the browser is killed (SIGKILL, no goodbye); how long until the session is gone.
   MODE "freeze": the browser is stopped (SIGSTOP): open sockets, nobody answering; the same.
+  MODE "janusview:SESSIONID": the page's viewer mode (?view=SESSIONID) watches a session that
+                serve publishes into Janus: frames, audio, idle and speaking mouth motion
+                around a /human, the session's encoder count meanwhile, the ICE pair; then
+                the session is closed and the page's message read.
 """
 
 import json
@@ -68,87 +72,21 @@ def wait(d, js, timeout, what):
     raise RuntimeError("timed out waiting for %s: %s" % (what, json.dumps(state)))
 
 
-# In-page helpers: audio stats of the peer connection; motion of the mouth and of the eyes
-# between consecutive video frames, sampled through a canvas.
-HELPERS = r"""
-window.lt = {
-  async audio() {
-    const pc = window.livetalk.consumer && window.livetalk.consumer.rtcPeerConnection;
-    if (!pc) return null;
-    const stats = await pc.getStats();
-    let r = null;
-    stats.forEach((s) => {
-      if (s.type === "inbound-rtp" && s.kind === "audio") {
-        r = {packets: s.packetsReceived, level: s.audioLevel || 0,
-             energy: s.totalAudioEnergy || 0, samples: s.totalSamplesReceived || 0};
-      }
-    });
-    const v = document.getElementById("video");
-    const tracks = v.srcObject ? v.srcObject.getAudioTracks() : [];
-    if (r) r.track = tracks.length ? tracks[0].readyState : "none";
-    // The played samples themselves (WebAudio), RMS of the last 1024 (21 ms): unlike the
-    // stats' levels, no decay.
-    if (r && tracks.length) {
-      if (!this.analyser) {
-        const ctx = new AudioContext();
-        const src = ctx.createMediaStreamSource(new MediaStream([tracks[0]]));
-        this.analyser = ctx.createAnalyser();
-        this.analyser.fftSize = 1024;
-        src.connect(this.analyser);
-        this.buf = new Float32Array(this.analyser.fftSize);
-      }
-      this.analyser.getFloatTimeDomainData(this.buf);
-      let e = 0;
-      for (const x of this.buf) e += x * x;
-      r.rms = Math.sqrt(e / this.buf.length);
-    }
-    return r;
-  },
-  regions() {
-    const a = window.livetalk.avatars.find((x) => x.id === document.getElementById("avatar").value)
-      || window.livetalk.avatars[0];
-    const [x1, y1, x2, y2] = a.face_box;
-    const w = x2 - x1, h = y2 - y1;
-    return {
-      mouth: [x1 + w / 4, y1 + h * 0.6, w / 2, h * 0.4],
-      eyes: [x1 + w / 4, y1, w / 2, h * 0.4],
-    };
-  },
-  grab() {
-    const v = document.getElementById("video");
-    if (!this.canvas) this.canvas = document.createElement("canvas");
-    const c = this.canvas;
-    c.width = v.videoWidth; c.height = v.videoHeight;
-    const ctx = c.getContext("2d", {willReadFrequently: true});
-    ctx.drawImage(v, 0, 0);
-    const r = this.regions();
-    const get = (b) => ctx.getImageData(Math.round(b[0]), Math.round(b[1]),
-                                        Math.round(b[2]), Math.round(b[3])).data;
-    return {mouth: get(r.mouth), eyes: get(r.eyes)};
-  },
-  diff(a, b) {
-    let s = 0;
-    for (let i = 0; i < a.length; i += 4) {
-      s += Math.abs(a[i] - b[i]) + Math.abs(a[i + 1] - b[i + 1]) + Math.abs(a[i + 2] - b[i + 2]);
-    }
-    return s / (a.length / 4) / 3;
-  },
-  // Samples motion against the frame before, once per presented video frame, for ms.
-  async motion(ms) {
-    const v = document.getElementById("video");
-    const out = [];
-    let prev = this.grab();
-    const t0 = performance.now();
-    while (performance.now() - t0 < ms) {
-      await new Promise((res) => v.requestVideoFrameCallback(() => res()));
-      const cur = this.grab();
-      out.push({t: Date.now(), mouth: this.diff(prev.mouth, cur.mouth),
-                eyes: this.diff(prev.eyes, cur.eyes)});
-      prev = cur;
-    }
-    return out;
-  },
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# In-page probes (helpers.js, shared with offer_check.py), set up for this page: its peer
+# connection (gstwebrtc-api's consumer session, or the Janus viewer's), the audio on the video
+# element, the face box of the avatar shown.
+with open(os.path.join(HERE, "helpers.js")) as f:
+    HELPERS = f.read() + r"""
+probe.pc = () => {
+  const s = window.livetalk;
+  return s.pc || (s.consumer && s.consumer.rtcPeerConnection) || null;
 };
+const shown = window.livetalk.avatars.find(
+  (x) => x.id === document.getElementById("avatar").value) || window.livetalk.avatars[0];
+probe.box = shown.face_box;
+probe.frame = [shown.width, shown.height];
 """
 
 
@@ -178,14 +116,14 @@ def play():
         time.sleep(1.0)
         out["video"] = v
         out["frames_in_1s"] = d.execute_script("return window.livetalk.frames") - v["frames"]
-        a0 = d.execute_async_script("lt.audio().then(arguments[0])")
+        a0 = d.execute_async_script("probe.audio().then(arguments[0])")
         time.sleep(0.5)
-        a1 = d.execute_async_script("lt.audio().then(arguments[0])")
+        a1 = d.execute_async_script("probe.audio().then(arguments[0])")
         out["audio"] = [a0, a1]
 
         # Idle motion, then speech: the mouth region changes between frames while speaking.
-        out["idle"] = d.execute_async_script("lt.motion(2000).then(arguments[0])")
-        d.execute_script("window.ltSpeech = lt.motion(4000)")
+        out["idle"] = d.execute_async_script("probe.motion(2000).then(arguments[0])")
+        d.execute_script("window.ltSpeech = probe.motion(4000)")
         t_post = time.time()
         out["human"] = api("POST", "/human", {"sessionid": sid, "text":
                            "Hello there! I am talking now, watch my lips move."})
@@ -201,7 +139,7 @@ def play():
         time.sleep(1.5)
         t = time.time()
         while time.time() - t < 15:
-            a = d.execute_async_script("lt.audio().then(arguments[0])")
+            a = d.execute_async_script("probe.audio().then(arguments[0])")
             if a and (a.get("rms") or 0) > 0.02:
                 break
             time.sleep(0.02)
@@ -209,7 +147,7 @@ def play():
         before = []
         t = time.time()
         while time.time() - t < 0.3:
-            a = d.execute_async_script("lt.audio().then(arguments[0])")
+            a = d.execute_async_script("probe.audio().then(arguments[0])")
             before.append(a["level"] if a else None)
             time.sleep(0.01)
         out["levels_before_interrupt"] = before
@@ -218,7 +156,7 @@ def play():
         out["interrupt_request_ms"] = (time.time() - t_int) * 1000
         levels = []
         while time.time() - t_int < 3:
-            a = d.execute_async_script("lt.audio().then(arguments[0])")
+            a = d.execute_async_script("probe.audio().then(arguments[0])")
             levels.append([(time.time() - t_int) * 1000, a["level"] if a else None,
                            a.get("rms") if a else None])
             time.sleep(0.01)
@@ -261,7 +199,7 @@ def cycles(n):
 
 VOICE_TRACE = r"""
 window.ltTrace = [];
-window.ltMotion = lt.motion(arguments[0]);
+window.ltMotion = probe.motion(arguments[0]);
 const rms = (an, buf) => {
   an.getFloatTimeDomainData(buf);
   let e = 0;
@@ -269,17 +207,17 @@ const rms = (an, buf) => {
   return Math.sqrt(e / buf.length);
 };
 window.ltTimer = setInterval(async () => {
-  const a = await lt.audio();
+  const a = await probe.audio();
   const m = window.livetalk.mic;
-  if (m && m.stream && !lt.micAn) {
+  if (m && m.stream && !probe.micAn) {
     const ctx = new AudioContext();
-    lt.micAn = ctx.createAnalyser();
-    lt.micAn.fftSize = 512;
-    ctx.createMediaStreamSource(m.stream).connect(lt.micAn);
-    lt.micBuf = new Float32Array(lt.micAn.fftSize);
+    probe.micAn = ctx.createAnalyser();
+    probe.micAn.fftSize = 512;
+    ctx.createMediaStreamSource(m.stream).connect(probe.micAn);
+    probe.micBuf = new Float32Array(probe.micAn.fftSize);
   }
   window.ltTrace.push({t: Date.now(), out: a ? (a.rms === undefined ? null : a.rms) : null,
-                       mic: lt.micAn ? rms(lt.micAn, lt.micBuf) : null});
+                       mic: probe.micAn ? rms(probe.micAn, probe.micBuf) : null});
 }, 20);
 """
 
@@ -407,6 +345,68 @@ def vanish(freeze=False):
     return out
 
 
+
+def janusview(sid):
+    d = browser()
+    out = {}
+    try:
+        t_load = time.time()
+        d.get(PAGE.replace("autostart=1", "view=" + sid))
+        wait(d, "return window.livetalk && (window.livetalk.ended || "
+             "(window.livetalk.connected && window.livetalk.frames > 5))", 30,
+             "video frames through Janus")
+        ended = d.execute_script("return window.livetalk.ended")
+        if ended:
+            raise RuntimeError("the viewer gave up: %s" % ended)
+        out["first_frames_s"] = time.time() - t_load
+        out["status"] = d.execute_script("return document.getElementById('status').textContent")
+        d.execute_script(HELPERS)
+        v = d.execute_script(
+            "const v = document.getElementById('video'); return {paused: v.paused, "
+            "ready: v.readyState, w: v.videoWidth, h: v.videoHeight, frames: window.livetalk.frames};")
+        time.sleep(1.0)
+        out["video"] = v
+        out["frames_in_1s"] = d.execute_script("return window.livetalk.frames") - v["frames"]
+        a0 = d.execute_async_script("probe.audio().then(arguments[0])")
+        time.sleep(0.5)
+        a1 = d.execute_async_script("probe.audio().then(arguments[0])")
+        out["audio"] = [a0, a1]
+        # The addresses of the ICE pair in use (Janus never offers loopback candidates).
+        out["ice_pair"] = d.execute_async_script(r"""
+            const done = arguments[0];
+            probe.pc().getStats().then((st) => {
+              let pair = null;
+              st.forEach((s) => { if (s.type === "transport") pair = st.get(s.selectedCandidatePairId); });
+              const c = (id) => { const x = st.get(id); return x ? x.address + ":" + x.port : null; };
+              done(pair ? {local: c(pair.localCandidateId), remote: c(pair.remoteCandidateId)} : null);
+            });""")
+
+        out["idle"] = d.execute_async_script("probe.motion(2000, true).then(arguments[0])")
+        d.execute_script("window.ltSpeech = probe.motion(5000, true)")
+        out["human"] = api("POST", "/human", {"sessionid": sid, "text":
+                           "Hello to everyone watching through Janus. One, two, three, four."})
+        time.sleep(2.5)
+        out["session_while_speaking"] = next(
+            (s for s in api("GET", "/sessions")["data"] if s["sessionid"] == sid), None)
+        out["speech"] = d.execute_async_script("window.ltSpeech.then(arguments[0])")
+        out["frames_total"] = d.execute_script("return window.livetalk.frames")
+
+        # The session goes: the page says so.
+        out["close"] = api("DELETE", "/sessions/" + sid)
+        t = time.time()
+        while time.time() - t < 20:
+            out["ended"] = d.execute_script("return window.livetalk.ended")
+            if out["ended"]:
+                break
+            time.sleep(0.1)
+        out["ended_after_s"] = time.time() - t
+        out["status_after"] = d.execute_script(
+            "return document.getElementById('status').textContent")
+    finally:
+        d.quit()
+    return out
+
+
 if MODE == "play":
     result = play()
 elif MODE == "vanish":
@@ -416,6 +416,8 @@ elif MODE == "freeze":
 elif MODE.startswith("voice:"):
     _, wav, secs = MODE.split(":")
     result = voice(wav, float(secs))
+elif MODE.startswith("janusview:"):
+    result = janusview(MODE.split(":", 1)[1])
 elif MODE == "nomic":
     result = nomic()
 elif MODE.startswith("cycles:"):
