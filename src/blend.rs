@@ -466,11 +466,13 @@ mod tests {
         let crop = vec![0u8; 256 * 256 * 3];
         let mask = Image::new(40, 35, 1);
         let mut p = Paster::default();
-        let g = |fb, bb, m: &Image| Geometry {
-            face_box: fb,
-            blend_box: bb,
-            mask: m.view(),
-        };
+        fn g(face_box: BBox, blend_box: BBox, m: &Image) -> Geometry<'_> {
+            Geometry {
+                face_box,
+                blend_box,
+                mask: m.view(),
+            }
+        }
         let bb = BBox::new(10, 5, 50, 40);
         let e = p
             .paste(

@@ -68,7 +68,7 @@ impl Header {
     }
 
     fn decode(h: &[u8; HEADER_LEN]) -> Result<Self, String> {
-        if &h[..7] != &MAGIC[..7] {
+        if h[..7] != MAGIC[..7] {
             return Err("not an avatar pixel file (bad magic)".into());
         }
         if h[7] != MAGIC[7] {
