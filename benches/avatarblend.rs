@@ -56,7 +56,7 @@ fn main() {
         let g = Geometry {
             face_box: face,
             blend_box: bb,
-            mask: &m,
+            mask: m.view(),
         };
         let stride = w as usize * 3;
         let mut out = vec![0u8; stride * h as usize];

@@ -14,7 +14,7 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(1)
     });
-    let crop = prepare::face_crop(&avatar.frames[0], avatar.manifest.frames[0].face_box);
+    let crop = prepare::face_crop(avatar.frame(0), avatar.manifest.frames[0].face_box);
     let shapes = [(0.0, 0.5), (0.35, 0.5), (0.7, 0.2), (1.0, 0.5), (1.0, 1.0)];
     let mut strip = Image::new(256 * shapes.len() as u32, 256, 3);
     for (k, (open, width)) in shapes.iter().enumerate() {

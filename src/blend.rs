@@ -11,7 +11,7 @@
 //! uses); OpenCV's `blendLinear` (older MuseTalk) agrees within one level.
 //! Free of GStreamer; the `avatarblend` element is glue around it.
 
-use crate::avatar::{BBox, Image};
+use crate::avatar::{BBox, ImageRef};
 
 /// Side of MuseTalk's square face crop.
 pub const CROP_SIZE: usize = 256;
@@ -189,7 +189,7 @@ pub struct Geometry<'a> {
     pub face_box: BBox,
     pub blend_box: BBox,
     /// Gray, blend-box sized.
-    pub mask: &'a Image,
+    pub mask: ImageRef<'a>,
 }
 
 /// Reusable scratch memory of [`paste`].
@@ -299,10 +299,11 @@ impl Paster {
 }
 
 /// Copies a packed RGB image into `dst` with `stride` bytes a row.
-pub fn copy_frame(src: &Image, dst: &mut [u8], stride: usize) {
+pub fn copy_frame<'a>(src: impl Into<ImageRef<'a>>, dst: &mut [u8], stride: usize) {
+    let src = src.into();
     let row = src.stride();
     if stride == row {
-        dst[..src.data.len()].copy_from_slice(&src.data);
+        dst[..src.data.len()].copy_from_slice(src.data);
         return;
     }
     for (y, s) in src.data.chunks_exact(row).enumerate() {
@@ -360,6 +361,7 @@ impl Fader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::avatar::Image;
 
     fn crop_pattern() -> Vec<u8> {
         (0..CROP_SIZE * CROP_SIZE * 3)
@@ -426,7 +428,7 @@ mod tests {
         let g = Geometry {
             face_box: fb,
             blend_box: bb,
-            mask: &mask,
+            mask: mask.view(),
         };
         Paster::default()
             .paste(&mut out, w, h, w as usize * 3, &crop, 768, &g, 256)
@@ -464,11 +466,13 @@ mod tests {
         let crop = vec![0u8; 256 * 256 * 3];
         let mask = Image::new(40, 35, 1);
         let mut p = Paster::default();
-        let g = |fb, bb, m| Geometry {
-            face_box: fb,
-            blend_box: bb,
-            mask: m,
-        };
+        fn g(face_box: BBox, blend_box: BBox, m: &Image) -> Geometry<'_> {
+            Geometry {
+                face_box,
+                blend_box,
+                mask: m.view(),
+            }
+        }
         let bb = BBox::new(10, 5, 50, 40);
         let e = p
             .paste(

@@ -1,7 +1,7 @@
 //! Image operations on [`Image`]: resizing (bilinear, Lanczos-4), Gaussian blur with OpenCV's
 //! kernel, crops and pastes, and an affine warp. Plain Rust, no GStreamer.
 
-use crate::avatar::{BBox, Image};
+use crate::avatar::{BBox, Image, ImageRef};
 
 /// Resampling filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,8 @@ pub fn resize(src: &Image, width: u32, height: u32, filter: Filter) -> Image {
 }
 
 /// The pixels of `b` (which must lie inside the image).
-pub fn crop(src: &Image, b: BBox) -> Image {
+pub fn crop<'a>(src: impl Into<ImageRef<'a>>, b: BBox) -> Image {
+    let src = src.into();
     assert!(
         b.inside(src.width, src.height) && !b.is_empty(),
         "crop {b} outside image"
@@ -105,7 +106,8 @@ pub fn crop(src: &Image, b: BBox) -> Image {
 
 /// The pixels of `b`, which may reach outside the image: what lies outside is black (as
 /// PIL's `Image.crop`, which MuseTalk uses for its face-parsing crop).
-pub fn crop_padded(src: &Image, b: BBox) -> Image {
+pub fn crop_padded<'a>(src: impl Into<ImageRef<'a>>, b: BBox) -> Image {
+    let src = src.into();
     assert!(!b.is_empty(), "empty crop {b}");
     let c = src.channels as usize;
     let (w, h) = (b.width() as usize, b.height() as usize);

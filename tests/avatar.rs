@@ -56,8 +56,9 @@ fn round_trip() {
     let a = Avatar::load(dir.path()).unwrap();
     assert_eq!(a.manifest.frames, manifest.frames);
     assert_eq!(a.manifest.latents.as_deref(), Some("latents.npy"));
-    assert_eq!(a.frames, frames);
-    assert_eq!(a.masks, masks);
+    assert!(a.is_mapped(), "{}", a.storage());
+    assert!(a.frames().eq(frames.iter().map(Image::view)));
+    assert!((0..N).all(|i| a.mask(i) == masks[i]));
     assert_eq!(a.latents, latents);
     assert_eq!(
         a.latent(1),
@@ -288,4 +289,122 @@ fn grayscale_and_rgba_pngs_are_converted() {
         gray.data[1],
         (0.299f32 * 10.0 + 0.587 * 11.0 + 0.114 * 12.0).round() as u8
     );
+}
+
+/// Every frame and mask of a loaded avatar, compared with decoding its PNGs.
+fn assert_matches_pngs(a: &Avatar, dir: &Path) {
+    for i in 0..a.len() {
+        let frame = Image::read_png(&avatar::frame_path(dir, i), 3).unwrap();
+        assert!(a.frame(i) == frame, "frame {i}");
+        let mask = Image::read_png(&avatar::mask_path(dir, i), 1).unwrap();
+        assert!(a.mask(i) == mask, "mask {i}");
+    }
+}
+
+#[test]
+fn old_folder_gets_a_pixel_file_identical_to_its_pngs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    write_avatar(dir.path());
+    let raw = dir.path().join(avatar::raw::RAW_FILE);
+    assert!(raw.is_file(), "write makes the pixel file");
+    // A folder from before the pixel file: it is made on the first load.
+    std::fs::remove_file(&raw).unwrap();
+    let a = Avatar::load_with_cache(dir.path(), cache.path()).unwrap();
+    assert!(
+        a.storage().contains("made from the PNGs"),
+        "{}",
+        a.storage()
+    );
+    assert!(a.is_mapped() && raw.is_file());
+    assert_matches_pngs(&a, dir.path());
+    // The second load maps it as it is.
+    let b = Avatar::load_with_cache(dir.path(), cache.path()).unwrap();
+    assert!(!b.storage().contains("made"), "{}", b.storage());
+    assert_matches_pngs(&b, dir.path());
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn truncated_corrupt_or_stale_pixel_file_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    write_avatar(dir.path());
+    let raw = dir.path().join(avatar::raw::RAW_FILE);
+    let good = std::fs::read(&raw).unwrap();
+    let load = || Avatar::load_with_cache(dir.path(), cache.path()).unwrap();
+
+    std::fs::write(&raw, &good[..good.len() - 1]).unwrap();
+    let a = load();
+    let s = a.storage();
+    assert!(s.contains("avatar.raw: ") && s.contains("truncated"), "{s}");
+    assert!(s.contains("made from the PNGs"), "{s}");
+    assert_matches_pngs(&a, dir.path());
+    assert_eq!(std::fs::read(&raw).unwrap(), good);
+
+    // A flipped byte in the last frame.
+    let mut bad = good.clone();
+    let o = avatar::raw::DATA_OFFSET as usize + (N - 1) * (W * H * 3) as usize + 7;
+    bad[o] ^= 0x40;
+    std::fs::write(&raw, &bad).unwrap();
+    let a = load();
+    assert!(a.storage().contains("frame checksum"), "{}", a.storage());
+    assert_matches_pngs(&a, dir.path());
+
+    // A frame PNG replaced after the pixel file was made.
+    Image::from_fn(W, H, 3, |x, _, _| x as u8)
+        .write_png(&avatar::frame_path(dir.path(), 1))
+        .unwrap();
+    let a = load();
+    assert!(a.storage().contains("other sources"), "{}", a.storage());
+    assert_eq!(a.frame(1).data[3 * 5], 5);
+    assert_matches_pngs(&a, dir.path());
+}
+
+#[test]
+fn unwritable_directory_uses_the_cache_then_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    write_avatar(dir.path());
+    // A directory where the pixel file should be: it can be neither read nor replaced.
+    let raw = dir.path().join(avatar::raw::RAW_FILE);
+    std::fs::remove_file(&raw).unwrap();
+    std::fs::create_dir(&raw).unwrap();
+    let a = Avatar::load_with_cache(dir.path(), cache.path()).unwrap();
+    let s = a.storage();
+    assert!(s.contains(&cache.path().display().to_string()), "{s}");
+    assert!(a.is_mapped());
+    assert_matches_pngs(&a, dir.path());
+    let b = Avatar::load_with_cache(dir.path(), cache.path()).unwrap();
+    assert!(!b.storage().contains("made from"), "{}", b.storage());
+    assert!(b.is_mapped());
+
+    // No cache folder can be made (a file is in the way): decoded into memory.
+    let blocked = cache.path().join("file");
+    std::fs::write(&blocked, b"x").unwrap();
+    let c = Avatar::load_with_cache(dir.path(), &blocked.join("avatars")).unwrap();
+    assert!(!c.is_mapped());
+    assert!(
+        c.storage().contains("decoded into memory"),
+        "{}",
+        c.storage()
+    );
+    assert_matches_pngs(&c, dir.path());
+}
+
+#[test]
+fn face_crops_are_made_once_per_avatar() {
+    let dir = tempfile::tempdir().unwrap();
+    write_avatar(dir.path());
+    let a = Avatar::load_shared(dir.path()).unwrap();
+    let b = Avatar::load_shared(dir.path()).unwrap();
+    let crop = a.face_crop(2);
+    assert!(std::ptr::eq(crop, b.face_crop(2)));
+    let fb = a.manifest.frames[2].face_box;
+    let reference = avatar::prepare::face_crop(
+        &Image::read_png(&avatar::frame_path(dir.path(), 2), 3).unwrap(),
+        fb,
+    );
+    assert_eq!(*crop, reference);
+    assert_eq!((crop.width, crop.height), (256, 256));
 }

@@ -115,7 +115,7 @@ fn mouth_motion(frame: &gst::Sample, avatar: &Avatar) -> f64 {
     let map = buf.map_readable().unwrap();
     let stride = info.stride()[0] as usize;
     let fb = avatar.manifest.frames[0].face_box;
-    let idle = &avatar.frames[0];
+    let idle = avatar.frame(0);
     let (mut sum, mut n) = (0.0, 0usize);
     for y in (fb.y1 + fb.height() / 2)..fb.y2 {
         for x in fb.x1..fb.x2 {

@@ -122,7 +122,7 @@ fn mouth_motion_is_in_sync_with_audio_energy() {
     // Idle reference: the avatar's own crop (what a GAP frame means).
     let reference = {
         let a = gstlivetalk::avatar::Avatar::load(dir.path()).unwrap();
-        gstlivetalk::avatar::prepare::face_crop(&a.frames[0], a.manifest.frames[0].face_box)
+        gstlivetalk::avatar::prepare::face_crop(a.frame(0), a.manifest.frames[0].face_box)
     };
     let motion: Vec<f64> = out
         .iter()
@@ -260,4 +260,34 @@ fn segment_mid_stream_and_eos_drain_then_reanchor() {
             b.offset() == 0
         );
     }
+}
+
+#[test]
+fn two_sessions_share_one_avatar_and_its_face_crops() {
+    let dir = tempfile::tempdir().unwrap();
+    write_test_avatar(dir.path(), 4, 160, 120, false);
+    let mut a = harness(dir.path());
+    let mut b = harness(dir.path());
+    let shared = gstlivetalk::avatar::Avatar::load_shared(dir.path()).unwrap();
+    // This test's handle and one per element: neither element holds crops of its own (they
+    // live in the avatar and are made there once).
+    assert_eq!(std::sync::Arc::strong_count(&shared), 3);
+    let audio = vowel(16000 / 5, 180.0, 0.3, 0);
+    for h in [&mut a, &mut b] {
+        h.push(f32_buffer(&audio, Some(gst::ClockTime::ZERO)))
+            .unwrap();
+        h.push_event(gst::event::Eos::new());
+    }
+    let (out_a, out_b) = (pull_all(&mut a), pull_all(&mut b));
+    assert_eq!(out_a.len(), 5);
+    assert!(out_a.iter().any(|x| x.size() > 0), "no speaking frame");
+    for (x, y) in out_a.iter().zip(&out_b) {
+        assert_eq!(
+            *x.map_readable().unwrap(),
+            *y.map_readable().unwrap(),
+            "both sessions warp the same crops"
+        );
+    }
+    drop((a, b));
+    assert_eq!(std::sync::Arc::strong_count(&shared), 1);
 }

@@ -234,7 +234,7 @@ fn demo_parsing() -> anyhow::Result<Vec<u8>> {
     let model = gstlivetalk::paths::test_models_dir().join("face_parsing.onnx");
     let session = inference::load_session(&SessionRequest::new(&model, &contract::FACE_PARSING))?;
     let info = avatar.manifest.frames[0];
-    let input = parsing::network_input(&avatar.frames[0], &info, &Default::default());
+    let input = parsing::network_input(avatar.frame(0), &info, &Default::default());
     let out = session.run(&[Input {
         name: "image",
         shape: &[1, 3, 512, 512],

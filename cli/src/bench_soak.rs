@@ -110,7 +110,7 @@ struct Measured {
 /// Mean absolute difference over the lower half of the face box between an output frame and
 /// the avatar's own frame `index`; None for an action-clip frame (its top rows differ).
 fn mouth_motion(map: &[u8], stride: usize, avatar: &Avatar, index: usize) -> Option<f64> {
-    let idle = avatar.frames.get(index)?;
+    let idle = (index < avatar.len()).then(|| avatar.frame(index))?;
     let w = idle.width as usize;
     let top: f64 = (0..w * 3)
         .map(|x| (map[x] as f64 - idle.data[x] as f64).abs())
@@ -254,13 +254,13 @@ async fn stub_llm() -> anyhow::Result<u16> {
 fn write_actions(dir: &Path, avatar: &Avatar) -> anyhow::Result<PathBuf> {
     let frames = dir.join("wave");
     std::fs::create_dir_all(&frames)?;
-    for (i, f) in avatar.frames.iter().take(12).enumerate() {
+    for (i, f) in avatar.frames().take(12).enumerate() {
         let band = (f.height as usize / 10).max(2) * f.width as usize * 3;
         let mut img = Image {
             width: f.width,
             height: f.height,
             channels: 3,
-            data: f.data.clone(),
+            data: f.data.to_vec(),
         };
         img.data[..band].iter_mut().for_each(|v| *v = 255 - *v);
         img.write_png(&frames.join(format!("{i:04}.png")))

@@ -18,7 +18,65 @@ impl std::fmt::Debug for Image {
     }
 }
 
+/// A borrowed 8-bit image in the same layout as [`Image`] (rows packed): an avatar frame or
+/// mask viewed in place, e.g. in a memory-mapped pixel file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ImageRef<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u8,
+    pub data: &'a [u8],
+}
+
+impl std::fmt::Debug for ImageRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ImageRef({}x{}x{})",
+            self.width, self.height, self.channels
+        )
+    }
+}
+
+impl<'a> ImageRef<'a> {
+    pub fn stride(&self) -> usize {
+        self.width as usize * self.channels as usize
+    }
+
+    /// An owned copy.
+    pub fn to_image(&self) -> Image {
+        Image {
+            width: self.width,
+            height: self.height,
+            channels: self.channels,
+            data: self.data.to_vec(),
+        }
+    }
+}
+
+impl<'a> From<&'a Image> for ImageRef<'a> {
+    fn from(img: &'a Image) -> Self {
+        img.view()
+    }
+}
+
+impl PartialEq<Image> for ImageRef<'_> {
+    fn eq(&self, other: &Image) -> bool {
+        *self == other.view()
+    }
+}
+
 impl Image {
+    /// The image borrowed as an [`ImageRef`].
+    pub fn view(&self) -> ImageRef<'_> {
+        ImageRef {
+            width: self.width,
+            height: self.height,
+            channels: self.channels,
+            data: &self.data,
+        }
+    }
+
     pub fn new(width: u32, height: u32, channels: u8) -> Self {
         Self {
             width,

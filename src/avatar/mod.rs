@@ -8,22 +8,27 @@
 //! masks/%08d.png     gray, blend-box sized: the feathered paste-back mask of each frame
 //! latents.npy        [N,8,32,32] f32: masked-lower-half latent ++ reference latent, scaled
 //!                    by 0.18215 (MuseTalk's layout); absent for weight-free lip drivers
+//! avatar.raw         every frame and mask uncompressed (see [`raw`]): what loading maps;
+//!                    derived from the PNGs, made again when missing or out of date
 //! ```
 //!
 //! Boxes are pixel rectangles, `x2`/`y2` exclusive. Loading checks everything and reports
 //! the first problem with the file and frame it concerns. An avatar is loaded once per
-//! directory and shared ([`Avatar::load_shared`]). Playback ping-pongs ([`mirror_index`]).
+//! directory and shared ([`Avatar::load_shared`]), with its frames mapped from `avatar.raw`
+//! (pages shared by every session and process) and its face crops made once per avatar.
+//! Playback ping-pongs ([`mirror_index`]).
 
 mod image;
 pub mod parsing;
 pub mod prepare;
+pub mod raw;
 
-pub use image::Image;
+pub use image::{Image, ImageRef};
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -192,21 +197,39 @@ pub fn mirror_index(n: usize, i: u64) -> usize {
 pub struct Avatar {
     pub dir: PathBuf,
     pub manifest: Manifest,
-    /// RGB frames, `manifest.width` x `manifest.height`.
-    pub frames: Vec<Image>,
-    /// Gray masks, each the size of its frame's blend box.
-    pub masks: Vec<Image>,
+    /// The frames and masks (the layout of [`raw`]), mapped from the pixel file.
+    pixels: raw::Pixels,
+    /// Byte offset of every mask in `pixels`, and the end of the last one.
+    mask_offsets: Vec<usize>,
+    /// How the pixels were found (mapped from which file, made anew and why), for the log.
+    storage: String,
     /// `N * 8*32*32` f32, or empty when the avatar has no latents.
     pub latents: Vec<f32>,
+    /// The 256x256 face crop of every frame, made on first use and shared by every element
+    /// that holds this avatar.
+    crops: Box<[OnceLock<Image>]>,
+}
+
+/// Why filling a pixel file stopped: the avatar's sources are bad (fatal), or the file could
+/// not be written (try elsewhere).
+enum FillError {
+    Source(AvatarError),
+    Sink(std::io::Error),
+}
+
+impl From<std::io::Error> for FillError {
+    fn from(e: std::io::Error) -> Self {
+        FillError::Sink(e)
+    }
 }
 
 impl Avatar {
     pub fn len(&self) -> usize {
-        self.frames.len()
+        self.manifest.frames.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.manifest.frames.is_empty()
     }
 
     pub fn has_latents(&self) -> bool {
@@ -218,8 +241,61 @@ impl Avatar {
         &self.latents[i * LATENT_LEN..(i + 1) * LATENT_LEN]
     }
 
-    /// Reads and validates an avatar directory.
+    /// RGB frame `i`, `manifest.width` x `manifest.height`, viewed in place.
+    pub fn frame(&self, i: usize) -> ImageRef<'_> {
+        let len = self.manifest.width as usize * self.manifest.height as usize * 3;
+        let o = raw::DATA_OFFSET as usize + i * len;
+        ImageRef {
+            width: self.manifest.width,
+            height: self.manifest.height,
+            channels: 3,
+            data: &self.pixels[o..o + len],
+        }
+    }
+
+    /// Every frame in order.
+    pub fn frames(&self) -> impl ExactSizeIterator<Item = ImageRef<'_>> {
+        (0..self.len()).map(|i| self.frame(i))
+    }
+
+    /// The gray paste-back mask of frame `i`, the size of its blend box.
+    pub fn mask(&self, i: usize) -> ImageRef<'_> {
+        let b = self.manifest.frames[i].blend_box;
+        ImageRef {
+            width: b.width() as u32,
+            height: b.height() as u32,
+            channels: 1,
+            data: &self.pixels[self.mask_offsets[i]..self.mask_offsets[i + 1]],
+        }
+    }
+
+    /// The 256x256 face crop of frame `i` (what the lip drivers start from), made on first
+    /// use and then shared by every element that holds this avatar.
+    pub fn face_crop(&self, i: usize) -> &Image {
+        self.crops[i]
+            .get_or_init(|| prepare::face_crop(self.frame(i), self.manifest.frames[i].face_box))
+    }
+
+    /// How the pixels were loaded: which file is mapped, or why it was made anew.
+    pub fn storage(&self) -> &str {
+        &self.storage
+    }
+
+    /// Whether the frames are mapped from a pixel file (else they were decoded into memory
+    /// because no pixel file could be written).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.pixels, raw::Pixels::Mapped(_))
+    }
+
+    /// Reads and validates an avatar directory. The pixels come from its pixel file
+    /// (`avatar.raw`, see [`raw`]), made from the PNGs on the first load if missing or out of
+    /// date; where the directory is read-only it goes to `avatars/` in the set-up cache.
     pub fn load(dir: &Path) -> Result<Self, AvatarError> {
+        Self::load_with_cache(dir, &crate::paths::cache_dir().join("avatars"))
+    }
+
+    /// [`Avatar::load`] with the folder for pixel files of read-only avatar directories.
+    pub fn load_with_cache(dir: &Path, cache: &Path) -> Result<Self, AvatarError> {
         let manifest_path = dir.join(MANIFEST_FILE);
         if !dir.is_dir() {
             return Err(err(
@@ -258,41 +334,16 @@ impl Avatar {
             }
         }
 
-        let mut frames = Vec::with_capacity(n);
-        let mut masks = Vec::with_capacity(n);
-        for (i, info) in manifest.frames.iter().enumerate() {
-            let fp = frame_path(dir, i);
-            let frame = Image::read_png(&fp, 3).map_err(|m| err(&fp, Some(i), m))?;
-            if (frame.width, frame.height) != (manifest.width, manifest.height) {
-                return Err(err(
-                    &fp,
-                    Some(i),
-                    format!(
-                        "frame is {}x{}, avatar.json says {}x{}",
-                        frame.width, frame.height, manifest.width, manifest.height
-                    ),
-                ));
-            }
-            let mp = mask_path(dir, i);
-            let mask = Image::read_png(&mp, 1).map_err(|m| err(&mp, Some(i), m))?;
-            let b = info.blend_box;
-            if (mask.width as i32, mask.height as i32) != (b.width(), b.height()) {
-                return Err(err(
-                    &mp,
-                    Some(i),
-                    format!(
-                        "mask is {}x{}, its blend box {} is {}x{}",
-                        mask.width,
-                        mask.height,
-                        b,
-                        b.width(),
-                        b.height()
-                    ),
-                ));
-            }
-            frames.push(frame);
-            masks.push(mask);
+        let mut mask_offsets = Vec::with_capacity(n + 1);
+        let mut o =
+            raw::DATA_OFFSET as usize + n * manifest.width as usize * manifest.height as usize * 3;
+        mask_offsets.push(o);
+        for f in &manifest.frames {
+            o += f.blend_box.width() as usize * f.blend_box.height() as usize;
+            mask_offsets.push(o);
         }
+        let expected = expected_header(dir, text.as_bytes(), &manifest)?;
+        let (pixels, storage) = load_pixels(dir, cache, &manifest, &expected)?;
 
         let latents = match &manifest.latents {
             None => Vec::new(),
@@ -324,9 +375,11 @@ impl Avatar {
         Ok(Avatar {
             dir: dir.to_path_buf(),
             manifest,
-            frames,
-            masks,
+            pixels,
+            mask_offsets,
+            storage,
             latents,
+            crops: (0..n).map(|_| OnceLock::new()).collect(),
         })
     }
 
@@ -382,6 +435,25 @@ impl Avatar {
                 ),
             ));
         }
+        for (i, f) in frames.iter().enumerate() {
+            if (f.width, f.height, f.channels) != (manifest.width, manifest.height, 3) {
+                return Err(err(
+                    &frame_path(dir, i),
+                    Some(i),
+                    "frame size or channels differ from avatar.json",
+                ));
+            }
+        }
+        for (i, (m, info)) in masks.iter().zip(&manifest.frames).enumerate() {
+            let b = info.blend_box;
+            if (m.width as i32, m.height as i32, m.channels) != (b.width(), b.height(), 1) {
+                return Err(err(
+                    &mask_path(dir, i),
+                    Some(i),
+                    "mask is not a gray image of its blend box's size",
+                ));
+            }
+        }
         for sub in ["frames", "masks"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(|e| err(dir, None, e.to_string()))?;
         }
@@ -406,8 +478,180 @@ impl Avatar {
         }
         let mp = dir.join(MANIFEST_FILE);
         let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-        std::fs::write(&mp, json).map_err(|e| err(&mp, None, e.to_string()))
+        std::fs::write(&mp, &json).map_err(|e| err(&mp, None, e.to_string()))?;
+        // The pixel file last: its fingerprint covers the files written above.
+        let header = expected_header(dir, json.as_bytes(), &manifest)?;
+        let rp = dir.join(raw::RAW_FILE);
+        write_pixel_file(&rp, &header, |w| {
+            frames.iter().try_for_each(|f| w.push_frame(&f.data))?;
+            masks.iter().try_for_each(|m| w.push_mask(&m.data))?;
+            Ok(())
+        })
+        .map_err(|e| match e {
+            FillError::Source(e) => e,
+            FillError::Sink(e) => err(&rp, None, format!("cannot write: {e}")),
+        })
     }
+}
+
+/// The pixel-file header an avatar's sources call for (CRCs aside).
+fn expected_header(
+    dir: &Path,
+    manifest_text: &[u8],
+    m: &Manifest,
+) -> Result<raw::Header, AvatarError> {
+    let n = m.frames.len();
+    let pngs = (0..n).flat_map(|i| [(i, frame_path(dir, i)), (i, mask_path(dir, i))]);
+    let source = raw::fingerprint(manifest_text, pngs).map_err(|(i, p, e)| err(&p, Some(i), e))?;
+    Ok(raw::Header {
+        width: m.width,
+        height: m.height,
+        frames: n as u32,
+        mask_bytes: m
+            .frames
+            .iter()
+            .map(|f| f.blend_box.width() as u64 * f.blend_box.height() as u64)
+            .sum(),
+        source,
+        crc_first: 0,
+        crc_last: 0,
+    })
+}
+
+/// Where a read-only avatar directory's pixel file goes in the cache folder: named after the
+/// directory, with a hash of its full path so that two avatars of one name do not collide.
+fn cache_path(dir: &Path, cache: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let hash = crc32fast::hash(dir.as_os_str().as_encoded_bytes());
+    cache.join(format!("{name}-{hash:08x}.raw"))
+}
+
+/// Maps a valid pixel file, or makes one from the PNGs: in the directory, else in the cache
+/// folder, else (neither writable) in memory.
+fn load_pixels(
+    dir: &Path,
+    cache: &Path,
+    m: &Manifest,
+    expected: &raw::Header,
+) -> Result<(raw::Pixels, String), AvatarError> {
+    let candidates = [dir.join(raw::RAW_FILE), cache_path(dir, cache)];
+    let mut problems = Vec::new();
+    for p in &candidates {
+        if !p.exists() {
+            continue;
+        }
+        match raw::open(p, expected) {
+            Ok(px) if problems.is_empty() => return Ok((px, format!("mapped {}", p.display()))),
+            Ok(px) => {
+                let why = problems.join("; ");
+                return Ok((px, format!("mapped {} ({why})", p.display())));
+            }
+            Err(e) => problems.push(format!("{}: {e}", p.display())),
+        }
+    }
+    let why = if problems.is_empty() {
+        "no pixel file yet".to_string()
+    } else {
+        problems.join("; ")
+    };
+    for p in &candidates {
+        if p.starts_with(cache) && std::fs::create_dir_all(cache).is_err() {
+            continue;
+        }
+        match write_pixel_file(p, expected, |w| fill_from_pngs(dir, m, w)) {
+            Ok(()) => {
+                let px = raw::open(p, expected).map_err(|e| err(p, None, e))?;
+                return Ok((
+                    px,
+                    format!("mapped {}, made from the PNGs ({why})", p.display()),
+                ));
+            }
+            Err(FillError::Source(e)) => return Err(e),
+            Err(FillError::Sink(e)) => problems.push(format!("cannot write {}: {e}", p.display())),
+        }
+    }
+    let mut w = raw::RawWriter::new(std::io::Cursor::new(Vec::new()), *expected)
+        .map_err(|e| err(dir, None, e.to_string()))?;
+    match fill_from_pngs(dir, m, &mut w) {
+        Ok(()) => {}
+        Err(FillError::Source(e)) => return Err(e),
+        Err(FillError::Sink(e)) => return Err(err(dir, None, e.to_string())),
+    }
+    let data = w.finish().map_err(|e| err(dir, None, e.to_string()))?;
+    let note = format!(
+        "decoded into memory, no pixel file could be written ({})",
+        problems.join("; ")
+    );
+    Ok((raw::Pixels::Heap(data.into_inner()), note))
+}
+
+/// Writes a pixel file through a temporary file renamed into place.
+fn write_pixel_file(
+    path: &Path,
+    header: &raw::Header,
+    fill: impl FnOnce(&mut raw::RawWriter<std::io::BufWriter<std::fs::File>>) -> Result<(), FillError>,
+) -> Result<(), FillError> {
+    let tmp = path.with_extension(format!("raw.tmp{}", std::process::id()));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp)?;
+        let mut w = raw::RawWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), *header)?;
+        fill(&mut w)?;
+        let file = w.finish()?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Decodes every frame and mask PNG into `w`, checking their sizes against the manifest.
+fn fill_from_pngs<W: std::io::Write + std::io::Seek>(
+    dir: &Path,
+    m: &Manifest,
+    w: &mut raw::RawWriter<W>,
+) -> Result<(), FillError> {
+    for i in 0..m.frames.len() {
+        let fp = frame_path(dir, i);
+        let frame = Image::read_png(&fp, 3).map_err(|e| FillError::Source(err(&fp, Some(i), e)))?;
+        if (frame.width, frame.height) != (m.width, m.height) {
+            return Err(FillError::Source(err(
+                &fp,
+                Some(i),
+                format!(
+                    "frame is {}x{}, avatar.json says {}x{}",
+                    frame.width, frame.height, m.width, m.height
+                ),
+            )));
+        }
+        w.push_frame(&frame.data)?;
+    }
+    for (i, info) in m.frames.iter().enumerate() {
+        let mp = mask_path(dir, i);
+        let mask = Image::read_png(&mp, 1).map_err(|e| FillError::Source(err(&mp, Some(i), e)))?;
+        let b = info.blend_box;
+        if (mask.width as i32, mask.height as i32) != (b.width(), b.height()) {
+            return Err(FillError::Source(err(
+                &mp,
+                Some(i),
+                format!(
+                    "mask is {}x{}, its blend box {} is {}x{}",
+                    mask.width,
+                    mask.height,
+                    b,
+                    b.width(),
+                    b.height()
+                ),
+            )));
+        }
+        w.push_mask(&mask.data)?;
+    }
+    Ok(())
 }
 
 fn validate_manifest(path: &Path, m: &Manifest) -> Result<(), AvatarError> {

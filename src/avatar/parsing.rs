@@ -7,7 +7,7 @@
 //! logits.
 
 use super::prepare::{PrepareOptions, crop_box};
-use super::{FrameInfo, Image};
+use super::{FrameInfo, Image, ImageRef};
 use crate::imageops::{self, PilFilter};
 
 /// Side of the square the parsing network sees.
@@ -75,7 +75,12 @@ impl Default for ParsingOptions {
 /// The network input for a frame: the (unclipped) crop box, black outside the frame, resized
 /// to 512x512 with Pillow's bilinear filter, as CHW floats normalised with ImageNet's mean and
 /// standard deviation (torchvision's `ToTensor` + `Normalize`, in f32).
-pub fn network_input(frame: &Image, info: &FrameInfo, o: &PrepareOptions) -> Vec<f32> {
+pub fn network_input<'a>(
+    frame: impl Into<ImageRef<'a>>,
+    info: &FrameInfo,
+    o: &PrepareOptions,
+) -> Vec<f32> {
+    let frame = frame.into();
     assert_eq!(frame.channels, 3);
     let large = imageops::crop_padded(frame, crop_box(info.face_box, o.expand));
     let small = imageops::resize_pil(&large, SIZE, SIZE, PilFilter::Bilinear);

@@ -3,7 +3,7 @@
 //! MuseTalk's `get_crop_box`), feathered lower-face mask, and the two 256x256 VAE inputs
 //! (lower half masked, and full) whose latents make the 8-channel UNet input.
 
-use super::{BBox, FrameInfo, Image};
+use super::{BBox, FrameInfo, Image, ImageRef};
 use crate::imageops::{self, Filter};
 
 /// Size of the face crop the models work on.
@@ -112,7 +112,7 @@ pub fn feather(canvas: &Image, info: &FrameInfo, o: &PrepareOptions) -> Image {
 }
 
 /// The face crop the models see: the face box resized to 256x256 (Lanczos-4, as MuseTalk).
-pub fn face_crop(frame: &Image, face_box: BBox) -> Image {
+pub fn face_crop<'a>(frame: impl Into<ImageRef<'a>>, face_box: BBox) -> Image {
     imageops::resize(
         &imageops::crop(frame, face_box),
         CROP,

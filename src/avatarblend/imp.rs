@@ -47,7 +47,7 @@ struct FrameBytes(Arc<Avatar>, usize);
 
 impl AsRef<[u8]> for FrameBytes {
     fn as_ref(&self) -> &[u8] {
-        &self.0.frames[self.1].data
+        self.0.frame(self.1).data
     }
 }
 
@@ -73,7 +73,7 @@ struct Loaded {
 /// A buffer in the output layout: the image's own bytes when the strides agree, else a copy.
 fn frame_buffer(
     info: &gst_video::VideoInfo,
-    image: &crate::avatar::Image,
+    image: crate::avatar::ImageRef,
     shared: impl AsRef<[u8]> + Send + 'static,
 ) -> gst::Buffer {
     let stride = info.stride()[0] as usize;
@@ -137,23 +137,26 @@ impl AvatarBlend {
             .build()
             .map_err(|e| gst::error_msg!(gst::CoreError::Negotiation, ("{e}")))?;
         let idle = (0..avatar.len())
-            .map(|i| frame_buffer(&info, &avatar.frames[i], FrameBytes(avatar.clone(), i)))
+            .map(|i| frame_buffer(&info, avatar.frame(i), FrameBytes(avatar.clone(), i)))
             .collect();
         let clip_frames = clips
             .iter()
             .enumerate()
             .map(|(c, clip)| {
                 (0..clip.frames.len())
-                    .map(|k| frame_buffer(&info, &clip.frames[k], ClipBytes(clips.clone(), c, k)))
+                    .map(|k| {
+                        frame_buffer(&info, clip.frames[k].view(), ClipBytes(clips.clone(), c, k))
+                    })
                     .collect()
             })
             .collect();
         gst::info!(
             CAT,
             imp = self,
-            "avatar {} ({} frames, {w}x{h}), {} action clips",
+            "avatar {} ({} frames, {w}x{h}, {}), {} action clips",
             dir.display(),
             avatar.len(),
+            avatar.storage(),
             clips.len()
         );
         *self.loaded.lock().unwrap() = Some(Arc::new(Loaded {
@@ -297,13 +300,13 @@ impl AvatarBlend {
                 .map_writable()
                 .map_err(|_| self.flow_error("Cannot map an output buffer".into()))?;
             let stride = loaded.info.stride()[0] as usize;
-            let frame = &loaded.avatar.frames[index];
+            let frame = loaded.avatar.frame(index);
             blend::copy_frame(frame, &mut map, stride);
             let fi = loaded.avatar.manifest.frames[index];
             let geometry = Geometry {
                 face_box: fi.face_box,
                 blend_box: fi.blend_box,
-                mask: &loaded.avatar.masks[index],
+                mask: loaded.avatar.mask(index),
             };
             state
                 .paster

@@ -9,7 +9,7 @@ use gst::subclass::prelude::*;
 
 use crate::audio_intake::{Frame, FrameCutter, FrameGrid};
 use crate::audioclock::{BufferAudio, segment_start, stamp_frame};
-use crate::avatar::{Avatar, Image, mirror_index, prepare};
+use crate::avatar::{Avatar, mirror_index, prepare};
 use crate::events;
 use crate::meta::{self, AvatarFrame};
 use crate::mouth::{MouthAnalyzer, MouthConfig, MouthGeometry, warp_mouth};
@@ -52,12 +52,6 @@ impl Default for Settings {
     }
 }
 
-/// The avatar's face crops, made once at READY.
-struct Face {
-    avatar: Arc<Avatar>,
-    crops: Vec<Image>,
-}
-
 struct State {
     cutter: FrameCutter,
     analyzer: MouthAnalyzer,
@@ -76,7 +70,8 @@ pub struct LipWarp {
     srcpad: gst::Pad,
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
-    face: Mutex<Option<Arc<Face>>>,
+    /// The avatar; its face crops are made once per avatar and shared by every lipwarp.
+    face: Mutex<Option<Arc<Avatar>>>,
     stats: Mutex<Stats>,
 }
 
@@ -118,17 +113,17 @@ impl LipWarp {
     fn frame_buffers(
         &self,
         state: &mut State,
-        face: &Face,
+        face: &Avatar,
         frames: Vec<Frame>,
     ) -> Vec<gst::Buffer> {
         let mut out = Vec::with_capacity(frames.len());
         for frame in frames {
             let shape = state.analyzer.next(&frame.samples);
             let i = frame.index;
-            let index = mirror_index(face.avatar.len(), i);
+            let index = mirror_index(face.len(), i);
             let speaking = shape.open >= IDLE_OPEN;
             let mut buf = if speaking {
-                let img = warp_mouth(&face.crops[index], shape, &state.geometry);
+                let img = warp_mouth(face.face_crop(index), shape, &state.geometry);
                 gst::Buffer::from_mut_slice(img.data)
             } else {
                 gst::Buffer::new()
@@ -181,7 +176,7 @@ impl LipWarp {
         let _ = self.push_all(out);
     }
 
-    fn face(&self) -> Result<Arc<Face>, gst::FlowError> {
+    fn face(&self) -> Result<Arc<Avatar>, gst::FlowError> {
         self.face.lock().unwrap().clone().ok_or_else(|| {
             gst::element_imp_error!(self, gst::CoreError::StateChange, ("No avatar loaded"));
             gst::FlowError::Error
@@ -268,20 +263,15 @@ impl LipWarp {
                 ("Cannot load the avatar: {e}")
             )
         })?;
-        let crops = avatar
-            .frames
-            .iter()
-            .zip(&avatar.manifest.frames)
-            .map(|(f, info)| prepare::face_crop(f, info.face_box))
-            .collect();
         gst::info!(
             CAT,
             imp = self,
-            "avatar {} with {} frames",
+            "avatar {} with {} frames ({})",
             dir.display(),
-            avatar.len()
+            avatar.len(),
+            avatar.storage()
         );
-        *self.face.lock().unwrap() = Some(Arc::new(Face { avatar, crops }));
+        *self.face.lock().unwrap() = Some(avatar);
         Ok(())
     }
 }
