@@ -27,15 +27,15 @@ fn imports_a_musetalk_avatar_folder() {
     // Frames as they were.
     for i in 0..3 {
         let src = Image::read_png(&fixture.join(format!("full_imgs/{i:08}.png")), 3).unwrap();
-        assert_eq!(a.frames[i], src);
+        assert_eq!(a.frame(i), src);
     }
     // Boxes: face boxes as pickled; the last crop box [47,20,107,80] clipped to the 96-wide frame.
     assert_eq!(a.manifest.frames[0].face_box, BBox::new(30, 20, 66, 62));
     assert_eq!(a.manifest.frames[0].blend_box, BBox::new(17, 10, 79, 72));
     assert_eq!(a.manifest.frames[2].blend_box, BBox::new(47, 20, 96, 80));
     let src_mask = Image::read_png(&fixture.join("mask/00000002.png"), 1).unwrap();
-    assert_eq!(a.masks[2].width, 49);
-    assert_eq!(a.masks[2].data[..49], src_mask.data[..49]);
+    assert_eq!(a.mask(2).width, 49);
+    assert_eq!(a.mask(2).data[..49], src_mask.data[..49]);
     // Latents from latents.pt, bit for bit.
     let expected = NpyF32::read(&fixture.join("expected_latents.npy")).unwrap();
     assert_eq!(a.latents, expected.data);

@@ -213,6 +213,7 @@ fn analyse(out: &Path, avatar_dir: &Path, seconds: Option<f64>, silence_around: 
     // Mouth motion per frame: the lower face against the avatar's own frame; the same
     // measure on the upper face (never touched) is the coding noise.
     let avatar = Avatar::load(avatar_dir).unwrap();
+    let frames_of_avatar: Vec<Image> = avatar.frames().map(|f| f.to_image()).collect();
     let region_motion = |upper: bool| -> Vec<f64> {
         frames
             .iter()
@@ -229,7 +230,7 @@ fn analyse(out: &Path, avatar_dir: &Path, seconds: Option<f64>, silence_around: 
                 } else {
                     ((fb.y1 + fb.height() * 3 / 5) as u32, fb.y2 as u32)
                 };
-                gstlivetalk::mouth::region_difference(f, &avatar.frames[k], x0, y0, x1, y1)
+                gstlivetalk::mouth::region_difference(f, &frames_of_avatar[k], x0, y0, x1, y1)
             })
             .collect()
     };

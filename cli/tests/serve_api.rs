@@ -357,7 +357,9 @@ fn set_audiotype_maps_names_and_numbers_to_action_clips() {
     let avatar =
         gstlivetalk::avatar::Avatar::load(&support::cache_dir().join("avatars/astronaut")).unwrap();
     for i in 0..3 {
-        avatar.frames[i]
+        avatar
+            .frame(i)
+            .to_image()
             .write_png(&dir.path().join(format!("wave/{i:02}.png")))
             .unwrap();
     }

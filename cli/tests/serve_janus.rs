@@ -134,6 +134,7 @@ impl Viewer {
 /// face matches best), in the lower face.
 fn mouth_opening(frames: &[(gst::ClockTime, Image)]) -> Vec<f64> {
     let avatar = Avatar::load(&support::cache_dir().join("avatars/astronaut")).unwrap();
+    let frames_of_avatar: Vec<Image> = avatar.frames().map(|f| f.to_image()).collect();
     let fb = avatar.manifest.frames[0].face_box;
     let (x0, x1) = (
         (fb.x1 + fb.width() / 4) as u32,
@@ -142,7 +143,7 @@ fn mouth_opening(frames: &[(gst::ClockTime, Image)]) -> Vec<f64> {
     let upper = (fb.y1 as u32, (fb.y1 + fb.height() * 2 / 5) as u32);
     let lower = ((fb.y1 + fb.height() * 3 / 5) as u32, fb.y2 as u32);
     let diff = |f: &Image, k: usize, (y0, y1): (u32, u32)| {
-        gstlivetalk::mouth::region_difference(f, &avatar.frames[k], x0, y0, x1, y1)
+        gstlivetalk::mouth::region_difference(f, &frames_of_avatar[k], x0, y0, x1, y1)
     };
     frames
         .iter()

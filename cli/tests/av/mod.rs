@@ -88,6 +88,7 @@ pub fn collect_audio(sink: &gst::Element, got: &Shared) {
 /// one whose upper face matches best), compared in the lower face.
 pub fn mouth_opening(frames: &[(Instant, gst::ClockTime, Image)]) -> Vec<(gst::ClockTime, f64)> {
     let avatar = Avatar::load(&crate::support::cache_dir().join("avatars/astronaut")).unwrap();
+    let frames_of_avatar: Vec<Image> = avatar.frames().map(|f| f.to_image()).collect();
     let fb = avatar.manifest.frames[0].face_box;
     let (x0, x1) = (
         (fb.x1 + fb.width() / 4) as u32,
@@ -99,7 +100,7 @@ pub fn mouth_opening(frames: &[(Instant, gst::ClockTime, Image)]) -> Vec<(gst::C
         .iter()
         .map(|(_, pts, f)| {
             let d = |k: usize, y: (u32, u32)| {
-                gstlivetalk::mouth::region_difference(f, &avatar.frames[k], x0, y.0, x1, y.1)
+                gstlivetalk::mouth::region_difference(f, &frames_of_avatar[k], x0, y.0, x1, y.1)
             };
             let k = (0..avatar.len())
                 .min_by(|&a, &b| d(a, upper).total_cmp(&d(b, upper)))
