@@ -173,6 +173,15 @@ pub fn is_sdp(content_type: &str) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
 }
 
+/// Whether an offer looks like SDP with something to watch: `v=0` first, and an audio or
+/// video media section.
+pub fn is_media_offer(sdp: &str) -> bool {
+    sdp.trim_start().starts_with("v=0")
+        && sdp
+            .lines()
+            .any(|l| l.starts_with("m=audio ") || l.starts_with("m=video "))
+}
+
 /// Where a session's WHEP endpoint is, as a client that reached us at `host` (the request's
 /// Host header) would call it.
 pub fn endpoint_url(host: &str, session: &str) -> String {
@@ -232,7 +241,10 @@ pub async fn leave(
     Path((id, viewer)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let session = whep_session(&server, &id)?;
-    let whep = session.whep.as_ref().expect("a WHEP session has its output");
+    let whep = session
+        .whep
+        .as_ref()
+        .expect("a WHEP session has its output");
     if !whep.viewers.lock().unwrap().contains(&viewer) {
         return Err(ApiError::not_found(
             "unknown_viewer",
@@ -272,7 +284,17 @@ async fn offer(
             "a WHEP offer is 'Content-Type: application/sdp'",
         ));
     }
-    let whep = session.whep.as_ref().expect("a WHEP session has its output");
+    if !is_media_offer(&String::from_utf8_lossy(&body)) {
+        // GStreamer's SDP parser takes nearly any text, and webrtcsink answers it.
+        return Err(ApiError::bad_request(
+            "bad_sdp",
+            "a WHEP offer is SDP ('v=0' first) with an audio or video section",
+        ));
+    }
+    let whep = session
+        .whep
+        .as_ref()
+        .expect("a WHEP session has its output");
     let reply = whep.offer(body).await?;
     let status = reply
         .get::<u32>("status")
@@ -286,7 +308,10 @@ async fn offer(
     if status != StatusCode::CREATED {
         let why = String::from_utf8_lossy(&body);
         let (code, msg) = if status == StatusCode::NOT_ACCEPTABLE {
-            ("bad_offer", "the offer is not SDP webrtcsink can answer".to_string())
+            (
+                "bad_offer",
+                "the offer is not SDP webrtcsink can answer".to_string(),
+            )
         } else {
             ("whep_failed", format!("no answer to the offer: {why}"))
         };
@@ -350,6 +375,17 @@ mod tests {
         assert!(!is_sdp("application/json"));
         assert!(!is_sdp(""));
         assert!(!is_sdp("application/sdpx"));
+    }
+
+    #[test]
+    fn media_offers() {
+        assert!(is_media_offer(
+            "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+        ));
+        assert!(is_media_offer("v=0\nm=audio 9 UDP/TLS/RTP/SAVPF 111\n"));
+        assert!(!is_media_offer("this is not SDP"));
+        assert!(!is_media_offer("v=0\r\ns=-\r\n"));
+        assert!(!is_media_offer("m=video 9 RTP/AVP 96\r\n"));
     }
 
     #[test]
