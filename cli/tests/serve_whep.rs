@@ -146,7 +146,7 @@ fn assert_talks(
         "{what}: the mouth does not move"
     );
     assert!(
-        sync_ms.is_none_or(|ms| (sync.offset_ms as i64).abs() <= ms),
+        sync_ms.is_none_or(|ms| sync.offset_ms.abs() <= ms),
         "{what}: audio and video out of sync by {} ms",
         sync.offset_ms
     );
