@@ -171,6 +171,9 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/record", post(record))
         .route("/mic", post(mic))
         .route("/events", get(events))
+        .route("/whep", post(super::whep::offer_default))
+        .route("/whep/{id}", post(super::whep::offer_to))
+        .route("/whep/{id}/{viewer}", delete(super::whep::leave))
         .route_layer(middleware::from_fn_with_state(server.clone(), auth));
     Router::new()
         .route("/health", get(health))
@@ -208,6 +211,11 @@ async fn cors(req: Request, next: Next) -> Response {
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+    );
+    // A WHEP web player reads where its resource is.
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("location, link"),
     );
     resp
 }
@@ -291,14 +299,16 @@ async fn avatars(State(server): State<Arc<Server>>) -> ApiResult {
 struct CreateReq {
     #[serde(default)]
     avatar: Option<String>,
-    /// "webrtc" (one browser through our signalling server) or "janus" (published into the
-    /// Janus room); the default is janus on a server started with --janus.
+    /// "webrtc" (one browser through our signalling server), "janus" (published into the
+    /// Janus room) or "whep" (WHEP players at /whep/{sessionid}); the default is janus on a
+    /// server started with --janus.
     #[serde(default)]
     output: Option<String>,
 }
 
 async fn create_session(
     State(server): State<Arc<Server>>,
+    headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult {
     // The body is optional here: none means the default avatar.
@@ -329,10 +339,11 @@ async fn create_session(
                 "output 'janus' needs a server started with --janus",
             ));
         }
+        Some("whep") => Output::Whep,
         Some(other) => {
             return Err(ApiError::bad_request(
                 "bad_output",
-                &format!("output '{other}': expected webrtc or janus"),
+                &format!("output '{other}': expected webrtc, janus or whep"),
             ));
         }
     };
@@ -351,6 +362,9 @@ async fn create_session(
     if let Some(j) = janus_json(&session) {
         data["janus"] = j;
     }
+    if let Some(w) = super::whep::whep_json(&session, &headers, &server.cfg) {
+        data["whep"] = w;
+    }
     ok(json!({"sessionid": session.id, "data": data}))
 }
 
@@ -361,7 +375,10 @@ fn janus_json(s: &Session) -> Option<Value> {
         .map(|j| json!({"room": j.room, "feed": j.feed, "display": j.display, "state": j.state()}))
 }
 
-async fn list_sessions(State(server): State<Arc<Server>>) -> ApiResult {
+async fn list_sessions(
+    State(server): State<Arc<Server>>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult {
     let data: Vec<Value> = server
         .sessions()
         .iter()
@@ -379,6 +396,9 @@ async fn list_sessions(State(server): State<Arc<Server>>) -> ApiResult {
             });
             if let Some(j) = janus_json(s) {
                 v["janus"] = j;
+            }
+            if let Some(w) = super::whep::whep_json(s, &headers, &server.cfg) {
+                v["whep"] = w;
             }
             v
         })

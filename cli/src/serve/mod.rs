@@ -17,6 +17,7 @@ pub mod llm;
 mod offer;
 pub mod session;
 mod web;
+mod whep;
 mod whip;
 
 use std::collections::HashMap;
@@ -106,6 +107,10 @@ pub struct Args {
     /// Bearer token for the WHIP endpoint.
     #[arg(long, env = "LIVETALK_WHIP_TOKEN", hide_env_values = true)]
     pub whip_token: Option<String>,
+    /// Also start one session that WHEP players (OBS, a WHEP web player) watch at
+    /// http://HOST:PORT/whep on the API port (more: POST /session {"output": "whep"}).
+    #[arg(long)]
+    pub whep: bool,
     /// OpenAI-compatible endpoint for type=chat (e.g. http://127.0.0.1:8000/v1); its key is
     /// read from LIVETALK_LLM_KEY or OPENAI_API_KEY.
     #[arg(long)]
@@ -389,7 +394,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(serve(cfg, a.rtmp))
+    runtime.block_on(serve(cfg, a.rtmp, a.whep))
 }
 
 /// Checks what the server needs and makes its configuration from the command line.
@@ -527,7 +532,7 @@ impl Server {
     }
 }
 
-async fn serve(cfg: Arc<Config>, rtmp: Option<String>) -> anyhow::Result<()> {
+async fn serve(cfg: Arc<Config>, rtmp: Option<String>, whep_at_start: bool) -> anyhow::Result<()> {
     let page = web::PageDir::assemble(&cfg, None)?;
     // The host sink: signalling server + web server for the process, no media.
     let host_pl = host_pipeline(&cfg, page.path())?;
@@ -545,6 +550,21 @@ async fn serve(cfg: Arc<Config>, rtmp: Option<String>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("the RTMP session: {e}"))?;
         eprintln!("livetalk serve: RTMP session {}", session.id);
         tokio::spawn(keep_rtmp_pushing(server.clone(), session, url.clone()));
+    }
+
+    if whep_at_start {
+        let s = server.clone();
+        let avatar = cfg.default_avatar.clone();
+        let session =
+            tokio::task::spawn_blocking(move || s.create_session(&avatar, Output::Whep, None))
+                .await?
+                .map_err(|e| anyhow::anyhow!("the WHEP session: {e}"))?;
+        eprintln!(
+            "livetalk serve: WHEP session {id}: {url} (also {base}/whep)",
+            id = session.id,
+            url = whep::endpoint_url(&format!("{}:{}", host(cfg.listen), cfg.port), &session.id),
+            base = format_args!("http://{}:{}", host(cfg.listen), cfg.port),
+        );
     }
 
     if cfg.whip.is_some() {

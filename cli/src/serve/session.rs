@@ -140,6 +140,8 @@ pub enum Output {
     Offer,
     /// Pushed to a WHIP endpoint by whipclientsink (`--whip`).
     Whip,
+    /// Watched by WHEP players through whepserversink (`--whep`, `output: "whep"`).
+    Whep,
 }
 
 /// What webrtcsink sets on vp8enc, into a synced fakesink: the encode cost of one viewer.
@@ -192,6 +194,8 @@ pub struct Session {
     encoders: Encoders,
     /// Where a Janus session publishes.
     pub janus: Option<JanusFeed>,
+    /// A WHEP session's sink and viewers.
+    pub whep: Option<super::whep::WhepOutput>,
 }
 
 /// A session's feed in a Janus VideoRoom.
@@ -282,7 +286,7 @@ fn describe(cfg: &Config, avatar_dir: &Path, output: &Output, rtmp: Option<&str>
     };
     let mut d = media_chain(&tts, &chain);
     match output {
-        Output::Webrtc | Output::Janus | Output::Whip => d.push_str(
+        Output::Webrtc | Output::Janus | Output::Whip | Output::Whep => d.push_str(
             "vt. ! queue name=wsv max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 \
              at. ! queue name=wsa max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ",
         ),
@@ -367,6 +371,7 @@ impl Session {
         let last_inbound = Arc::new(AtomicU64::new(since_start()));
         let encoders = Encoders::default();
         let mut janus = None;
+        let mut whep = None;
         let ws = match output {
             Output::Webrtc => Some(make_webrtcsink(
                 cfg,
@@ -386,6 +391,11 @@ impl Session {
             Output::Whip => {
                 let url = cfg.whip.as_deref().context("no --whip")?;
                 Some(super::whip::make_sink(cfg, url, cfg.whip_token.as_deref())?)
+            }
+            Output::Whep => {
+                let (sink, out) = super::whep::make_sink(cfg, &consumers)?;
+                whep = Some(out);
+                Some(sink)
             }
             _ => None,
         };
@@ -426,6 +436,7 @@ impl Session {
             ended: AtomicBool::new(false),
             encoders,
             janus,
+            whep,
         });
 
         // READY here, before the bus is watched: a bad avatar or a driver that cannot run is
