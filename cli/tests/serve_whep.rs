@@ -40,38 +40,7 @@ impl Viewer {
         src.set_property("stun-server", None::<String>);
         let signaller = src.property::<glib::Object>("signaller");
         signaller.set_property("whep-endpoint", url);
-        signaller.connect("webrtcbin-ready", false, |args| {
-            let webrtcbin = args[2].get::<gst::Element>().unwrap();
-            webrtcbin
-                .property::<glib::Object>("ice-agent")
-                .emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
-            None
-        });
-        let pipeline = gst::Pipeline::new();
-        pipeline.add(&src).unwrap();
-        let got = av::Shared::default();
-        let (p, g) = (pipeline.clone(), got.clone());
-        src.connect_pad_added(move |_, pad| {
-            let video = pad.name().starts_with("video");
-            let desc = format!(
-                "queue ! {}",
-                if video {
-                    av::VIDEO_TAIL
-                } else {
-                    av::AUDIO_TAIL
-                }
-            );
-            let bin = gst::parse::bin_from_description(&desc, true).unwrap();
-            if video {
-                av::collect_video(&bin.by_name("v").unwrap(), &g);
-            } else {
-                av::collect_audio(&bin.by_name("a").unwrap(), &g);
-            }
-            p.add(&bin).unwrap();
-            bin.sync_state_with_parent().unwrap();
-            pad.link(&bin.static_pad("sink").unwrap()).unwrap();
-        });
-        pipeline.set_state(gst::State::Playing).unwrap();
+        let (pipeline, got) = av::receive(&src, &signaller);
         Viewer { pipeline, got }
     }
 

@@ -161,3 +161,35 @@ pub fn speech_sync(got: &Received, idle: std::ops::Range<usize>) -> Sync {
         widest_mouth: widest,
     }
 }
+
+/// A receiver around a gst-plugins-rs WebRTC source (`whepclientsrc`, `whipserversrc` ...)
+/// whose `signaller` is set up: its ICE agent also offers 127.0.0.1, each decoded stream goes
+/// to [`collect_video`] / [`collect_audio`], and the pipeline is playing.
+pub fn receive(src: &gst::Element, signaller: &gst::glib::Object) -> (gst::Pipeline, Shared) {
+    signaller.connect("webrtcbin-ready", false, |args| {
+        let webrtcbin = args[2].get::<gst::Element>().unwrap();
+        webrtcbin
+            .property::<gst::glib::Object>("ice-agent")
+            .emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
+        None
+    });
+    let pipeline = gst::Pipeline::new();
+    pipeline.add(src).unwrap();
+    let got = Shared::default();
+    let (p, g) = (pipeline.clone(), got.clone());
+    src.connect_pad_added(move |_, pad| {
+        let video = pad.name().starts_with("video");
+        let desc = format!("queue ! {}", if video { VIDEO_TAIL } else { AUDIO_TAIL });
+        let bin = gst::parse::bin_from_description(&desc, true).unwrap();
+        if video {
+            collect_video(&bin.by_name("v").unwrap(), &g);
+        } else {
+            collect_audio(&bin.by_name("a").unwrap(), &g);
+        }
+        p.add(&bin).unwrap();
+        bin.sync_state_with_parent().unwrap();
+        pad.link(&bin.static_pad("sink").unwrap()).unwrap();
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    (pipeline, got)
+}
