@@ -8,8 +8,7 @@ mod av;
 mod support;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use gst::glib;
@@ -302,35 +301,12 @@ fn whep_requests_that_cannot_be_served_get_clear_errors() {
     assert_eq!(s["sessionid"], id.as_str(), "{s}");
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .into()
-}
-
 #[test]
 fn whep_pipeline_script_is_watched_by_a_player() {
     let _serial = serial();
-    let plugins = PathBuf::from(env!("CARGO_BIN_EXE_livetalk"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    for lib in ["libgstlivetalk.so", "libgstrswebrtc.so"] {
-        assert!(
-            plugins.join(lib).is_file(),
-            "no {lib} next to the livetalk binary: scripts/setup.sh builds it"
-        );
-    }
-    support::require_setup();
     let port = support::free_port();
-    let mut child = Command::new("bash")
-        .arg(repo().join("pipelines/whep.sh"))
-        .env("GST_PLUGIN_PATH", &plugins)
-        .env("AVATAR", support::cache_dir().join("avatars/astronaut"))
+    let mut child = support::webrtc_pipeline_script("whep.sh")
         .env("WHEP_ADDR", format!("127.0.0.1:{port}"))
-        // No STUN: the player is on loopback.
-        .env("STUN", "")
         .env(
             "TEXT",
             "Hello from the WHEP pipeline. One, two, three, four, five. Six, seven, eight.",

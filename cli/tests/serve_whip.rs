@@ -8,8 +8,7 @@
 mod av;
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use gst::glib;
@@ -145,35 +144,12 @@ fn serve_pushes_a_talking_session_over_whip() {
     assert_talks(&got, idle / 2..idle, "serve --whip", true);
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .into()
-}
-
 #[test]
 fn whip_pipeline_script_pushes_a_talking_avatar() {
     let _serial = serial();
-    let plugins = PathBuf::from(env!("CARGO_BIN_EXE_livetalk"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    for lib in ["libgstlivetalk.so", "libgstrswebrtc.so"] {
-        assert!(
-            plugins.join(lib).is_file(),
-            "no {lib} next to the livetalk binary: scripts/setup.sh builds it"
-        );
-    }
-    support::require_setup();
     let whip = WhipServer::start();
-    let mut child = Command::new("bash")
-        .arg(repo().join("pipelines/whip.sh"))
-        .env("GST_PLUGIN_PATH", &plugins)
-        .env("AVATAR", support::cache_dir().join("avatars/astronaut"))
+    let mut child = support::webrtc_pipeline_script("whip.sh")
         .env("WHIP_URL", whip.url())
-        // No STUN: the endpoint is on loopback.
-        .env("STUN", "")
         .env(
             "TEXT",
             "Hello from the WHIP pipeline. One, two, three, four, five.",

@@ -69,6 +69,32 @@ pub fn skip(test: &str, why: &str) {
     }
 }
 
+/// `bash pipelines/<script>` with the plugins built beside the livetalk binary on
+/// GST_PLUGIN_PATH (libgstlivetalk.so, and the libgstrswebrtc.so set-up builds), the demo
+/// avatar as AVATAR, and no STUN server (its peers are on loopback). Panics when a plugin is
+/// missing.
+pub fn webrtc_pipeline_script(script: &str) -> Command {
+    let plugins = PathBuf::from(env!("CARGO_BIN_EXE_livetalk"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    for lib in ["libgstlivetalk.so", "libgstrswebrtc.so"] {
+        assert!(
+            plugins.join(lib).is_file(),
+            "no {lib} next to the livetalk binary: scripts/setup.sh builds it"
+        );
+    }
+    require_setup();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut command = Command::new("bash");
+    command
+        .arg(repo.join("pipelines").join(script))
+        .env("GST_PLUGIN_PATH", &plugins)
+        .env("AVATAR", cache_dir().join("avatars/astronaut"))
+        .env("STUN", "");
+    command
+}
+
 pub fn require_setup() {
     assert!(
         cache_dir().join("avatars/astronaut/avatar.json").is_file(),
