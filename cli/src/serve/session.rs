@@ -1146,23 +1146,13 @@ fn make_webrtcsink(
     last_inbound: &Arc<AtomicU64>,
     end: &mpsc::UnboundedSender<(String, EndReason)>,
 ) -> anyhow::Result<gst::Element> {
-    let ws = gst::ElementFactory::make("webrtcsink")
-        .name("ws")
-        .property(
-            "meta",
-            gst::Structure::builder("meta")
-                .field("livetalk-session", id)
-                .build(),
-        )
-        .property_from_str("congestion-control", cfg.congestion_control.nick())
-        .property("video-caps", gst::Caps::builder("video/x-vp8").build())
-        .property("audio-caps", gst::Caps::builder("audio/x-opus").build())
-        .build()
-        .context("webrtcsink (gst-plugin-webrtc) is not registered")?;
-    ws.set_property("stun-server", cfg.stun.as_deref());
-    if !cfg.turn.is_empty() {
-        ws.set_property("turn-servers", gst::Array::new(cfg.turn.iter()));
-    }
+    let ws = webrtc_sink(cfg, "webrtcsink", "ws", "gst-plugin-webrtc")?;
+    ws.set_property(
+        "meta",
+        gst::Structure::builder("meta")
+            .field("livetalk-session", id)
+            .build(),
+    );
     let signaller = ws.property::<glib::Object>("signaller");
     signaller.set_property("uri", cfg.signalling_uri());
 
@@ -1202,6 +1192,29 @@ fn make_webrtcsink(
     Ok(ws)
 }
 
+/// A sink of webrtcsink's family (`factory`: webrtcsink, janusvrwebrtcsink, whipclientsink,
+/// whepserversink) named `name`, sending VP8 and Opus with serve's `--congestion-control`,
+/// `--stun` and `--turn`; `plugin` says where the factory comes from, for the error.
+pub(super) fn webrtc_sink(
+    cfg: &Config,
+    factory: &str,
+    name: &str,
+    plugin: &str,
+) -> anyhow::Result<gst::Element> {
+    let sink = gst::ElementFactory::make(factory)
+        .name(name)
+        .property_from_str("congestion-control", cfg.congestion_control.nick())
+        .property("video-caps", gst::Caps::builder("video/x-vp8").build())
+        .property("audio-caps", gst::Caps::builder("audio/x-opus").build())
+        .build()
+        .with_context(|| format!("{factory} ({plugin}) is not registered"))?;
+    sink.set_property("stun-server", cfg.stun.as_deref());
+    if !cfg.turn.is_empty() {
+        sink.set_property("turn-servers", gst::Array::new(cfg.turn.iter()));
+    }
+    Ok(sink)
+}
+
 /// A janusvrwebrtcsink that publishes the session once into the Janus room: feed id and
 /// display name are the session id.
 fn make_janus_feed(
@@ -1211,17 +1224,12 @@ fn make_janus_feed(
     consumers: &Arc<AtomicUsize>,
 ) -> anyhow::Result<JanusFeed> {
     let feed: u64 = id.parse().context("a session id that is not a number")?;
-    let sink = gst::ElementFactory::make("janusvrwebrtcsink")
-        .name(JANUS_SINK)
-        .property_from_str("congestion-control", cfg.congestion_control.nick())
-        .property("video-caps", gst::Caps::builder("video/x-vp8").build())
-        .property("audio-caps", gst::Caps::builder("audio/x-opus").build())
-        .build()
-        .context("janusvrwebrtcsink (gst-plugin-webrtc, feature janus) is not registered")?;
-    sink.set_property("stun-server", cfg.stun.as_deref());
-    if !cfg.turn.is_empty() {
-        sink.set_property("turn-servers", gst::Array::new(cfg.turn.iter()));
-    }
+    let sink = webrtc_sink(
+        cfg,
+        "janusvrwebrtcsink",
+        JANUS_SINK,
+        "gst-plugin-webrtc, feature janus",
+    )?;
     let signaller = sink.property::<glib::Object>("signaller");
     signaller.set_property("janus-endpoint", &jc.endpoint);
     signaller.set_property("room-id", jc.room);

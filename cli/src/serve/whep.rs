@@ -102,24 +102,19 @@ pub fn make_sink(
     cfg: &Config,
     consumers: &Arc<AtomicUsize>,
 ) -> anyhow::Result<(gst::Element, WhepOutput)> {
-    use anyhow::Context;
-    let sink = gst::ElementFactory::make("whepserversink")
-        .name("whep")
-        .property_from_str("congestion-control", cfg.congestion_control.nick())
-        .property("video-caps", gst::Caps::builder("video/x-vp8").build())
-        .property("audio-caps", gst::Caps::builder("audio/x-opus").build())
-        .build()
-        .context("whepserversink (gst-plugin-webrtc's whep feature) is not registered")?;
-    sink.set_property("stun-server", cfg.stun.as_deref());
+    let sink = super::session::webrtc_sink(
+        cfg,
+        "whepserversink",
+        "whep",
+        "gst-plugin-webrtc's whep feature",
+    )?;
     let signaller = sink.property::<glib::Object>("signaller");
     // An empty host address: no warp server of the signaller's own (serve's port carries
     // WHEP). Its STUN/TURN servers are what it tells viewers in `Link` headers.
     signaller.set_property("host-addr", "");
     signaller.set_property("stun-server", cfg.stun.as_deref());
     if !cfg.turn.is_empty() {
-        let turn = gst::Array::new(cfg.turn.iter());
-        sink.set_property("turn-servers", turn.clone());
-        signaller.set_property("turn-servers", turn);
+        signaller.set_property("turn-servers", gst::Array::new(cfg.turn.iter()));
     }
     let viewers = Arc::new(Mutex::new(HashSet::new()));
     let loopback = cfg.listen.is_loopback();

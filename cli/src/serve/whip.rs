@@ -11,18 +11,12 @@ use super::Config;
 /// The session's whipclientsink, configured from `--whip`, `--whip-token`, `--stun`,
 /// `--turn` and `--congestion-control`.
 pub fn make_sink(cfg: &Config, url: &str, token: Option<&str>) -> anyhow::Result<gst::Element> {
-    use anyhow::Context;
-    let sink = gst::ElementFactory::make("whipclientsink")
-        .name("whip")
-        .property_from_str("congestion-control", cfg.congestion_control.nick())
-        .property("video-caps", gst::Caps::builder("video/x-vp8").build())
-        .property("audio-caps", gst::Caps::builder("audio/x-opus").build())
-        .build()
-        .context("whipclientsink (gst-plugin-webrtc's whip feature) is not registered")?;
-    sink.set_property("stun-server", cfg.stun.as_deref());
-    if !cfg.turn.is_empty() {
-        sink.set_property("turn-servers", gst::Array::new(cfg.turn.iter()));
-    }
+    let sink = super::session::webrtc_sink(
+        cfg,
+        "whipclientsink",
+        "whip",
+        "gst-plugin-webrtc's whip feature",
+    )?;
     let signaller = sink.property::<glib::Object>("signaller");
     signaller.set_property("whip-endpoint", url);
     if let Some(t) = token {
