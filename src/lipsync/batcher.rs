@@ -1181,12 +1181,14 @@ mod tests {
         seconds: u64,
         queue_wait_as_cost: bool,
     ) -> Vec<SimSession> {
+        type Waiting = (Vec<u64>, Vec<(u64, Duration)>, Duration);
         struct Sim {
             id: SessionId,
             queue: VecDeque<(u64, Duration)>,
             next: u64,
             phase: Duration,
-            waiting: Option<(Vec<u64>, Vec<(u64, Duration)>, Duration)>,
+            /// Tickets, frames (number, deadline) and when they were submitted.
+            waiting: Option<Waiting>,
             own_cost: CostModel,
             out: SimSession,
         }

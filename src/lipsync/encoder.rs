@@ -32,7 +32,10 @@ impl BatchModel for EncoderModel {
     }
 
     fn check(&self, w: &EncoderWindow) -> Result<(), String> {
-        if w.mel_frames == 0 || w.mel_frames % 2 != 0 || w.mel.len() != MEL_BINS * w.mel_frames {
+        if w.mel_frames == 0
+            || !w.mel_frames.is_multiple_of(2)
+            || w.mel.len() != MEL_BINS * w.mel_frames
+        {
             return Err(format!(
                 "encoder window of {} values for {} mel frames (expected [80,T], T even)",
                 w.mel.len(),
@@ -72,7 +75,7 @@ impl BatchModel for EncoderModel {
             || hidden.shape[0] != b
             || hidden.shape[1] < t / 2
             || per * b != hidden.data.len()
-            || per % STEP_LEN != 0
+            || !per.is_multiple_of(STEP_LEN)
         {
             return Err(format!(
                 "the encoder gave shape {:?} for a batch of {b} windows of {t} mel frames",
