@@ -12,6 +12,8 @@ tested end to end without downloading anything:
   vae_encoder.onnx      image [batch,3,256,256] -> latent [batch,4,32,32]
   face_parsing.onnx     image [batch,3,512,512] (ImageNet-normalised RGB)
                         -> logits [batch,19,512,512]
+  unet_batch1.onnx      unet.onnx (the same weights) with the batch dimension fixed to 1,
+                        as some exporters write it (tests the fall-back to one frame a run)
 
 Graphs are built directly with onnx.helper from numpy arrays (no torch).
 Output is byte-for-byte deterministic for a given --seed.
@@ -310,9 +312,19 @@ def make_face_parsing(seed):
     )
 
 
+def make_unet_batch1(seed):
+    model = make_unet(seed)
+    for value in list(model.graph.input) + list(model.graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_param")
+        dim.dim_value = 1
+    return model
+
+
 MODELS = [
     ("whisper_encoder.onnx", make_whisper_encoder),
     ("unet.onnx", make_unet),
+    ("unet_batch1.onnx", make_unet_batch1),
     ("vae_decoder.onnx", make_vae_decoder),
     ("vae_encoder.onnx", make_vae_encoder),
     ("face_parsing.onnx", make_face_parsing),

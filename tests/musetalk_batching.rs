@@ -65,8 +65,13 @@ struct Pipe {
 /// of 10 s (and upstream's latency 10 s, for the frames before the LATENCY event) so that
 /// no frame is late on a loaded machine.
 fn start(avatar: &Path, shared: bool) -> Pipe {
+    start_with(avatar, shared, &models().0)
+}
+
+/// [`start`] with another UNet file.
+fn start_with(avatar: &Path, shared: bool, u: &Path) -> Pipe {
     init();
-    let (u, v) = models();
+    let v = models().1;
     let muse = gst::ElementFactory::make("musetalk")
         .property("avatar", avatar.to_str().unwrap())
         .property("unet", u.to_str().unwrap())
@@ -241,5 +246,66 @@ fn one_session_torn_down_mid_stream_leaves_the_other_intact() {
     for (k, (n, crop)) in got.iter().chain(&rest).enumerate() {
         assert_eq!(*n, k as u64);
         assert!(max_diff(crop, &ref_b[k].1) <= 1, "B frame {n} disturbed");
+    }
+}
+
+#[test]
+fn a_model_fixed_to_batch_1_runs_one_frame_per_batch_with_a_warning() {
+    let _g = serial();
+    // The test UNet with its batch dimension fixed to 1 (same weights).
+    let fixed = gstlivetalk::paths::test_models_dir().join("unet_batch1.onnx");
+    assert!(
+        fixed.is_file(),
+        "run scripts/setup.sh (models/make_test_models.py)"
+    );
+    let (da, db) = avatars();
+    let (ref_a, ref_b) = (alone(da.path()), alone(db.path()));
+    for shared in [false, true] {
+        let (a, b) = (
+            start_with(da.path(), shared, &fixed),
+            start_with(db.path(), shared, &fixed),
+        );
+        let feed_b = {
+            let src = b.src.clone();
+            std::thread::spawn(move || {
+                for n in 0..FRAMES {
+                    src.push_buffer(features(n)).unwrap();
+                }
+                src.end_of_stream().unwrap();
+            })
+        };
+        a.feed();
+        feed_b.join().unwrap();
+        let (out_a, out_b) = (a.pull(FRAMES), b.pull(FRAMES));
+        for (out, want, p) in [(&out_a, &ref_a, &a), (&out_b, &ref_b, &b)] {
+            for (k, ((n, got), (_, exp))) in out.iter().zip(want.iter()).enumerate() {
+                assert_eq!(*n, k as u64);
+                assert!(
+                    max_diff(got, exp) <= 1,
+                    "frame {n} differs (shared {shared})"
+                );
+            }
+            let s = p.stats();
+            assert_eq!(s.get::<u64>("inferred-frames").unwrap(), FRAMES);
+            assert_eq!(s.get::<u64>("batches").unwrap(), FRAMES, "{s}");
+            assert_eq!(s.get::<f64>("mean-batch").unwrap(), 1.0, "{s}");
+            // One warning on the bus, naming the fixed batch; no error.
+            let bus = p.pipeline.bus().unwrap();
+            let warnings: Vec<String> = std::iter::from_fn(|| {
+                bus.pop_filtered(&[gst::MessageType::Warning, gst::MessageType::Error])
+            })
+            .map(|m| match m.view() {
+                gst::MessageView::Warning(w) => w.error().to_string(),
+                gst::MessageView::Error(e) => panic!("error: {}", e.error()),
+                _ => unreachable!(),
+            })
+            .collect();
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(
+                warnings[0].contains("fix the batch size to 1"),
+                "{}",
+                warnings[0]
+            );
+        }
     }
 }

@@ -63,6 +63,10 @@ pub struct Args {
     /// sessions --driver musetalk: the shared service's max-batch.
     #[arg(long, default_value_t = 16)]
     max_batch: u32,
+    /// sessions --driver musetalk: first time the models alone (UNet + VAE decoder, no
+    /// pipeline) at these batch sizes, e.g. 1,4,8,16.
+    #[arg(long, value_delimiter = ',')]
+    batches: Vec<usize>,
     /// Seconds of speech for the mel and whole-element figures (whisper; default 60), or of
     /// measurement per session count (sessions; default 15).
     #[arg(long)]
@@ -145,6 +149,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 device: a.device,
                 batch_size: a.batch_size,
                 max_batch: a.max_batch,
+                batches: a.batches,
             });
         }
         return crate::bench_sessions::run(a.max_sessions, a.seconds.unwrap_or(15.0));

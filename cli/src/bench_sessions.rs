@@ -230,6 +230,58 @@ pub struct MuseBench {
     pub device: String,
     pub batch_size: u32,
     pub max_batch: u32,
+    /// Batch sizes to time the models alone at first (none: skip).
+    pub batches: Vec<usize>,
+}
+
+/// The models alone (UNet + VAE decoder, as the batching service runs them) at each batch
+/// size of `o.batches`: mean time per batch over at least `o.seconds / 2` (at least 2 runs
+/// after one warm-up run) and frames per second.
+fn model_batches(o: &MuseBench) -> anyhow::Result<()> {
+    use gstlivetalk::inference::{self, SessionRequest, contract};
+    use gstlivetalk::lipsync::{FrameInput, MuseTalk};
+    let device = crate::launch::parse_device(&o.device).map_err(anyhow::Error::msg)?;
+    let load = |name: &str, c: &'static inference::ModelContract| {
+        let path = o.model_dir.join(name);
+        let mut req = SessionRequest::new(&path, c);
+        req.device = device;
+        inference::load_session(&req).with_context(|| format!("loading {}", path.display()))
+    };
+    let t0 = Instant::now();
+    let muse = MuseTalk {
+        unet: load("unet.onnx", &contract::UNET)?,
+        vae_decoder: load("vae_decoder.onnx", &contract::VAE_DECODER)?,
+    };
+    println!(
+        "models alone ({} + VAE decoder on {}, loaded in {:.1} s):",
+        o.model_dir.join("unet.onnx").display(),
+        muse.unet.device,
+        t0.elapsed().as_secs_f64()
+    );
+    if let Some(why) = muse.unet.fallback.as_ref() {
+        println!("  note: {why}");
+    }
+    println!("   batch  ms per batch  frames/s");
+    let latents = noise(16 * gstlivetalk::avatar::LATENT_LEN, 5);
+    let audio = noise(50 * 384, 6);
+    for &b in &o.batches {
+        let frames: Vec<FrameInput<'_>> = (0..b)
+            .map(|k| FrameInput {
+                latent: &latents[(k % 16) * gstlivetalk::avatar::LATENT_LEN
+                    ..(k % 16 + 1) * gstlivetalk::avatar::LATENT_LEN],
+                audio: &audio,
+            })
+            .collect();
+        muse.run(&frames)?;
+        let (start, mut runs) = (Instant::now(), 0u32);
+        while runs < 2 || start.elapsed().as_secs_f64() < o.seconds / 2.0 {
+            muse.run(&frames)?;
+            runs += 1;
+        }
+        let per = start.elapsed().as_secs_f64() / runs as f64;
+        println!("{b:>8}  {:>12.1}  {:>8.1}", per * 1e3, b as f64 / per);
+    }
+    Ok(())
 }
 
 /// A 3-frame avatar (32x32 frames: musetalk reads only the latents) with seeded random
@@ -372,6 +424,9 @@ fn start_muse_session(
 /// `livetalk bench sessions --driver musetalk`: per session count, with the process's
 /// batching service (shared) and without (each element its own batches), in the same run.
 pub fn run_musetalk(o: &MuseBench) -> anyhow::Result<()> {
+    if !o.batches.is_empty() {
+        model_batches(o)?;
+    }
     let tmp = std::env::temp_dir().join(format!("livetalk-bench-muse-{}", std::process::id()));
     let max = o.counts.iter().copied().max().unwrap_or(1);
     let avatars: Vec<PathBuf> = (0..max)

@@ -533,6 +533,22 @@ impl RunCancel {
 }
 
 impl SharedSession {
+    /// The batch size the model file fixes, if it fixes one: the smallest fixed first
+    /// dimension among the inputs whose contract names that dimension `batch`. `None`: the
+    /// batch dimension is dynamic (any batch runs).
+    pub fn fixed_batch(&self) -> Option<usize> {
+        self.contract
+            .inputs
+            .iter()
+            .filter(|spec| spec.dims.first() == Some(&Dim::Symbolic("batch")))
+            .filter_map(|spec| self.inputs.iter().find(|t| t.name == spec.name))
+            .filter_map(|t| match t.dims.first() {
+                Some(FoundDim::Fixed(n)) if *n > 0 => Some(*n as usize),
+                _ => None,
+            })
+            .min()
+    }
+
     /// A custom entry of the model's metadata (ONNX `metadata_props`), if it has one.
     pub fn metadata(&self, key: &str) -> Option<String> {
         let session = self.session.lock().unwrap();

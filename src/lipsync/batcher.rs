@@ -15,8 +15,14 @@
 //!
 //! # Policy
 //! Every time is a [`Duration`] on the service's clock (time since the service started);
-//! callers convert their deadlines (see [`Handle::now`]). The service never skips a frame:
-//! skipping late frames stays each session's decision, as without the service.
+//! callers convert their deadlines (see [`Handle::now`]).
+//!
+//! - Lateness: a queued frame that cannot make its deadline even alone (`now + cost(1) >
+//!   deadline`, with the measured model cost) is not run: it goes back to its session at
+//!   once as late (`None`), and the session skips it as it skips its own late frames.
+//!   Running it would only spend the model on a frame that reaches the screen too late and
+//!   make the next frames late too. Frames without a deadline (offline) are never late.
+//!   Only the service's model cost counts, never the time a frame waited in a queue.
 //!
 //! - Order: earliest deadline first (unknown deadlines last), each session's frames in the
 //!   order submitted. Fair share first: while the batch cannot hold every ready frame, each
@@ -24,6 +30,9 @@
 //!   before the remaining places go by deadline; ties go round-robin (the session served
 //!   first rotates per batch). A session that floods the service therefore cannot keep
 //!   another one out of the batches.
+//! - Size: of the chosen frames, the batch keeps the most (earliest deadlines first) that
+//!   still make the earliest deadline among them: `now + cost(k) <= earliest`. The others
+//!   wait for the next batch.
 //! - When: a batch runs at once when full (`max_batch`, the largest bound among the
 //!   sessions). Otherwise, if some session is *expected* (it said more frames follow, it
 //!   has nothing queued and nothing in the running batch: its thread is busy pushing its
@@ -34,6 +43,10 @@
 //!   then is waiting for its input, not pushing). Without a measured cost or a
 //!   known deadline it runs at once. Waiting is how batches of different sessions merge:
 //!   without it two sessions would take turns, each alone in its batch.
+//! - Shapes: a frame the model cannot take ([`BatchModel::check`], e.g. an avatar whose
+//!   latents have another shape) is refused when submitted, with the reason; it never joins
+//!   a batch. A model with a fixed batch dimension ([`BatchModel::max_batch`]) bounds every
+//!   batch (to one frame for a model fixed to batch 1).
 //! - Isolation: a result goes back only to the session and ticket that submitted the frame.
 //!   Cancelling a session ([`Handle::cancel`], on flush or stop) drops its queued frames
 //!   and the results still to come of its current run; the running batch goes on and the
@@ -55,6 +68,24 @@ pub trait BatchModel: Send + Sync + 'static {
     type Input: Send + 'static;
     type Output: Send + 'static;
     fn run(&self, inputs: &[Self::Input]) -> Result<Vec<Self::Output>, String>;
+
+    /// The largest batch the model takes (`None`: any). A model whose batch dimension is
+    /// fixed to 1 gets batches of one frame.
+    fn max_batch(&self) -> Option<usize> {
+        None
+    }
+
+    /// Whether an input can join this model's batches (its shapes are the model's); checked
+    /// when it is submitted, so that an input that does not fit never reaches a batch.
+    fn check(&self, _input: &Self::Input) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Inputs of different keys never share a batch (e.g. encoder windows of different
+    /// lengths).
+    fn batch_key(&self, _input: &Self::Input) -> u64 {
+        0
+    }
 }
 
 /// Why a run did not give outputs.
@@ -64,13 +95,15 @@ pub enum BatchError {
     Cancelled,
     /// The model failed on a batch holding this frame.
     Model(String),
+    /// The model cannot take this frame (see [`BatchModel::check`]); nothing was queued.
+    Refused(String),
 }
 
 impl std::fmt::Display for BatchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Cancelled => f.write_str("cancelled"),
-            Self::Model(e) => f.write_str(e),
+            Self::Model(e) | Self::Refused(e) => f.write_str(e),
         }
     }
 }
@@ -97,6 +130,8 @@ struct Pending<I> {
     ticket: u64,
     input: I,
     deadline: Option<Duration>,
+    /// Frames of different keys never share a batch ([`BatchModel::batch_key`]).
+    key: u64,
 }
 
 /// What a session says about the frames that follow its current run.
@@ -113,13 +148,16 @@ struct SessionState<I, O> {
     pending: VecDeque<Pending<I>>,
     /// Frames of this session in the running batch.
     running: usize,
-    done: BTreeMap<u64, Result<Done<O>, BatchError>>,
+    /// Results to collect; `Ok(None)`: the frame was late and did not run.
+    done: BTreeMap<u64, Result<Option<Done<O>>, BatchError>>,
     next_ticket: u64,
     /// Tickets below this one are cancelled: their results are dropped.
     cancelled_below: u64,
     expect: Option<Expect>,
     /// When its last results were handed back (it is expected from then on).
     delivered_at: Duration,
+    /// While set, runs are refused as cancelled (the session's element is flushing).
+    flushing: bool,
 }
 
 /// A batch to run: its members (session, ticket) and their inputs, in batch order.
@@ -132,7 +170,8 @@ pub struct Batch<I> {
 /// What the service does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Run a batch (take it with [`Core::take_batch`]).
+    /// Run a batch (take it with [`Core::take_batch`]; it may be empty when only late frames
+    /// were to be handed back).
     Run,
     /// Wait until this time (or until something is submitted).
     Wait(Duration),
@@ -147,6 +186,8 @@ pub struct Core<I, O> {
     /// Rotates the session served first when deadlines tie.
     rotation: usize,
     next_batch: u64,
+    /// The model's own bound on a batch (`usize::MAX`: none).
+    model_limit: usize,
     pub cost: CostModel,
 }
 
@@ -157,6 +198,7 @@ impl<I, O> Default for Core<I, O> {
             next_session: 0,
             rotation: 0,
             next_batch: 0,
+            model_limit: usize::MAX,
             cost: CostModel::new(),
         }
     }
@@ -191,6 +233,7 @@ impl<I, O> Core<I, O> {
                 cancelled_below: 0,
                 expect: None,
                 delivered_at: Duration::ZERO,
+                flushing: false,
             },
         );
         id
@@ -205,13 +248,19 @@ impl<I, O> Core<I, O> {
         self.sessions.len()
     }
 
-    /// The largest batch: the largest bound among the sessions.
+    /// Bounds every batch to `limit` frames (at least 1): the model's own bound.
+    pub fn set_model_limit(&mut self, limit: Option<usize>) {
+        self.model_limit = limit.unwrap_or(usize::MAX).max(1);
+    }
+
+    /// The largest batch: the largest bound among the sessions, within the model's bound.
     pub fn max_batch(&self) -> usize {
         self.sessions
             .values()
             .map(|s| s.max_batch)
             .max()
             .unwrap_or(1)
+            .min(self.model_limit)
     }
 
     /// Queues a run of frames (each with its deadline) for `id`; returns their tickets.
@@ -223,18 +272,31 @@ impl<I, O> Core<I, O> {
         frames: Vec<(I, Option<Duration>)>,
         more: Option<Duration>,
     ) -> Vec<u64> {
+        let frames = frames.into_iter().map(|(i, d)| (i, d, 0)).collect();
+        self.submit_keyed(id, frames, more)
+    }
+
+    /// [`Core::submit`] with each frame's batch key: frames of different keys never share a
+    /// batch (a batch takes the key of its first frame).
+    pub fn submit_keyed(
+        &mut self,
+        id: SessionId,
+        frames: Vec<(I, Option<Duration>, u64)>,
+        more: Option<Duration>,
+    ) -> Vec<u64> {
         let Some(s) = self.sessions.get_mut(&id) else {
             return Vec::new();
         };
         let last = frames.last().and_then(|f| f.1);
         let mut tickets = Vec::with_capacity(frames.len());
-        for (input, deadline) in frames {
+        for (input, deadline, key) in frames {
             let ticket = s.next_ticket;
             s.next_ticket += 1;
             s.pending.push_back(Pending {
                 ticket,
                 input,
                 deadline,
+                key,
             });
             tickets.push(ticket);
         }
@@ -252,6 +314,21 @@ impl<I, O> Core<I, O> {
         }
     }
 
+    /// Sets or clears `id`'s flushing state: while set, what it submitted is cancelled and
+    /// [`Handle::run`] answers `Cancelled` at once.
+    pub fn set_flushing(&mut self, id: SessionId, flushing: bool) {
+        if flushing {
+            self.cancel(id);
+        }
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.flushing = flushing;
+        }
+    }
+
+    fn is_flushing(&self, id: SessionId) -> bool {
+        self.sessions.get(&id).is_none_or(|s| s.flushing)
+    }
+
     /// Cancels what `id` submitted so far: queued frames are dropped, results still to come
     /// are dropped when they come, and the session is not expected.
     pub fn cancel(&mut self, id: SessionId) {
@@ -264,12 +341,13 @@ impl<I, O> Core<I, O> {
     }
 
     /// The results of `tickets` once all are in (or any was cancelled: `Cancelled`); `None`
-    /// while some are still to come. Collected results are removed.
+    /// while some are still to come. A frame that was late (see the module documentation)
+    /// gives `None` in its place. Collected results are removed.
     pub fn collect(
         &mut self,
         id: SessionId,
         tickets: &[u64],
-    ) -> Option<Result<Vec<Done<O>>, BatchError>> {
+    ) -> Option<Result<Vec<Option<Done<O>>>, BatchError>> {
         let Some(s) = self.sessions.get_mut(&id) else {
             return Some(Err(BatchError::Cancelled));
         };
@@ -291,6 +369,75 @@ impl<I, O> Core<I, O> {
             Some(e) => Err(e),
             None => Ok(out),
         })
+    }
+
+    /// Whether a frame due at `deadline` cannot make it even alone at time `now`.
+    fn is_late(&self, deadline: Option<Duration>, now: Duration) -> bool {
+        match (deadline, self.cost.estimate(1)) {
+            (Some(d), Some(c)) => now + c > d,
+            _ => false,
+        }
+    }
+
+    /// Whether some queued frame is late at `now`.
+    fn any_late(&self, now: Duration) -> bool {
+        self.sessions
+            .values()
+            .flat_map(|s| s.pending.iter())
+            .any(|p| self.is_late(p.deadline, now))
+    }
+
+    /// Hands the queued frames that are late at `now` back to their sessions (as `None`).
+    fn hand_back_late(&mut self, now: Duration) {
+        let Some(alone) = self.cost.estimate(1) else {
+            return;
+        };
+        // Frames whose deadline is still ahead go back only on the estimate: each shrinks
+        // it (CostModel::doubt), so that a too-high estimate cannot hand back every frame
+        // from then on without ever being measured again.
+        let mut doubted = 0;
+        for s in self.sessions.values_mut() {
+            let mut delivered = false;
+            s.pending.retain(|p| match p.deadline {
+                Some(d) if now + alone > d => {
+                    if d >= now {
+                        doubted += 1;
+                    }
+                    if p.ticket >= s.cancelled_below {
+                        s.done.insert(p.ticket, Ok(None));
+                    }
+                    delivered = true;
+                    false
+                }
+                _ => true,
+            });
+            if delivered {
+                s.delivered_at = now;
+            }
+        }
+        for _ in 0..doubted {
+            self.cost.doubt();
+        }
+    }
+
+    /// The frames of the next batch at `now`: the chosen frames (see [`Core::choose`]), then
+    /// only as many (earliest deadlines first) as make the earliest deadline among them.
+    /// As (session, index in its queue).
+    fn choose_fitting(&self, now: Duration) -> Vec<(SessionId, usize)> {
+        let mut chosen = self.choose();
+        chosen.sort_by_key(|(id, j)| key(self.sessions[id].pending[*j].deadline));
+        let Some(first) = chosen
+            .first()
+            .and_then(|(id, j)| self.sessions[id].pending[*j].deadline)
+        else {
+            return chosen;
+        };
+        let k = (1..=chosen.len())
+            .rev()
+            .find(|&k| self.cost.estimate(k).is_none_or(|c| now + c <= first))
+            .unwrap_or(1);
+        chosen.truncate(k);
+        chosen
     }
 
     /// The frames of the next batch, as (session, index in its queue), in batch order.
@@ -316,11 +463,20 @@ impl<I, O> Core<I, O> {
         };
         let mut taken = vec![0usize; n];
         let mut out = Vec::new();
+        // The batch's key: that of the frame served first.
+        let first = (0..n)
+            .min_by_key(|&i| (key(ready[i].1.pending[0].deadline), pos(i)))
+            .expect("ready sessions");
+        let batch_key = ready[first].1.pending[0].key;
         // Two passes: up to the fair share each, then the rest by deadline.
         for limit in [share, usize::MAX] {
             while out.len() < max {
                 let best = (0..n)
-                    .filter(|&i| taken[i] < ready[i].1.pending.len() && taken[i] < limit)
+                    .filter(|&i| {
+                        taken[i] < ready[i].1.pending.len()
+                            && taken[i] < limit
+                            && ready[i].1.pending[taken[i]].key == batch_key
+                    })
                     .min_by_key(|&i| (key(ready[i].1.pending[taken[i]].deadline), pos(i)));
                 let Some(i) = best else { break };
                 out.push((ready[i].0, taken[i]));
@@ -335,6 +491,10 @@ impl<I, O> Core<I, O> {
         let chosen = self.choose();
         if chosen.is_empty() {
             return Step::Idle;
+        }
+        if self.any_late(now) {
+            // Late frames go back at once.
+            return Step::Run;
         }
         let max = self.max_batch();
         let k = chosen.len();
@@ -379,13 +539,17 @@ impl<I, O> Core<I, O> {
         }
     }
 
-    /// Takes the next batch out of the queues (empty if nothing is queued).
-    pub fn take_batch(&mut self) -> Batch<I> {
-        let chosen = self.choose();
+    /// Takes the next batch at time `now` out of the queues, after handing the late frames
+    /// back (empty if nothing else is queued).
+    pub fn take_batch(&mut self, now: Duration) -> Batch<I> {
+        self.hand_back_late(now);
+        let chosen = self.choose_fitting(now);
         let id = self.next_batch;
         self.next_batch += 1;
-        self.rotation = self.rotation.wrapping_add(1);
-        // Per session, the chosen frames are a prefix of its queue.
+        if !chosen.is_empty() {
+            self.rotation = self.rotation.wrapping_add(1);
+        }
+        // Per session, the frames taken are the first ones of its queue (as many as chosen).
         let mut members = Vec::with_capacity(chosen.len());
         let mut inputs = Vec::with_capacity(chosen.len());
         for (sid, _) in &chosen {
@@ -441,10 +605,10 @@ impl<I, O> Core<I, O> {
                     self.put(
                         sid,
                         ticket,
-                        Ok(Done {
+                        Ok(Some(Done {
                             output,
                             batch: info,
-                        }),
+                        })),
                         now,
                     );
                 }
@@ -462,7 +626,7 @@ impl<I, O> Core<I, O> {
         &mut self,
         sid: SessionId,
         ticket: u64,
-        result: Result<Done<O>, BatchError>,
+        result: Result<Option<Done<O>>, BatchError>,
         now: Duration,
     ) {
         if let Some(s) = self.sessions.get_mut(&sid) {
@@ -488,6 +652,9 @@ struct Shared<M: BatchModel> {
     done: Condvar,
     model: M,
     epoch: Instant,
+    /// A copy of the core's cost model, updated after each batch: a leaf lock, so that
+    /// sessions may read it while holding their own locks.
+    cost: Mutex<CostModel>,
 }
 
 impl<M: BatchModel> Shared<M> {
@@ -519,7 +686,13 @@ impl<M: BatchModel> Shared<M> {
                         .0;
                 }
                 Step::Run => {
-                    let batch = st.core.take_batch();
+                    let batch = st.core.take_batch(self.now());
+                    if batch.inputs.is_empty() {
+                        // Only late frames went back (and the cost may have been doubted).
+                        *self.cost.lock().unwrap_or_else(|e| e.into_inner()) = st.core.cost.clone();
+                        self.done.notify_all();
+                        continue;
+                    }
                     drop(st);
                     // Called without lock: sessions submit and cancel meanwhile.
                     let start = Instant::now();
@@ -529,6 +702,7 @@ impl<M: BatchModel> Shared<M> {
                     st = self.lock();
                     st.core
                         .deliver(batch.id, &batch.members, out, took, self.now());
+                    *self.cost.lock().unwrap_or_else(|e| e.into_inner()) = st.core.cost.clone();
                     self.done.notify_all();
                 }
             }
@@ -546,15 +720,15 @@ pub struct Batcher<M: BatchModel> {
 impl<M: BatchModel> Batcher<M> {
     /// Starts a service for `model` with its thread (named `name`).
     pub fn start(model: M, name: &str) -> std::io::Result<Arc<Self>> {
+        let mut core = Core::new();
+        core.set_model_limit(model.max_batch());
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                core: Core::new(),
-                stop: false,
-            }),
+            state: Mutex::new(State { core, stop: false }),
             work: Condvar::new(),
             done: Condvar::new(),
             model,
             epoch: Instant::now(),
+            cost: Mutex::new(CostModel::new()),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -617,19 +791,61 @@ impl<M: BatchModel> Handle<M> {
         self.batcher.shared.now()
     }
 
+    /// The service's model cost per batch size (measured on its batches, queue waits not
+    /// counted). Takes only a leaf lock: may be called with the caller's locks held.
+    pub fn cost(&self) -> CostModel {
+        self.batcher
+            .shared
+            .cost
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Doubts the service's cost model `times` times ([`CostModel::doubt`]): for frames the
+    /// session skipped on the service's estimate alone. Takes the service's lock: call it
+    /// with none of the caller's locks held.
+    pub fn doubt(&self, times: usize) {
+        if times == 0 {
+            return;
+        }
+        let sh = &self.batcher.shared;
+        let mut st = sh.lock();
+        for _ in 0..times {
+            st.core.cost.doubt();
+        }
+        *sh.cost.lock().unwrap_or_else(|e| e.into_inner()) = st.core.cost.clone();
+    }
+
     /// Submits a run of frames with their deadlines and waits until all are back (in the
-    /// order given) or the session is cancelled. `more`: see [`Core::submit`].
+    /// order given; `None` for a frame that was late and did not run) or the session is
+    /// cancelled. `more`: see [`Core::submit`].
     pub fn run(
         &self,
         frames: Vec<(M::Input, Option<Duration>)>,
         more: Option<Duration>,
-    ) -> Result<Vec<Done<M::Output>>, BatchError> {
+    ) -> Result<Vec<Option<Done<M::Output>>>, BatchError> {
         if frames.is_empty() {
             return Ok(Vec::new());
         }
         let sh = &self.batcher.shared;
+        for (k, (input, _)) in frames.iter().enumerate() {
+            sh.model
+                .check(input)
+                .map_err(|e| BatchError::Refused(format!("frame {k} of the run refused: {e}")))?;
+        }
+        let frames = frames
+            .into_iter()
+            .map(|(input, deadline)| {
+                let key = sh.model.batch_key(&input);
+                (input, deadline, key)
+            })
+            .collect();
         let mut st = sh.lock();
-        let tickets = st.core.submit(self.id, frames, more);
+        if st.core.is_flushing(self.id) {
+            return Err(BatchError::Cancelled);
+        }
+        let tickets = st.core.submit_keyed(self.id, frames, more);
         sh.work.notify_all();
         loop {
             if st.stop {
@@ -647,6 +863,16 @@ impl<M: BatchModel> Handle<M> {
     pub fn cancel(&self) {
         let sh = &self.batcher.shared;
         sh.lock().core.cancel(self.id);
+        sh.work.notify_all();
+        sh.done.notify_all();
+    }
+
+    /// Flushing on: what this session submitted is cancelled (as [`Handle::cancel`]) and every
+    /// run is answered `Cancelled` at once until flushing is set off again. The other sessions'
+    /// frames are not touched.
+    pub fn set_flushing(&self, flushing: bool) {
+        let sh = &self.batcher.shared;
+        sh.lock().core.set_flushing(self.id, flushing);
         sh.work.notify_all();
         sh.done.notify_all();
     }
@@ -693,7 +919,7 @@ mod tests {
         took: Duration,
         now: Duration,
     ) -> Vec<(u64, u64)> {
-        let b = core.take_batch();
+        let b = core.take_batch(now);
         let out = b.inputs.iter().map(|&(t, n)| f(t, n)).collect();
         let inputs = b.inputs.clone();
         core.deliver(b.id, &b.members, Ok(out), took, now);
@@ -722,16 +948,21 @@ mod tests {
         let ra = core.collect(a, &ta).unwrap().unwrap();
         let rb = core.collect(b, &tb).unwrap().unwrap();
         assert_eq!(
-            ra.iter().map(|d| d.output).collect::<Vec<_>>(),
+            ra.iter()
+                .map(|d| d.as_ref().unwrap().output)
+                .collect::<Vec<_>>(),
             (0..3).map(|n| f(1, n)).collect::<Vec<_>>()
         );
         assert_eq!(
-            rb.iter().map(|d| d.output).collect::<Vec<_>>(),
+            rb.iter()
+                .map(|d| d.as_ref().unwrap().output)
+                .collect::<Vec<_>>(),
             (0..3).map(|n| f(2, n)).collect::<Vec<_>>()
         );
         assert!(
             ra.iter()
                 .chain(&rb)
+                .flatten()
                 .all(|d| d.batch.size == 6 && d.batch.sessions == 2)
         );
         // Collected once.
@@ -852,7 +1083,7 @@ mod tests {
         let tc = core.submit(c, frames(3, 0..2, |_| None), None);
         // A batch of 4 is running (A's and B's first frames, two of C's? fair share 1 each
         // plus one by order); more is queued.
-        let batch = core.take_batch();
+        let batch = core.take_batch(ms(0));
         assert_eq!(batch.inputs.len(), 4);
         // A is cancelled (flush) and C removed (teardown) while the batch runs.
         core.cancel(a);
@@ -866,21 +1097,376 @@ mod tests {
         assert!(rest.iter().all(|(t, _)| *t == 2), "{rest:?}");
         let rb = core.collect(b, &tb).unwrap().unwrap();
         assert_eq!(
-            rb.iter().map(|d| d.output).collect::<Vec<_>>(),
+            rb.iter()
+                .map(|d| d.as_ref().unwrap().output)
+                .collect::<Vec<_>>(),
             vec![f(2, 0), f(2, 1)]
         );
         // A works on after the flush: new tickets are not cancelled.
         let ta2 = core.submit(a, frames(1, 5..6, |_| None), None);
         run_core(&mut core, ms(1));
-        assert_eq!(core.collect(a, &ta2).unwrap().unwrap()[0].output, f(1, 5));
+        assert_eq!(
+            core.collect(a, &ta2).unwrap().unwrap()[0]
+                .as_ref()
+                .unwrap()
+                .output,
+            f(1, 5)
+        );
         // A model error reaches every session of that batch, and only that batch.
         let t1 = core.submit(a, frames(1, 6..7, |_| None), None);
-        let bt = core.take_batch();
+        let bt = core.take_batch(ms(0));
         core.deliver(bt.id, &bt.members, Err("boom".into()), ms(1), ms(0));
         assert_eq!(
             core.collect(a, &t1),
             Some(Err(BatchError::Model("boom".into())))
         );
+    }
+
+    /// A cost model that has measured exactly `fixed + per * n` (ms).
+    fn linear_cost(fixed: u64, per: u64) -> CostModel {
+        let mut c = CostModel::new();
+        for n in [1usize, 2, 4, 8, 3, 6] {
+            c.observe(n, ms(fixed + per * n as u64));
+        }
+        c
+    }
+
+    #[test]
+    fn a_session_with_later_deadlines_still_gets_every_frame_it_can_in_time() {
+        // A floods the service with 40 frames due every 5 ms from 50 ms: more than the model
+        // can make in time. B has 6 frames due later, every 40 ms from 200 ms. The model takes
+        // 10 ms + 5 ms per frame; batches of 8.
+        let mut core = Core::new();
+        core.cost = linear_cost(10, 5);
+        let a = core.add_session(8);
+        let b = core.add_session(8);
+        let ta = core.submit(a, frames(1, 0..40, |n| Some(ms(50 + 5 * n))), None);
+        let tb = core.submit(b, frames(2, 0..6, |n| Some(ms(200 + 40 * n))), None);
+        let due = |tag: u64, n: u64| ms(if tag == 1 { 50 + 5 * n } else { 200 + 40 * n });
+        let mut now = ms(0);
+        // When each frame's output was ready.
+        let mut ready_at = BTreeMap::new();
+        while core.plan(now) != Step::Idle {
+            let batch = core.take_batch(now);
+            if batch.inputs.is_empty() {
+                continue;
+            }
+            let took = core.cost.estimate(batch.inputs.len()).unwrap();
+            now += took;
+            for &inp in &batch.inputs {
+                ready_at.insert(inp, now);
+            }
+            let out = batch.inputs.iter().map(|&(t, n)| f(t, n)).collect();
+            core.deliver(batch.id, &batch.members, Ok(out), took, now);
+        }
+        let ra = core.collect(a, &ta).unwrap().unwrap();
+        let rb = core.collect(b, &tb).unwrap().unwrap();
+        // B: every frame made, each by its deadline.
+        for (n, d) in rb.iter().enumerate() {
+            let d = d.as_ref().expect("B's frame made");
+            assert_eq!(d.output, f(2, n as u64));
+            assert!(
+                ready_at[&(2, n as u64)] <= due(2, n as u64),
+                "B's frame {n} late"
+            );
+        }
+        // A: overloaded, so some of its frames were handed back late, unmade; every frame
+        // that was made was ready by its deadline (no model time spent on late frames).
+        let made = ra.iter().filter(|d| d.is_some()).count();
+        assert!(made > 0 && made < 40, "A made {made} of 40");
+        for (n, d) in ra.iter().enumerate() {
+            if let Some(d) = d {
+                assert_eq!(d.output, f(1, n as u64));
+                assert!(
+                    ready_at[&(1, n as u64)] <= due(1, n as u64),
+                    "A's frame {n} late"
+                );
+            }
+        }
+    }
+
+    /// Per-session figures of [`overload`].
+    #[derive(Debug, Default, Clone, Copy)]
+    struct SimSession {
+        on_time: u64,
+        late: u64,
+        skipped: u64,
+    }
+
+    /// A discrete-event simulation of `n` live sessions at 25 fps (frames due 160 ms after
+    /// they arrive, arrivals staggered) on one service whose model takes `fixed + per * k`
+    /// ms for a batch of `k` (at most 16), for `seconds`. Each session does what the
+    /// musetalk element does: it skips the queued frames that cannot make their deadline
+    /// alone, submits up to 4 at once and waits for them. With `queue_wait_as_cost` the
+    /// session learns its cost from the time its run took (queue wait included: the old,
+    /// wrong accounting); otherwise it uses the service's model cost.
+    fn overload(
+        n: usize,
+        fixed: u64,
+        per: u64,
+        seconds: u64,
+        queue_wait_as_cost: bool,
+    ) -> Vec<SimSession> {
+        type Waiting = (Vec<u64>, Vec<(u64, Duration)>, Duration);
+        struct Sim {
+            id: SessionId,
+            queue: VecDeque<(u64, Duration)>,
+            next: u64,
+            phase: Duration,
+            /// Tickets, frames (number, deadline) and when they were submitted.
+            waiting: Option<Waiting>,
+            own_cost: CostModel,
+            out: SimSession,
+        }
+        let step = ms(40);
+        let latency = ms(160);
+        let mut core: Core<(u64, u64), u64> = Core::new();
+        let mut sims: Vec<Sim> = (0..n)
+            .map(|i| Sim {
+                id: core.add_session(16),
+                queue: VecDeque::new(),
+                next: 0,
+                phase: Duration::from_micros(40_000 * i as u64 / n as u64),
+                waiting: None,
+                own_cost: CostModel::new(),
+                out: SimSession::default(),
+            })
+            .collect();
+        let model = |k: usize| ms(fixed + per * k as u64);
+        let end = Duration::from_secs(seconds);
+        let mut now = ms(0);
+        let mut busy: Option<(Duration, Batch<(u64, u64)>)> = None;
+        while now < end {
+            // The running batch ends.
+            if let Some((t, _)) = &busy
+                && *t <= now
+            {
+                let (_, b) = busy.take().unwrap();
+                let out = b.inputs.iter().map(|&(t, n)| f(t, n)).collect();
+                core.deliver(b.id, &b.members, Ok(out), model(b.inputs.len()), now);
+            }
+            for s in sims.iter_mut() {
+                // Results back: pushed now, on time if by the deadline.
+                if let Some((tickets, sent, at)) = &s.waiting
+                    && let Some(res) = core.collect(s.id, tickets)
+                {
+                    let res = res.unwrap();
+                    let mut made = 0;
+                    for (d, (_, due)) in res.iter().zip(sent) {
+                        match d {
+                            Some(_) if now <= *due => s.out.on_time += 1,
+                            Some(_) => s.out.late += 1,
+                            None => s.out.skipped += 1,
+                        }
+                        made += d.is_some() as usize;
+                    }
+                    if made > 0 {
+                        s.own_cost.observe(made, now - *at);
+                    }
+                    s.waiting = None;
+                }
+                // Arrivals.
+                while s.phase + step * s.next as u32 <= now {
+                    let arrived = s.phase + step * s.next as u32;
+                    s.queue.push_back((s.next, arrived + latency));
+                    s.next += 1;
+                }
+                // The element's turn: skip what cannot make it, submit the rest (up to 4).
+                if s.waiting.is_none() && !s.queue.is_empty() {
+                    let cost = if queue_wait_as_cost {
+                        s.own_cost.clone()
+                    } else {
+                        core.cost.clone()
+                    };
+                    let alone = cost.estimate(1).unwrap_or_default();
+                    while s.queue.front().is_some_and(|&(_, due)| now + alone > due) {
+                        s.queue.pop_front();
+                        s.out.skipped += 1;
+                    }
+                    let run: Vec<(u64, Duration)> =
+                        (0..4).map_while(|_| s.queue.pop_front()).collect();
+                    if !run.is_empty() {
+                        let tag = s.id;
+                        let frames = run.iter().map(|&(k, due)| ((tag, k), Some(due))).collect();
+                        let tickets = core.submit(s.id, frames, Some(step));
+                        s.waiting = Some((tickets, run, now));
+                    }
+                }
+            }
+            // The service's turn.
+            let mut wake = None;
+            if busy.is_none() {
+                match core.plan(now) {
+                    Step::Run => {
+                        let b = core.take_batch(now);
+                        if b.inputs.is_empty() {
+                            // Late frames went back: the sessions see them at once.
+                            continue;
+                        }
+                        busy = Some((now + model(b.inputs.len()), b));
+                    }
+                    Step::Wait(t) => wake = Some(t),
+                    Step::Idle => {}
+                }
+            }
+            // The next event.
+            let next_arrival = sims
+                .iter()
+                .map(|s| s.phase + step * s.next as u32)
+                .min()
+                .unwrap();
+            let mut t = next_arrival;
+            if let Some((b, _)) = &busy {
+                t = t.min(*b);
+            }
+            if let Some(w) = wake {
+                t = t.min(w.max(now + Duration::from_micros(1)));
+            }
+            now = t;
+        }
+        sims.iter().map(|s| s.out).collect()
+    }
+
+    #[test]
+    fn under_overload_no_session_falls_to_zero_on_time_frames() {
+        // 4 sessions want 100 frames/s; the model makes at most 16 / (20 + 16 * 12) ms =
+        // 75 frames/s (in batches of 16).
+        let per_session = overload(4, 20, 12, 20, false);
+        eprintln!("service cost: {per_session:?}");
+        // Overloaded: not every frame made it.
+        assert!(per_session.iter().all(|s| s.skipped > 0), "{per_session:?}");
+        // Every session still gets frames on time.
+        assert!(per_session.iter().all(|s| s.on_time > 0), "{per_session:?}");
+        // (For comparison only: the old accounting, a session's cost learned from the time
+        // its runs took, queue wait included.)
+        let old = overload(4, 20, 12, 20, true);
+        eprintln!("queue wait as cost: {old:?}");
+    }
+
+    /// A model of inputs (tag, latent): it takes latents of 4 values only, and batches of
+    /// `limit` frames at most (recorded).
+    struct Shaped {
+        limit: Option<usize>,
+        batches: Mutex<Vec<usize>>,
+    }
+
+    impl BatchModel for Shaped {
+        type Input = (u64, Vec<f32>);
+        type Output = f32;
+        fn run(&self, inputs: &[(u64, Vec<f32>)]) -> Result<Vec<f32>, String> {
+            if self.limit.is_some_and(|l| inputs.len() > l) {
+                return Err(format!("batch of {} over the limit", inputs.len()));
+            }
+            self.batches.lock().unwrap().push(inputs.len());
+            Ok(inputs
+                .iter()
+                .map(|(t, l)| *t as f32 + l.iter().sum::<f32>())
+                .collect())
+        }
+        fn max_batch(&self) -> Option<usize> {
+            self.limit
+        }
+        fn check(&self, (_, latent): &(u64, Vec<f32>)) -> Result<(), String> {
+            if latent.len() == 4 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "latent of {} values, the model takes 4",
+                    latent.len()
+                ))
+            }
+        }
+    }
+
+    #[test]
+    fn a_fixed_batch_model_gets_one_frame_a_batch_and_other_shapes_are_refused() {
+        let svc = Batcher::start(
+            Shaped {
+                limit: Some(1),
+                batches: Mutex::new(Vec::new()),
+            },
+            "test-batcher",
+        )
+        .unwrap();
+        let threads: Vec<_> = (0..3u64)
+            .map(|tag| {
+                let h = svc.session(8);
+                std::thread::spawn(move || {
+                    for k in 0..10u64 {
+                        let frames = (0..4)
+                            .map(|j| ((tag * 100 + k * 4 + j, vec![0.25f32; 4]), None))
+                            .collect();
+                        let got = h.run(frames, Some(ms(40))).unwrap();
+                        let want: Vec<f32> = (0..4)
+                            .map(|j| (tag * 100 + k * 4 + j) as f32 + 1.0)
+                            .collect();
+                        let got: Vec<f32> =
+                            got.iter().map(|d| d.as_ref().unwrap().output).collect();
+                        assert_eq!(got, want);
+                    }
+                    h.not_expected();
+                })
+            })
+            .collect();
+        // Meanwhile a session submits a frame whose latent has another shape: refused at
+        // once with the reason, nothing queued, the others undisturbed.
+        let odd = svc.session(8);
+        let err = odd
+            .run(
+                vec![((9, vec![0.0; 4]), None), ((9, vec![0.0; 6]), None)],
+                None,
+            )
+            .unwrap_err();
+        match &err {
+            BatchError::Refused(e) => {
+                assert!(e.contains("frame 1") && e.contains("6 values"), "{e}")
+            }
+            e => panic!("{e:?}"),
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        let batches = svc.model().batches.lock().unwrap().clone();
+        assert_eq!(batches.len(), 120, "one frame per batch");
+        assert!(batches.iter().all(|&n| n == 1));
+        // The refused run left nothing behind: the session works on.
+        let ok = odd.run(vec![((9, vec![1.0; 4]), None)], None).unwrap();
+        assert_eq!(ok[0].as_ref().unwrap().output, 13.0);
+    }
+
+    #[test]
+    fn frames_of_different_keys_never_share_a_batch() {
+        let mut core = Core::new();
+        let a = core.add_session(8);
+        let b = core.add_session(8);
+        // A: two frames of key 1 then one of key 2; B: one of key 2, then one of key 1.
+        core.submit_keyed(
+            a,
+            vec![((1, 0), None, 1), ((1, 1), None, 1), ((1, 2), None, 2)],
+            None,
+        );
+        core.submit_keyed(b, vec![((2, 0), None, 2), ((2, 1), None, 1)], None);
+        let mut batches = Vec::new();
+        while core.plan(ms(0)) != Step::Idle {
+            batches.push(run_core(&mut core, ms(1)));
+        }
+        let key_of = |x: &(u64, u64)| match x {
+            (1, 2) | (2, 0) => 2,
+            _ => 1,
+        };
+        for batch in &batches {
+            assert!(
+                batch.iter().all(|x| key_of(x) == key_of(&batch[0])),
+                "{batches:?}"
+            );
+        }
+        // Each session's frames in its order, all made.
+        let flat: Vec<_> = batches.concat();
+        assert_eq!(flat.len(), 5);
+        for tag in [1, 2] {
+            let mine: Vec<u64> = flat.iter().filter(|x| x.0 == tag).map(|x| x.1).collect();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]), "{flat:?}");
+        }
     }
 
     /// Says "entered" and waits for "go".
@@ -925,7 +1511,12 @@ mod tests {
                             .run(frames(tag, 4 * k..4 * k + 4, |_| None), Some(ms(40)))
                             .unwrap();
                         let want: Vec<u64> = (4 * k..4 * k + 4).map(|n| f(tag, n)).collect();
-                        assert_eq!(got.iter().map(|d| d.output).collect::<Vec<_>>(), want);
+                        assert_eq!(
+                            got.iter()
+                                .map(|d| d.as_ref().unwrap().output)
+                                .collect::<Vec<_>>(),
+                            want
+                        );
                     }
                     h.not_expected();
                 })
@@ -978,7 +1569,10 @@ mod tests {
             std::thread::yield_now();
         }
         go.send(()).unwrap();
-        assert_eq!(wt.join().unwrap().unwrap()[0].output, f(9, 0));
+        assert_eq!(
+            wt.join().unwrap().unwrap()[0].as_ref().unwrap().output,
+            f(9, 0)
+        );
         // The second batch holds A's and B's frames; A is cancelled while it runs.
         entered.recv().unwrap();
         a.cancel();
@@ -988,11 +1582,14 @@ mod tests {
         go.send(()).unwrap();
         let rb = bt.join().unwrap().unwrap();
         assert_eq!(
-            rb.iter().map(|d| d.output).collect::<Vec<_>>(),
+            rb.iter()
+                .map(|d| d.as_ref().unwrap().output)
+                .collect::<Vec<_>>(),
             vec![f(2, 0), f(2, 1), f(2, 2)]
         );
         assert!(
             rb.iter()
+                .flatten()
                 .all(|d| d.batch.sessions == 2 && d.batch.size == 6)
         );
         assert_eq!(svc.sessions(), 0);

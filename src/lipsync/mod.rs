@@ -12,6 +12,7 @@
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 pub mod batcher;
+pub mod encoder;
 pub mod planner;
 
 use crate::avatar::{Avatar, LATENT_LEN};
@@ -77,8 +78,36 @@ pub struct MuseTalk {
 }
 
 impl MuseTalk {
-    /// Runs a batch; returns one `[3,256,256]` image in [-1,1] per frame.
+    /// The largest batch the model files take: `None` when their batch dimension is dynamic,
+    /// else the batch size they fix (1 for a model exported with a fixed batch of 1).
+    pub fn max_batch(&self) -> Option<usize> {
+        match (self.unet.fixed_batch(), self.vae_decoder.fixed_batch()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs a batch; returns one `[3,256,256]` image in [-1,1] per frame. A batch larger than
+    /// [`MuseTalk::max_batch`] runs in parts of that size. A frame whose latent is not
+    /// `[8,32,32]` or whose features are not `[50,384]` is refused with an error.
     pub fn run(&self, frames: &[FrameInput<'_>]) -> Result<Vec<f32>, InferenceError> {
+        for (k, f) in frames.iter().enumerate() {
+            check_frame(f.latent.len(), f.audio.len())
+                .map_err(|e| InferenceError::Run(format!("frame {k} of the batch: {e}")))?;
+        }
+        match self.max_batch() {
+            Some(m) if frames.len() > m => {
+                let mut out = Vec::with_capacity(frames.len() * IMAGE_LEN);
+                for part in frames.chunks(m) {
+                    out.extend(self.run_batch(part)?);
+                }
+                Ok(out)
+            }
+            _ => self.run_batch(frames),
+        }
+    }
+
+    fn run_batch(&self, frames: &[FrameInput<'_>]) -> Result<Vec<f32>, InferenceError> {
         let b = frames.len();
         if b == 0 {
             return Ok(Vec::new());
@@ -130,6 +159,25 @@ impl MuseTalk {
     }
 }
 
+/// Whether a frame's latent (`latent` values) and features (`audio` values) have the shapes
+/// the model takes (`[8,32,32]`, `[50,384]`); the error says what differs.
+pub fn check_frame(latent: usize, audio: usize) -> Result<(), String> {
+    if latent != LATENT_LEN {
+        return Err(format!(
+            "the avatar's latent has {latent} values, the model takes [8,32,32] ({LATENT_LEN}): \
+             avatars of another latent shape cannot share this model's batches"
+        ));
+    }
+    if audio != FRAME_LEN {
+        return Err(format!(
+            "the features have {audio} values, the model takes [{},{}] ({FRAME_LEN})",
+            features::ROWS,
+            features::DIM
+        ));
+    }
+    Ok(())
+}
+
 /// One frame for the batching service: the avatar (whose latent it takes), the avatar frame
 /// index and the audio features `[50,384]`. The avatar travels with the frame, so a frame
 /// cannot be made with another session's avatar.
@@ -145,6 +193,21 @@ pub struct MuseBatchModel(pub MuseTalk);
 impl batcher::BatchModel for MuseBatchModel {
     type Input = MuseFrame;
     type Output = Vec<f32>;
+
+    fn max_batch(&self) -> Option<usize> {
+        self.0.max_batch()
+    }
+
+    fn check(&self, f: &MuseFrame) -> Result<(), String> {
+        if f.index >= f.avatar.len() {
+            return Err(format!(
+                "avatar frame {} is out of range (the avatar has {} frames)",
+                f.index,
+                f.avatar.len()
+            ));
+        }
+        check_frame(f.avatar.latent(f.index).len(), f.audio.len())
+    }
 
     fn run(&self, inputs: &[MuseFrame]) -> Result<Vec<Vec<f32>>, String> {
         let frames: Vec<FrameInput<'_>> = inputs

@@ -115,6 +115,8 @@ impl Default for CostModel {
 impl CostModel {
     /// Weight of the newest measurement.
     pub const DEFAULT_WEIGHT: f64 = 0.25;
+    /// What [`CostModel::doubt`] keeps of the estimate.
+    pub const DOUBT: f64 = 0.9;
     /// Below this weighted variance of the batch sizes the cost is taken as proportional.
     pub const MIN_SIZE_VARIANCE: f64 = 0.05;
 
@@ -147,6 +149,19 @@ impl CostModel {
         self.nn += w * (n * n - self.nn);
         self.nt += w * (n * t - self.nt);
         self.samples += 1;
+    }
+
+    /// Shrinks the estimate (both parts) by [`CostModel::DOUBT`]. Called for each frame
+    /// skipped only because of the estimate (its deadline was still ahead): a skip is a
+    /// decision the model never checks, so an estimate that is too high (a slow first run,
+    /// a GPU's first batch of a new size, a passing stall) would otherwise skip every frame
+    /// from then on and never be measured again. Shrinking it lets a frame run after a few
+    /// skips; its measurement then puts the estimate right, up or down.
+    pub fn doubt(&mut self) {
+        if self.samples > 0 {
+            self.t *= Self::DOUBT;
+            self.nt *= Self::DOUBT;
+        }
     }
 
     /// How many measurements were taken.
@@ -210,6 +225,21 @@ fn key(frames: &[Frame], i: usize) -> (bool, Duration, usize) {
         Some(d) => (false, d, i),
         None => (true, Duration::ZERO, i),
     }
+}
+
+/// How many of the `late` frames of a decision taken at `now` were skipped only because of
+/// the cost estimate: their deadline was still ahead. The caller doubts its cost model once
+/// for each ([`CostModel::doubt`]).
+pub fn skipped_on_estimate(now: Option<Duration>, frames: &[Frame], late: &[usize]) -> usize {
+    let Some(now) = now else { return 0 };
+    late.iter()
+        .filter(|&&i| {
+            frames
+                .get(i)
+                .and_then(|f| f.deadline)
+                .is_some_and(|d| d >= now)
+        })
+        .count()
 }
 
 /// Merges per-queue lists (each in queue order) earliest deadline first, keeping each
@@ -557,6 +587,53 @@ mod tests {
         let mut frames = one_queue(&[None]);
         frames.push(Frame::awaited(0, None));
         assert_eq!(plan(Some(ms(0)), &frames, &c, 4, true), run(&[0], &[]));
+    }
+
+    /// One live queue at 25 fps with 140 ms of slack per frame, a model that really takes
+    /// 8 ms, and a first measurement of 300 ms (a slow first run). Returns which frames ran.
+    fn after_a_slow_first_run(doubting: bool) -> Vec<bool> {
+        let mut c = CostModel::new();
+        c.observe(1, ms(300));
+        (0..50u64)
+            .map(|n| {
+                let now = ms(40 * n);
+                let frames = [Frame::ready(0, Some(now + ms(140)))];
+                match plan(Some(now), &frames, &c, 1, true) {
+                    Decision::Run { take, late } if take.is_empty() => {
+                        if doubting {
+                            for _ in 0..skipped_on_estimate(Some(now), &frames, &late) {
+                                c.doubt();
+                            }
+                        }
+                        false
+                    }
+                    Decision::Run { .. } => {
+                        c.observe(1, ms(8));
+                        true
+                    }
+                    other => panic!("frame {n}: {other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_slow_first_run_does_not_skip_every_frame_after_it() {
+        // Without doubt the estimate is never measured again: every frame is skipped.
+        assert!(after_a_slow_first_run(false).iter().all(|ran| !ran));
+        // With it, 300 ms * 0.9^k falls under the 140 ms of slack after 8 skips; the frame
+        // that then runs is measured at 8 ms, and every frame after it runs.
+        let ran = after_a_slow_first_run(true);
+        let first = ran.iter().position(|&r| r).expect("a frame ran");
+        assert_eq!(first, 8, "{ran:?}");
+        assert!(ran[first..].iter().all(|&r| r), "{ran:?}");
+        // A frame whose deadline has passed is late whatever the estimate: no doubt.
+        let frames = [Frame::ready(0, Some(ms(10))), Frame::ready(0, Some(ms(90)))];
+        assert_eq!(skipped_on_estimate(Some(ms(50)), &frames, &[0, 1]), 1);
+        assert_eq!(skipped_on_estimate(None, &frames, &[0, 1]), 0);
+        let mut c = cost(0, 10);
+        c.doubt();
+        assert_eq!(c.estimate(2), Some(ms(18)));
     }
 
     #[test]

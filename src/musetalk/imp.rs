@@ -10,10 +10,15 @@
 // element's frames there (cancel_shared), which wakes it. Other elements' frames are not
 // touched; READY->NULL drops the element's session.
 //
+// The service hands back, unmade, the frames that cannot make their deadline (pushed as
+// skipped, like the element's own late frames); with shared batching the element's planner
+// prices frames with the service's model cost, never with the time its runs waited there.
+//
 // Lock order: `queue` before `timing`, then the object lock (clock, base time). `settings`,
 // `loaded` and `counters` are taken alone (never while another of our locks is held). No
 // lock is held while pushing, while running inference or while waiting on a clock id or
-// for the batching service (whose own lock is taken with none of ours held).
+// for the batching service (whose own lock is taken with none of ours held; only its
+// published cost model, a leaf lock, is read with `queue` held).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -109,6 +114,8 @@ struct Loaded {
     avatar: Arc<Avatar>,
     /// This element's session of the process's batching service (shared-batching).
     batch: Option<batcher::Handle<MuseBatchModel>>,
+    /// The batch size the model files fix, if they fix one.
+    model_batch: Option<usize>,
 }
 
 /// One input frame waiting for the worker.
@@ -300,21 +307,45 @@ impl MuseTalkElement {
             avatar.len()
         );
         let muse = MuseTalk { unet, vae_decoder };
-        let batch = if s.shared_batching {
-            let service = lipsync::shared_batcher(&muse).map_err(|e| {
-                gst::error_msg!(
-                    gst::CoreError::Thread,
-                    ("Cannot start the batching service: {e}")
-                )
-            })?;
-            Some(service.session(s.max_batch as usize))
-        } else {
-            None
-        };
+        let model_batch = muse.max_batch();
+        if let Some(n) = model_batch {
+            let wanted = if s.shared_batching {
+                s.max_batch.max(s.batch_size)
+            } else {
+                s.batch_size
+            } as usize;
+            if n < wanted {
+                gst::element_imp_warning!(
+                    self,
+                    gst::LibraryError::Settings,
+                    (
+                        "The MuseTalk models {} and {} fix the batch size to {n}: batching falls back to {n} frame(s) per run \
+                         (export them with a dynamic batch dimension for batches of up to {wanted})",
+                        unet_path.display(),
+                        vae_path.display()
+                    )
+                );
+            }
+        }
+        let batch =
+            if s.shared_batching {
+                let service = lipsync::shared_batcher(&muse).map_err(|e| {
+                    gst::error_msg!(
+                        gst::CoreError::Thread,
+                        ("Cannot start the batching service: {e}")
+                    )
+                })?;
+                Some(service.session(
+                    model_batch.map_or(s.max_batch as usize, |n| n.min(s.max_batch as usize)),
+                ))
+            } else {
+                None
+            };
         *self.loaded.lock().unwrap() = Some(Arc::new(Loaded {
             muse,
             avatar,
             batch,
+            model_batch,
         }));
         Ok(())
     }
@@ -615,7 +646,19 @@ impl MuseTalkElement {
 
     /// Waits until there is something to do and says what; `None` when flushing.
     fn next_job(&self) -> Option<Job> {
-        let batch_size = self.settings.lock().unwrap().batch_size.max(1) as usize;
+        let loaded = self.loaded.lock().unwrap().clone();
+        // A model with a fixed batch dimension bounds the batches (warned at load).
+        let batch_size = loaded
+            .as_ref()
+            .and_then(|l| l.model_batch)
+            .unwrap_or(usize::MAX)
+            .min(self.settings.lock().unwrap().batch_size.max(1) as usize);
+        // With shared batching the planner's cost is the service's model cost per batch
+        // (its cost lock is a leaf: read below with the queue lock held). The time a run
+        // spends waiting in the service is not a cost of the frames: counting it would make
+        // every frame look late under load, and a session that skips everything never
+        // measures again.
+        let shared = loaded.filter(|l| l.batch.is_some());
         // After a failed clock wait, plan once without waiting for more frames.
         let mut open = true;
         let mut q = self.queue.lock().unwrap();
@@ -643,13 +686,49 @@ impl MuseTalkElement {
             }
             let now = clock.as_ref().filter(|_| live).map(|c| dur(c.time()));
             let (run, frames) = self.plan_input(&q, base, batch_size, open);
-            let decision = {
-                let t = self.timing.lock().unwrap();
-                planner::plan(now, &frames, &t.cost, batch_size, live)
+            let decision = match shared.as_ref().and_then(|l| l.batch.as_ref()) {
+                Some(handle) => planner::plan(now, &frames, &handle.cost(), batch_size, live),
+                None => {
+                    let t = self.timing.lock().unwrap();
+                    planner::plan(now, &frames, &t.cost, batch_size, live)
+                }
             };
             open = true;
             let (take, late) = match decision {
-                Decision::Run { take, late } => (take, late),
+                Decision::Run { take, late } => {
+                    // Frames skipped on the estimate alone make it doubted, so that a
+                    // too-high estimate cannot skip everything from then on.
+                    let doubted = planner::skipped_on_estimate(now, &frames, &late);
+                    if doubted > 0 {
+                        match shared.as_ref().and_then(|l| l.batch.as_ref()) {
+                            Some(handle) => {
+                                // (the service's lock is taken with none of ours held)
+                                drop(q);
+                                handle.doubt(doubted);
+                                q = self.queue.lock().unwrap();
+                                if q.flushing {
+                                    return None;
+                                }
+                                // An interrupt may have silenced the run meanwhile: plan
+                                // again (the doubt stays).
+                                let intact = q.items.len() >= run
+                                    && q.items.iter().take(run).all(
+                                        |i| matches!(i, Item::Frame(f) if f.features.is_some()),
+                                    );
+                                if !intact {
+                                    continue;
+                                }
+                            }
+                            None => {
+                                let mut t = self.timing.lock().unwrap();
+                                for _ in 0..doubted {
+                                    t.cost.doubt();
+                                }
+                            }
+                        }
+                    }
+                    (take, late)
+                }
                 Decision::Idle | Decision::Wait { until: None } => {
                     q = self.cond.wait(q).unwrap();
                     continue;
@@ -805,26 +884,31 @@ impl MuseTalkElement {
             crops = images
                 .iter()
                 .map(|img| {
-                    let mut rgb = vec![0u8; lipsync::RGB_LEN];
-                    lipsync::image_to_rgb(img, &mut rgb, lipsync::IMAGE_SIDE * 3);
-                    rgb
+                    img.as_ref().map(|img| {
+                        let mut rgb = vec![0u8; lipsync::RGB_LEN];
+                        lipsync::image_to_rgb(img, &mut rgb, lipsync::IMAGE_SIDE * 3);
+                        rgb
+                    })
                 })
-                .collect();
+                .collect::<Vec<Option<Vec<u8>>>>();
             let took = start.elapsed();
-            let on_clock = match (clock, clock_start) {
-                (Some(c), Some(t0)) => dur(c.time().saturating_sub(t0)),
-                _ => took,
-            };
-            self.timing
-                .lock()
-                .unwrap()
-                .cost
-                .observe(made.len(), on_clock);
+            if loaded.batch.is_none() {
+                // (shared: the service measures its model time itself)
+                let on_clock = match (clock, clock_start) {
+                    (Some(c), Some(t0)) => dur(c.time().saturating_sub(t0)),
+                    _ => took,
+                };
+                self.timing
+                    .lock()
+                    .unwrap()
+                    .cost
+                    .observe(made.len(), on_clock);
+            }
             let mut c = self.counters.lock().unwrap();
-            c.inferred += made.len() as u64;
+            c.inferred += crops.iter().filter(|c| c.is_some()).count() as u64;
             c.inference_ns += took.as_nanos() as u64;
         }
-        let skipped = frames.iter().filter(|(_, late)| *late).count();
+        let mut skipped = frames.iter().filter(|(_, late)| *late).count();
         let mut out = Vec::with_capacity(frames.len());
         let mut crops = crops.into_iter();
         {
@@ -843,7 +927,13 @@ impl MuseTalkElement {
                     }
                     (Some(_), false) => {
                         c.speech += 1;
-                        self.meta_buffer(f, crops.next(), true)
+                        // `None`: the batching service found it late and did not make it.
+                        let crop = crops.next().flatten();
+                        if crop.is_none() {
+                            c.skipped += 1;
+                            skipped += 1;
+                        }
+                        self.meta_buffer(f, crop, true)
                     }
                 };
                 out.push(buf);
@@ -868,7 +958,7 @@ impl MuseTalkElement {
         &self,
         loaded: &Loaded,
         made: &[&FrameIn],
-    ) -> Result<Vec<Vec<f32>>, gst::FlowError> {
+    ) -> Result<Vec<Option<Vec<f32>>>, gst::FlowError> {
         let inputs: Vec<FrameInput<'_>> = made
             .iter()
             .map(|f| FrameInput {
@@ -890,7 +980,7 @@ impl MuseTalkElement {
         drop(c);
         Ok(images
             .chunks_exact(IMAGE_LEN)
-            .map(<[f32]>::to_vec)
+            .map(|i| Some(i.to_vec()))
             .collect())
     }
 
@@ -902,7 +992,7 @@ impl MuseTalkElement {
         loaded: &Loaded,
         handle: &batcher::Handle<MuseBatchModel>,
         made: &[&FrameIn],
-    ) -> Result<Vec<Vec<f32>>, gst::FlowError> {
+    ) -> Result<Vec<Option<Vec<f32>>>, gst::FlowError> {
         let batch_size = self.settings.lock().unwrap().batch_size as usize;
         let (clock, base) = {
             let obj = self.obj();
@@ -965,10 +1055,18 @@ impl MuseTalkElement {
                 );
                 return Err(gst::FlowError::Error);
             }
+            Err(batcher::BatchError::Refused(e)) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    ("The MuseTalk batching service refused this element's frames: {e}")
+                );
+                return Err(gst::FlowError::Error);
+            }
         };
         let mut c = self.counters.lock().unwrap();
         let mut last = None;
-        for d in &done {
+        for d in done.iter().flatten() {
             if last != Some(d.batch.id) {
                 last = Some(d.batch.id);
                 c.batches += 1;
@@ -979,7 +1077,7 @@ impl MuseTalkElement {
             }
         }
         drop(c);
-        Ok(done.into_iter().map(|d| d.output).collect())
+        Ok(done.into_iter().map(|d| d.map(|d| d.output)).collect())
     }
 
     /// Cancels this element's frames in the batching service, waking a worker that waits

@@ -1,7 +1,14 @@
 // SPDX-License-Identifier: MPL-2.0
 
-// Lock order: `state`, then `session` or `counters`; `settings` and `warned_caps` are taken
-// alone.
+// Lock order: `state`, then `session`, `batch` or `counters`; `settings` and `warned_caps`
+// are taken alone.
+//
+// With shared-batching the streaming thread hands each job's encoder windows to the
+// process's batching service for this encoder (lipsync::encoder: one service thread runs
+// windows of the same length from every whisperfeat element as one batch) and blocks until
+// they are back. FLUSH_START and PAUSED->READY set this element's session there flushing
+// (taking only `batch`): its windows are cancelled, which wakes the streaming thread, and
+// runs are refused until FLUSH_STOP / READY->PAUSED; other elements' windows are untouched.
 
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -18,6 +25,8 @@ use crate::features::{self, FeatureStream, Step, StreamConfig};
 use crate::inference::{
     self, Device, Input as ModelInput, InputData, SessionRequest, SharedSession, contract,
 };
+use crate::lipsync::batcher;
+use crate::lipsync::encoder::{self, EncoderModel, EncoderWindow};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -38,6 +47,8 @@ const DEFAULT_PAD_30S: bool = false;
 /// Windows shorter than 10 s are padded with silence to 10 s: close to MuseTalk's 30 s padding
 /// on short utterances, at a third of its cost.
 const DEFAULT_PAD_TO_MS: u32 = 10_000;
+const DEFAULT_SHARED_BATCHING: bool = true;
+const DEFAULT_MAX_BATCH: u32 = 8;
 const DEFAULT_THREADS: u32 = 0;
 
 const AUDIO_CAPS: &str = "audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved";
@@ -76,6 +87,8 @@ struct Settings {
     silence_threshold_db: f64,
     pad_30s: bool,
     pad_to_ms: u32,
+    shared_batching: bool,
+    max_batch: u32,
 }
 
 impl Default for Settings {
@@ -94,6 +107,8 @@ impl Default for Settings {
             silence_threshold_db: DEFAULT_SILENCE_THRESHOLD_DB,
             pad_30s: DEFAULT_PAD_30S,
             pad_to_ms: DEFAULT_PAD_TO_MS,
+            shared_batching: DEFAULT_SHARED_BATCHING,
+            max_batch: DEFAULT_MAX_BATCH,
         }
     }
 }
@@ -149,6 +164,8 @@ struct Counters {
     interrupted_frames: u64,
     encoder_ns: u64,
     encoder_steps: u64,
+    /// Windows that ran in a batch with another element's (shared-batching).
+    mixed_windows: u64,
 }
 
 pub struct WhisperFeat {
@@ -157,6 +174,8 @@ pub struct WhisperFeat {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     session: Mutex<Option<Arc<SharedSession>>>,
+    /// This element's session of the encoder's batching service (shared-batching).
+    batch: Mutex<Option<Arc<batcher::Handle<EncoderModel>>>>,
     counters: Mutex<Counters>,
     warned_caps: Mutex<bool>,
 }
@@ -214,7 +233,85 @@ impl WhisperFeat {
 
     /// Runs the encoder on every window of a job.
     fn encode(&self, job: &features::EncoderJob) -> Result<Vec<Vec<f32>>, gst::FlowError> {
-        job.windows.iter().map(|w| self.encode_window(w)).collect()
+        let handle = self.batch.lock().unwrap().clone();
+        match handle {
+            Some(h) => self.encode_shared(&h, job),
+            None => job.windows.iter().map(|w| self.encode_window(w)).collect(),
+        }
+    }
+
+    /// Runs a job's windows through the batching service; blocks until they are back or the
+    /// element flushes (cancel).
+    fn encode_shared(
+        &self,
+        handle: &batcher::Handle<EncoderModel>,
+        job: &features::EncoderJob,
+    ) -> Result<Vec<Vec<f32>>, gst::FlowError> {
+        let start = std::time::Instant::now();
+        let windows = job
+            .windows
+            .iter()
+            .map(|w| {
+                (
+                    EncoderWindow {
+                        mel: w.mel.clone(),
+                        mel_frames: w.mel_frames,
+                    },
+                    None,
+                )
+            })
+            .collect();
+        let done = match handle.run(windows, None) {
+            Ok(done) => done,
+            Err(batcher::BatchError::Cancelled) => return Err(gst::FlowError::Flushing),
+            Err(e) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Failed,
+                    ("Whisper encoder failed: {e}")
+                );
+                return Err(gst::FlowError::Error);
+            }
+        };
+        let mut c = self.counters.lock().unwrap();
+        c.encoder_ns += start.elapsed().as_nanos() as u64;
+        c.encoder_steps += job.windows.iter().map(|w| w.steps as u64).sum::<u64>();
+        c.mixed_windows += done
+            .iter()
+            .flatten()
+            .filter(|d| d.batch.sessions > 1)
+            .count() as u64;
+        drop(c);
+        let mut out = Vec::with_capacity(done.len());
+        for (d, w) in done.into_iter().zip(&job.windows) {
+            // (windows have no deadline: none is handed back unmade)
+            let Some(d) = d else {
+                return Err(gst::FlowError::Error);
+            };
+            if d.output.len() < w.steps * encoder::STEP_LEN {
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Failed,
+                    (
+                        "Whisper encoder gave {} values for {} mel frames",
+                        d.output.len(),
+                        w.mel_frames
+                    )
+                );
+                return Err(gst::FlowError::Error);
+            }
+            out.push(d.output);
+        }
+        Ok(out)
+    }
+
+    /// Flushing on: cancels this element's windows in the batching service, and refuses new
+    /// ones until flushing is set off. Called without lock (takes `batch` alone).
+    fn set_flushing(&self, flushing: bool) {
+        let handle = self.batch.lock().unwrap().clone();
+        if let Some(h) = handle {
+            h.set_flushing(flushing);
+        }
     }
 
     fn encode_window(&self, window: &features::Window) -> Result<Vec<f32>, gst::FlowError> {
@@ -347,7 +444,11 @@ impl WhisperFeat {
                 // Errors were posted by drain(); EOS still goes on.
                 let _ = self.end_stream(AudioIntake::eos);
             }
-            EventView::FlushStop(_) => self.reset_state(),
+            EventView::FlushStart(_) => self.set_flushing(true),
+            EventView::FlushStop(_) => {
+                self.set_flushing(false);
+                self.reset_state();
+            }
             EventView::CustomDownstream(_) if events::is_interrupt(&event) => {
                 let out = {
                     let mut guard = self.state.lock().unwrap();
@@ -456,7 +557,19 @@ impl WhisperFeat {
                 )
             );
         }
+        let batch = if settings.shared_batching {
+            let service = encoder::shared_encoder(&session).map_err(|e| {
+                gst::error_msg!(
+                    gst::CoreError::Thread,
+                    ("Cannot start the encoder's batching service: {e}")
+                )
+            })?;
+            Some(Arc::new(service.session(settings.max_batch as usize)))
+        } else {
+            None
+        };
         *self.session.lock().unwrap() = Some(session);
+        *self.batch.lock().unwrap() = batch;
         Ok(())
     }
 
@@ -469,6 +582,7 @@ impl WhisperFeat {
             .field("interrupted-frames", c.interrupted_frames)
             .field("encoder-time", gst::ClockTime::from_nseconds(c.encoder_ns))
             .field("encoder-steps", c.encoder_steps)
+            .field("mixed-windows", c.mixed_windows)
             .build()
     }
 }
@@ -552,6 +666,7 @@ impl ObjectSubclass for WhisperFeat {
             settings: Mutex::new(Settings::default()),
             state: Mutex::new(None),
             session: Mutex::new(None),
+            batch: Mutex::new(None),
             counters: Mutex::new(Counters::default()),
             warned_caps: Mutex::new(false),
         }
@@ -645,9 +760,27 @@ impl ObjectImpl for WhisperFeat {
                     .default_value(DEFAULT_PAD_TO_MS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("shared-batching")
+                    .nick("Shared batching")
+                    .blurb("Run the encoder windows of every whisperfeat element of the process that loads the same \
+                            encoder through one batching service (windows of the same length share a batch); \
+                            false: this element runs its windows itself, one at a time")
+                    .default_value(DEFAULT_SHARED_BATCHING)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-batch")
+                    .nick("Maximum shared batch")
+                    .blurb("Windows per encoder run at most in the shared batching service (the largest \
+                            max-batch among its elements)")
+                    .minimum(1)
+                    .maximum(64)
+                    .default_value(DEFAULT_MAX_BATCH)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("encoder-runs, speech-frames, silent-frames, interrupted-frames, encoder-time, encoder-steps")
+                    .blurb("encoder-runs, speech-frames, silent-frames, interrupted-frames, encoder-time, encoder-steps, \
+                            mixed-windows (windows that ran in a shared batch with another element's)")
                     .read_only()
                     .build(),
             ]
@@ -683,6 +816,8 @@ impl ObjectImpl for WhisperFeat {
             "silence-threshold-db" => s.silence_threshold_db = value.get().unwrap(),
             "pad-30s" => s.pad_30s = value.get().unwrap(),
             "pad-to-ms" => s.pad_to_ms = value.get().unwrap(),
+            "shared-batching" => s.shared_batching = value.get().unwrap(),
+            "max-batch" => s.max_batch = value.get().unwrap(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -707,6 +842,8 @@ impl ObjectImpl for WhisperFeat {
             "silence-threshold-db" => s.silence_threshold_db.to_value(),
             "pad-30s" => s.pad_30s.to_value(),
             "pad-to-ms" => s.pad_to_ms.to_value(),
+            "shared-batching" => s.shared_batching.to_value(),
+            "max-batch" => s.max_batch.to_value(),
             "stats" => {
                 drop(s);
                 self.stats().to_value()
@@ -785,13 +922,19 @@ impl ElementImpl for WhisperFeat {
                 *self.warned_caps.lock().unwrap() = false;
                 *self.counters.lock().unwrap() = Counters::default();
                 self.reset_state();
+                self.set_flushing(false);
             }
+            // Wakes a streaming thread waiting for the batching service.
+            gst::StateChange::PausedToReady => self.set_flushing(true),
             _ => {}
         }
         let ret = self.parent_change_state(transition)?;
         match transition {
             gst::StateChange::PausedToReady => *self.state.lock().unwrap() = None,
-            gst::StateChange::ReadyToNull => *self.session.lock().unwrap() = None,
+            gst::StateChange::ReadyToNull => {
+                *self.batch.lock().unwrap() = None;
+                *self.session.lock().unwrap() = None;
+            }
             _ => {}
         }
         Ok(ret)
