@@ -196,6 +196,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     ap.add_argument("--fp16", action="store_true", help="also write *_fp16.onnx")
+    ap.add_argument("--only", help="comma-separated subset of unet,vae_decoder,vae_encoder to write")
+    ap.add_argument("--device", default="cpu",
+                    help="where PyTorch traces the models (cuda: faster for the full-width ones; "
+                         "--check needs cpu)")
     ap.add_argument("--check", action="store_true", help="compare ONNX Runtime with PyTorch")
     ap.add_argument("--tolerance", type=float, default=1e-4)
     a = ap.parse_args()
@@ -222,16 +226,29 @@ def main():
         hu, hv = copy.deepcopy(unet).half(), copy.deepcopy(vae).half()
         half_modules = dict(unet=UNetOnnx(hu, True), vae_decoder=VaeDecoderOnnx(hv, True),
                             vae_encoder=VaeEncoderOnnx(hv, True))
+    if a.check and a.device != "cpu":
+        ap.error("--check compares on the CPU: leave --device out")
+    dev = torch.device(a.device)
+
+    def on_device(args):
+        return tuple(t.to(dev) for t in args)
+
+    if a.only:
+        wanted = [n.strip() for n in a.only.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in modules]
+        if unknown:
+            ap.error(f"--only: unknown {', '.join(unknown)} (expected {', '.join(modules)})")
+        modules = {n: m for n, m in modules.items() if n in wanted}
     ok = True
     for name, module in modules.items():
         path = os.path.join(a.out, f"{name}.onnx")
-        export(module, example_inputs(1, gen)[name], path, name)
+        export(module.to(dev), on_device(example_inputs(1, gen)[name]), path, name)
         print(f"wrote {path} ({os.path.getsize(path)} bytes)")
         if a.fp16:
             # The same graph traced in half precision; the wrapper casts at the edges so
             # that inputs and outputs stay f32.
             half = os.path.join(a.out, f"{name}_fp16.onnx")
-            export(half_modules[name], example_inputs(1, gen)[name], half, name)
+            export(half_modules[name].to(dev), on_device(example_inputs(1, gen)[name]), half, name)
             print(f"wrote {half} ({os.path.getsize(half)} bytes)")
         if a.check:
             args = example_inputs(2, gen)[name]

@@ -63,6 +63,10 @@ pub struct Args {
     /// sessions --driver musetalk: the shared service's max-batch.
     #[arg(long, default_value_t = 16)]
     max_batch: u32,
+    /// sessions --driver musetalk: fp32, or fp16 (the model folder's *_fp16.onnx files, as the
+    /// element's precision property loads them).
+    #[arg(long, default_value = "fp32")]
+    precision: String,
     /// sessions --driver musetalk: first time the models alone (UNet + VAE decoder, no
     /// pipeline) at these batch sizes, e.g. 1,4,8,16.
     #[arg(long, value_delimiter = ',')]
@@ -150,6 +154,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 batch_size: a.batch_size,
                 max_batch: a.max_batch,
                 batches: a.batches,
+                precision: a.precision,
             });
         }
         return crate::bench_sessions::run(a.max_sessions, a.seconds.unwrap_or(15.0));

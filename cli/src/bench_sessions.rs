@@ -232,47 +232,104 @@ pub struct MuseBench {
     pub max_batch: u32,
     /// Batch sizes to time the models alone at first (none: skip).
     pub batches: Vec<usize>,
+    /// `fp32` or `fp16`.
+    pub precision: String,
 }
 
-/// The models alone (UNet + VAE decoder, as the batching service runs them) at each batch
-/// size of `o.batches`: mean time per batch over at least `o.seconds / 2` (at least 2 runs
-/// after one warm-up run) and frames per second.
-fn model_batches(o: &MuseBench) -> anyhow::Result<()> {
+impl MuseBench {
+    fn fp16(&self) -> anyhow::Result<bool> {
+        match self.precision.as_str() {
+            "fp32" => Ok(false),
+            "fp16" => Ok(true),
+            p => anyhow::bail!("unknown precision '{p}': expected fp32 or fp16"),
+        }
+    }
+
+    /// The model file, as the element picks it: `<name>_fp16.onnx` for fp16.
+    fn model(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let file = if self.fp16()? {
+            format!("{name}_fp16.onnx")
+        } else {
+            format!("{name}.onnx")
+        };
+        let path = self.model_dir.join(file);
+        anyhow::ensure!(path.is_file(), "{} not found", path.display());
+        Ok(path)
+    }
+}
+
+/// Loads the models (the same shared sessions the elements then get, as long as the result
+/// is kept), runs each batch size the sessions can form (1..=max-batch) once, so that no
+/// session pays a first run (a GPU's per-shape set-up: cuDNN's algorithm search), and, if
+/// `o.batches` is given, times the models alone (UNet + VAE decoder, as the batching service
+/// runs them) at those sizes: mean time per batch over at least `o.seconds / 2` (at least 2
+/// runs after the warm-up run) and frames per second.
+fn warm_models(o: &MuseBench) -> anyhow::Result<gstlivetalk::lipsync::MuseTalk> {
     use gstlivetalk::inference::{self, SessionRequest, contract};
     use gstlivetalk::lipsync::{FrameInput, MuseTalk};
     let device = crate::launch::parse_device(&o.device).map_err(anyhow::Error::msg)?;
-    let load = |name: &str, c: &'static inference::ModelContract| {
-        let path = o.model_dir.join(name);
+    let precision = if o.fp16()? {
+        inference::Precision::Fp16
+    } else {
+        inference::Precision::Fp32
+    };
+    let load = |name: &str, c: &'static inference::ModelContract| -> anyhow::Result<_> {
+        let path = o.model(name)?;
         let mut req = SessionRequest::new(&path, c);
         req.device = device;
+        req.precision = precision;
         inference::load_session(&req).with_context(|| format!("loading {}", path.display()))
     };
     let t0 = Instant::now();
     let muse = MuseTalk {
-        unet: load("unet.onnx", &contract::UNET)?,
-        vae_decoder: load("vae_decoder.onnx", &contract::VAE_DECODER)?,
+        unet: load("unet", &contract::UNET)?,
+        vae_decoder: load("vae_decoder", &contract::VAE_DECODER)?,
     };
-    println!(
-        "models alone ({} + VAE decoder on {}, loaded in {:.1} s):",
-        o.model_dir.join("unet.onnx").display(),
-        muse.unet.device,
-        t0.elapsed().as_secs_f64()
-    );
-    if let Some(why) = muse.unet.fallback.as_ref() {
-        println!("  note: {why}");
-    }
-    println!("   batch  ms per batch  frames/s");
+    let loaded = t0.elapsed().as_secs_f64();
     let latents = noise(16 * gstlivetalk::avatar::LATENT_LEN, 5);
     let audio = noise(50 * 384, 6);
-    for &b in &o.batches {
-        let frames: Vec<FrameInput<'_>> = (0..b)
+    let frames = |b: usize| -> Vec<FrameInput<'_>> {
+        (0..b)
             .map(|k| FrameInput {
                 latent: &latents[(k % 16) * gstlivetalk::avatar::LATENT_LEN
                     ..(k % 16 + 1) * gstlivetalk::avatar::LATENT_LEN],
                 audio: &audio,
             })
-            .collect();
-        muse.run(&frames)?;
+            .collect()
+    };
+    if device != gstlivetalk::inference::Device::Cpu {
+        println!(
+            "cuDNN convolution search: {} ({})",
+            std::env::var(inference::CUDNN_CONV_SEARCH_ENV).unwrap_or_else(|_| "heuristic".into()),
+            inference::CUDNN_CONV_SEARCH_ENV
+        );
+    }
+    let t1 = Instant::now();
+    let largest =
+        (o.max_batch.max(o.batch_size) as usize).max(o.batches.iter().copied().max().unwrap_or(1));
+    for b in 1..=largest {
+        muse.run(&frames(b))?;
+    }
+    println!(
+        "models {} + {} on {} ({}): loaded in {:.1} s; first run of each batch size 1..={largest} in {:.1} s",
+        muse.unet.key.model.display(),
+        muse.vae_decoder.key.model.display(),
+        muse.unet.device,
+        o.precision,
+        loaded,
+        t1.elapsed().as_secs_f64()
+    );
+    if let Some(why) = muse.unet.fallback.as_ref() {
+        // Figures taken on the CPU would be reported as the device's.
+        anyhow::bail!("device {} asked for, not used: {why}", o.device);
+    }
+    if o.batches.is_empty() {
+        return Ok(muse);
+    }
+    println!("models alone:");
+    println!("   batch  ms per batch  frames/s");
+    for &b in &o.batches {
+        let frames = frames(b);
         let (start, mut runs) = (Instant::now(), 0u32);
         while runs < 2 || start.elapsed().as_secs_f64() < o.seconds / 2.0 {
             muse.run(&frames)?;
@@ -281,7 +338,7 @@ fn model_batches(o: &MuseBench) -> anyhow::Result<()> {
         let per = start.elapsed().as_secs_f64() / runs as f64;
         println!("{b:>8}  {:>12.1}  {:>8.1}", per * 1e3, b as f64 / per);
     }
-    Ok(())
+    Ok(muse)
 }
 
 /// A 3-frame avatar (32x32 frames: musetalk reads only the latents) with seeded random
@@ -337,6 +394,7 @@ fn start_muse_session(
     muse.set_property_from_str("device", &o.device);
     muse.set_property("batch-size", o.batch_size);
     muse.set_property("max-batch", o.max_batch);
+    muse.set_property_from_str("precision", &o.precision);
     muse.set_property("shared-batching", shared);
     let counts = Arc::new(Counts::default());
     let sinkpad = pipeline
@@ -424,9 +482,8 @@ fn start_muse_session(
 /// `livetalk bench sessions --driver musetalk`: per session count, with the process's
 /// batching service (shared) and without (each element its own batches), in the same run.
 pub fn run_musetalk(o: &MuseBench) -> anyhow::Result<()> {
-    if !o.batches.is_empty() {
-        model_batches(o)?;
-    }
+    // Kept to the end: the elements get these sessions, warmed.
+    let _models = warm_models(o)?;
     let tmp = std::env::temp_dir().join(format!("livetalk-bench-muse-{}", std::process::id()));
     let max = o.counts.iter().copied().max().unwrap_or(1);
     let avatars: Vec<PathBuf> = (0..max)

@@ -326,12 +326,7 @@ fn gpu_providers(
         Device::Cpu => Ok(Vec::new()),
         Device::Cuda(n) => {
             available(ep::CUDA::is_available(), "CUDA")?;
-            Ok(vec![
-                ep::CUDA::default()
-                    .with_device_id(n as i32)
-                    .build()
-                    .error_on_failure(),
-            ])
+            Ok(vec![cuda_provider(n)?])
         }
         Device::TensorRt(n) => {
             available(ep::TensorRT::is_available(), "TensorRT")?;
@@ -345,13 +340,38 @@ fn gpu_providers(
                     .with_engine_cache_path(cache.display())
                     .build()
                     .error_on_failure(),
-                ep::CUDA::default()
-                    .with_device_id(n as i32)
-                    .build()
-                    .error_on_failure(),
+                cuda_provider(n)?,
             ])
         }
     }
+}
+
+/// How cuDNN picks its convolution algorithms: `LIVETALK_CUDNN_CONV_SEARCH` = `heuristic`
+/// (the default here), `exhaustive` (ONNX Runtime's own default) or `default`.
+///
+/// Exhaustive search times every algorithm the first time a convolution meets a new input
+/// shape. A live element meets a new shape with every new batch size, so each first batch of
+/// a size would stall the stream while it searches; the heuristic choice costs no such stall.
+pub const CUDNN_CONV_SEARCH_ENV: &str = "LIVETALK_CUDNN_CONV_SEARCH";
+
+fn cudnn_conv_search() -> Result<ep::cuda::ConvAlgorithmSearch, String> {
+    use ep::cuda::ConvAlgorithmSearch as S;
+    match std::env::var(CUDNN_CONV_SEARCH_ENV).as_deref() {
+        Err(_) | Ok("") | Ok("heuristic") => Ok(S::Heuristic),
+        Ok("exhaustive") => Ok(S::Exhaustive),
+        Ok("default") => Ok(S::Default),
+        Ok(other) => Err(format!(
+            "{CUDNN_CONV_SEARCH_ENV}='{other}': expected heuristic, exhaustive or default"
+        )),
+    }
+}
+
+fn cuda_provider(n: u32) -> Result<ep::ExecutionProviderDispatch, String> {
+    Ok(ep::CUDA::default()
+        .with_device_id(n as i32)
+        .with_conv_algorithm_search(cudnn_conv_search()?)
+        .build()
+        .error_on_failure())
 }
 
 fn build_session(
