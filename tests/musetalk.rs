@@ -364,7 +364,16 @@ fn interrupt_turns_pending_speech_into_idle_frames() {
 /// time 0, with the pipeline latency a sink would send (upstream's 100 ms + batch-size
 /// frames of 40 ms): frame `n` (PTS 40n ms) must leave by `deadline(n)`.
 fn live_harness(avatar: &Path, batch: u32) -> (Harness, gst::Element) {
-    let muse = element(avatar, &[("batch-size", &batch)]);
+    // The element's own batches: their cost is measured on the pipeline clock (the test
+    // clock), where the shared service measures its own on the system's.
+    let muse = element(
+        avatar,
+        &[
+            ("batch-size", &batch),
+            ("inference-latency", &0i32),
+            ("shared-batching", &false),
+        ],
+    );
     let mut h = Harness::with_element(&muse, Some("sink"), Some("src"));
     h.use_testclock();
     h.set_upstream_latency(gst::ClockTime::from_mseconds(100));
@@ -418,6 +427,36 @@ fn returns<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static
             eprintln!("{what} did not return: the clock wait was not unscheduled");
             std::process::exit(101)
         })
+}
+
+/// The latency musetalk adds when live: batch-size frames plus the inference latency, given
+/// or (-1, the default) measured at READY and reported in the stats.
+#[test]
+fn inference_latency_is_given_or_measured_and_added_to_the_latency() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    write_avatar(dir.path(), None);
+    let latency = |props: &[(&str, &dyn ToValue)]| {
+        let muse = element(dir.path(), props);
+        let mut h = Harness::with_element(&muse, Some("sink"), Some("src"));
+        h.set_upstream_latency(gst::ClockTime::from_mseconds(100));
+        h.play();
+        let mut q = gst::query::Latency::new();
+        assert!(muse.static_pad("src").unwrap().query(&mut q));
+        let stats = muse.property::<gst::Structure>("stats");
+        (
+            q.result(),
+            stats.get::<u64>("inference-latency-ms").unwrap(),
+        )
+    };
+    let ((live, min, _), ms) = latency(&[("batch-size", &2u32), ("inference-latency", &30i32)]);
+    assert!(live);
+    assert_eq!(ms, 30);
+    assert_eq!(min, gst::ClockTime::from_mseconds(100 + 2 * 40 + 30));
+    // Measured: some time (whole ms, at least 1) for the largest batch, and reported.
+    let ((_, min, _), ms) = latency(&[("batch-size", &2u32), ("shared-batching", &false)]);
+    assert!(ms >= 1, "{ms}");
+    assert_eq!(min, gst::ClockTime::from_mseconds(100 + 2 * 40 + ms));
 }
 
 #[test]

@@ -504,7 +504,7 @@ pub fn run_musetalk(o: &MuseBench) -> anyhow::Result<()> {
         o.seconds
     );
     println!(
-        "sessions  batching  on-time fps per session (min / mean)  mean batch  inferred frames/s  CPU cores"
+        "sessions  batching  on-time fps per session (min / mean)  mean batch  inferred frames/s  CPU cores  inference latency ms"
     );
     for &n in &o.counts {
         for shared in [false, true] {
@@ -535,6 +535,17 @@ pub fn run_musetalk(o: &MuseBench) -> anyhow::Result<()> {
                 })
                 .sum::<f64>()
                 / n as f64;
+            // The time each element allowed for inference (measured at READY).
+            let inference_ms = sessions
+                .iter()
+                .map(|s| {
+                    s.muse
+                        .property::<gst::Structure>("stats")
+                        .get::<u64>("inference-latency-ms")
+                        .unwrap_or(0)
+                })
+                .max()
+                .unwrap_or(0);
             let errors: Vec<String> = sessions
                 .iter()
                 .filter_map(|s| {
@@ -564,7 +575,7 @@ pub fn run_musetalk(o: &MuseBench) -> anyhow::Result<()> {
             let min_on = on.iter().copied().fold(f64::INFINITY, f64::min);
             let mean_on = on.iter().sum::<f64>() / n as f64;
             println!(
-                "{n:>8}  {:>8}  {min_on:>14.1} / {mean_on:<14.1}          {mean_batch:>10.2}  {total:>17.1}  {cpu:>9.2}",
+                "{n:>8}  {:>8}  {min_on:>14.1} / {mean_on:<14.1}          {mean_batch:>10.2}  {total:>17.1}  {cpu:>9.2}  {inference_ms:>20}",
                 if shared { "shared" } else { "session" }
             );
         }

@@ -51,6 +51,8 @@ const DEFAULT_BATCH_SIZE: u32 = 4;
 const DEFAULT_THREADS: u32 = 0;
 const DEFAULT_SHARED_BATCHING: bool = true;
 const DEFAULT_MAX_BATCH: u32 = 16;
+/// `inference-latency`: -1 measures it at READY.
+const DEFAULT_INFERENCE_LATENCY: i32 = -1;
 const DEFAULT_FPS: gst::Fraction = gst::Fraction::from_integer(25);
 const FEATURE_BYTES: usize = FRAME_LEN * 4;
 
@@ -68,6 +70,7 @@ struct Settings {
     ort_library: Option<PathBuf>,
     shared_batching: bool,
     max_batch: u32,
+    inference_latency: i32,
 }
 
 impl Default for Settings {
@@ -85,6 +88,7 @@ impl Default for Settings {
             ort_library: None,
             shared_batching: DEFAULT_SHARED_BATCHING,
             max_batch: DEFAULT_MAX_BATCH,
+            inference_latency: DEFAULT_INFERENCE_LATENCY,
         }
     }
 }
@@ -167,6 +171,8 @@ struct Timing {
     qos_earliest: Option<gst::ClockTime>,
     /// Batch cost, learned from batch times measured on the pipeline clock.
     cost: CostModel,
+    /// The time allowed for inference, added to our latency (`inference-latency`).
+    inference: gst::ClockTime,
 }
 
 impl Default for Timing {
@@ -178,6 +184,7 @@ impl Default for Timing {
             upstream_latency: gst::ClockTime::ZERO,
             qos_earliest: None,
             cost: CostModel::new(),
+            inference: gst::ClockTime::ZERO,
         }
     }
 }
@@ -189,9 +196,10 @@ impl Timing {
             .unwrap_or(gst::ClockTime::from_mseconds(40))
     }
 
-    /// What we add to the latency when live: a batch of frames.
+    /// What we add to the latency when live: a batch of frames, and the time allowed for
+    /// their inference.
     fn our_latency(&self, batch_size: usize) -> gst::ClockTime {
-        self.frame_duration() * batch_size as u64
+        self.frame_duration() * batch_size as u64 + self.inference
     }
 
     /// When a frame must leave this element, as a clock time: its running time plus the
@@ -327,6 +335,18 @@ impl MuseTalkElement {
                 );
             }
         }
+        // The largest batch this element's frames run in.
+        let largest = if s.shared_batching {
+            s.max_batch.max(s.batch_size)
+        } else {
+            s.batch_size
+        } as usize;
+        let largest = model_batch.map_or(largest, |n| n.min(largest)).max(1);
+        let inference = match u64::try_from(s.inference_latency) {
+            Ok(ms) => gst::ClockTime::from_mseconds(ms),
+            Err(_) => self.measure_inference(&muse, &avatar, largest)?,
+        };
+        self.timing.lock().unwrap().inference = inference;
         let batch =
             if s.shared_batching {
                 let service = lipsync::shared_batcher(&muse).map_err(|e| {
@@ -348,6 +368,45 @@ impl MuseTalkElement {
             model_batch,
         }));
         Ok(())
+    }
+
+    /// `inference-latency` -1: the time of one batch of `frames` frames (the largest this
+    /// element's frames run in) after one untimed run (a first run pays set-up: a GPU's
+    /// per-shape work), plus a quarter for the variation between runs, in whole ms. A live
+    /// frame then has, past its batch's wait, the time its inference takes: without it every
+    /// frame would be due when its batch starts, and a model slower than a frame (a GPU's
+    /// fixed cost per batch) would make every frame late.
+    fn measure_inference(
+        &self,
+        muse: &MuseTalk,
+        avatar: &Avatar,
+        frames: usize,
+    ) -> Result<gst::ClockTime, gst::ErrorMessage> {
+        let audio = vec![0f32; FRAME_LEN];
+        let inputs: Vec<FrameInput<'_>> = (0..frames)
+            .map(|k| FrameInput {
+                latent: avatar.latent(k % avatar.len()),
+                audio: &audio,
+            })
+            .collect();
+        let fail = |e: inference::InferenceError| {
+            gst::error_msg!(
+                gst::LibraryError::Failed,
+                ("MuseTalk inference failed on a batch of {frames} frames: {e}")
+            )
+        };
+        muse.run(&inputs).map_err(fail)?;
+        let start = Instant::now();
+        muse.run(&inputs).map_err(fail)?;
+        let took = start.elapsed();
+        let allowed =
+            gst::ClockTime::from_mseconds((took.as_secs_f64() * 1.25 * 1e3).ceil() as u64);
+        gst::info!(
+            CAT,
+            imp = self,
+            "inference latency {allowed} (a batch of {frames} frames took {took:?})"
+        );
+        Ok(allowed)
     }
 
     fn src_caps(fps: gst::Fraction) -> gst::Caps {
@@ -1098,8 +1157,10 @@ impl MuseTalkElement {
     }
 
     fn stats(&self) -> gst::Structure {
+        let inference = self.timing.lock().unwrap().inference;
         let c = self.counters.lock().unwrap();
         gst::Structure::builder("musetalk-stats")
+            .field("inference-latency-ms", inference.mseconds())
             .field("frames", c.frames)
             .field("speech-frames", c.speech)
             .field("idle-frames", c.idle)
@@ -1235,6 +1296,17 @@ impl ObjectImpl for MuseTalkElement {
                     .default_value(DEFAULT_MAX_BATCH)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecInt::builder("inference-latency")
+                    .nick("Inference latency")
+                    .blurb("Milliseconds allowed for a batch's inference, added to the latency this element reports \
+                            when live (besides batch-size frames); -1: measured at READY on one batch of the \
+                            largest size this element's frames run in (max-batch when shared, else batch-size), \
+                            plus a quarter")
+                    .minimum(-1)
+                    .maximum(60_000)
+                    .default_value(DEFAULT_INFERENCE_LATENCY)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("threads")
                     .nick("Threads")
                     .blurb("Intra-op threads on CPU (0: ONNX Runtime's default)")
@@ -1249,7 +1321,7 @@ impl ObjectImpl for MuseTalkElement {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("frames, speech-frames, idle-frames, inferred-frames, skipped-frames (late, QoS), \
+                    .blurb("inference-latency-ms (the time allowed for inference), frames, speech-frames, idle-frames, inferred-frames, skipped-frames (late, QoS), \
                             interrupted-frames, batches (that this element's frames ran in), mean-batch (their mean size, \
                             all elements' frames), mixed-frames (frames that ran with another element's), inference-time")
                     .read_only()
@@ -1279,6 +1351,7 @@ impl ObjectImpl for MuseTalkElement {
             "threads" => s.threads = value.get().unwrap(),
             "shared-batching" => s.shared_batching = value.get().unwrap(),
             "max-batch" => s.max_batch = value.get().unwrap(),
+            "inference-latency" => s.inference_latency = value.get().unwrap(),
             "ort-library" => s.ort_library = path(value),
             other => unreachable!("unknown property {other}"),
         }
@@ -1299,6 +1372,7 @@ impl ObjectImpl for MuseTalkElement {
             "threads" => s.threads.to_value(),
             "shared-batching" => s.shared_batching.to_value(),
             "max-batch" => s.max_batch.to_value(),
+            "inference-latency" => s.inference_latency.to_value(),
             "ort-library" => show(&s.ort_library).to_value(),
             "stats" => {
                 drop(s);
@@ -1380,7 +1454,12 @@ impl ElementImpl for MuseTalkElement {
             gst::StateChange::ReadyToPaused => {
                 *self.counters.lock().unwrap() = Counters::default();
                 *self.queue.lock().unwrap() = Queue::default();
-                *self.timing.lock().unwrap() = Timing::default();
+                // (the inference latency was set at READY: it stays)
+                let mut t = self.timing.lock().unwrap();
+                *t = Timing {
+                    inference: t.inference,
+                    ..Timing::default()
+                };
             }
             gst::StateChange::PausedToReady => self.stop_task(),
             _ => {}
