@@ -1343,6 +1343,17 @@ mod tests {
         eprintln!("queue wait as cost: {old:?}");
     }
 
+    #[test]
+    fn a_gpu_like_cost_holds_four_sessions_at_full_rate() {
+        // The full-width models on an H200 (fp16): about 30 ms per batch plus 6 ms per
+        // frame. 4 sessions want 100 frames/s; batches of 4 to 8 make that with room.
+        let per_session = overload(4, 30, 6, 20, false);
+        assert!(
+            per_session.iter().all(|s| s.on_time >= 495 && s.late == 0),
+            "{per_session:?}"
+        );
+    }
+
     /// A model of inputs (tag, latent): it takes latents of 4 values only, and batches of
     /// `limit` frames at most (recorded).
     struct Shaped {
