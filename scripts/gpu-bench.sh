@@ -241,7 +241,7 @@ run() {
     # what its other programs (PyTorch's libraries) expect: keep only what it lacks.
     local f
     for f in "$WORK"/bundle/lib/*; do
-      if ldconfig -p 2>/dev/null | grep -q " $(basename "$f") "; then rm -f "$f"; fi
+      if ldconfig -p 2>/dev/null | grep -q "^[[:space:]]*$(basename "$f") "; then rm -f "$f"; fi
     done
   fi
   say "gpu-bench: bundled libraries used: $(ls "$WORK/bundle/lib" | tr '\n' ' ')"
