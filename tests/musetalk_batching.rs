@@ -104,12 +104,25 @@ fn start_with(avatar: &Path, shared: bool, u: &Path) -> Pipe {
     }
 }
 
+fn feed_src(src: &gst_app::AppSrc) {
+    for n in 0..FRAMES {
+        src.push_buffer(features(n)).unwrap();
+    }
+    src.end_of_stream().unwrap();
+}
+
 impl Pipe {
     fn feed(&self) {
-        for n in 0..FRAMES {
-            self.src.push_buffer(features(n)).unwrap();
-        }
-        self.src.end_of_stream().unwrap();
+        feed_src(&self.src);
+    }
+
+    /// Feeds `self` and `other` at once (`other` from a thread of its own), so that their
+    /// frames meet in the service.
+    fn feed_with(&self, other: &Pipe) {
+        let src = other.src.clone();
+        let feeder = std::thread::spawn(move || feed_src(&src));
+        self.feed();
+        feeder.join().unwrap();
     }
 
     /// The next `n` crops: (frame number, RGB).
@@ -184,17 +197,7 @@ fn two_sessions_make_the_same_crops_as_alone_in_common_batches() {
     }
 
     let (a, b) = (start(da.path(), true), start(db.path(), true));
-    let feed_b = {
-        let src = b.src.clone();
-        std::thread::spawn(move || {
-            for n in 0..FRAMES {
-                src.push_buffer(features(n)).unwrap();
-            }
-            src.end_of_stream().unwrap();
-        })
-    };
-    a.feed();
-    feed_b.join().unwrap();
+    a.feed_with(&b);
     let (out_a, out_b) = (a.pull(FRAMES), b.pull(FRAMES));
     for (out, want, name) in [(&out_a, &ref_a, "A"), (&out_b, &ref_b, "B")] {
         for (k, ((n, got), (m, exp))) in out.iter().zip(want.iter()).enumerate() {
@@ -265,17 +268,7 @@ fn a_model_fixed_to_batch_1_runs_one_frame_per_batch_with_a_warning() {
             start_with(da.path(), shared, &fixed),
             start_with(db.path(), shared, &fixed),
         );
-        let feed_b = {
-            let src = b.src.clone();
-            std::thread::spawn(move || {
-                for n in 0..FRAMES {
-                    src.push_buffer(features(n)).unwrap();
-                }
-                src.end_of_stream().unwrap();
-            })
-        };
-        a.feed();
-        feed_b.join().unwrap();
+        a.feed_with(&b);
         let (out_a, out_b) = (a.pull(FRAMES), b.pull(FRAMES));
         for (out, want, p) in [(&out_a, &ref_a, &a), (&out_b, &ref_b, &b)] {
             for (k, ((n, got), (_, exp))) in out.iter().zip(want.iter()).enumerate() {

@@ -710,6 +710,48 @@ impl<M: BatchModel> Shared<M> {
     }
 }
 
+/// The process's running services of one model type, each found by a key (the addresses
+/// of the loaded sessions it runs). A service lives as long as a handle of it does; a key
+/// whose service ended gets a new one.
+pub struct Registry<M: BatchModel> {
+    services: Mutex<Vec<(Vec<usize>, std::sync::Weak<Batcher<M>>)>>,
+}
+
+impl<M: BatchModel> Registry<M> {
+    pub const fn new() -> Self {
+        Self {
+            services: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The service for `key`, started with `model()` (its thread named `name`) when none runs.
+    pub fn get_or_start(
+        &self,
+        key: Vec<usize>,
+        name: &str,
+        model: impl FnOnce() -> M,
+    ) -> std::io::Result<Arc<Batcher<M>>> {
+        let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        services.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(s) = services
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return Ok(s);
+        }
+        let s = Batcher::start(model(), name)?;
+        services.push((key, Arc::downgrade(&s)));
+        Ok(s)
+    }
+}
+
+impl<M: BatchModel> Default for Registry<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A batching service: the core and its thread. Shared by its sessions' handles; the thread
 /// ends when the last handle is dropped.
 pub struct Batcher<M: BatchModel> {

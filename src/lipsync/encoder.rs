@@ -3,7 +3,7 @@
 //! which runs windows of the same length (from one or several elements) as one batch.
 //! Free of GStreamer.
 
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::Arc;
 
 use super::batcher::{self, BatchModel};
 use crate::inference::{Input, InputData, SharedSession};
@@ -86,25 +86,14 @@ impl BatchModel for EncoderModel {
     }
 }
 
-type Services = Vec<(usize, Weak<batcher::Batcher<EncoderModel>>)>;
-static SERVICES: LazyLock<Mutex<Services>> = LazyLock::new(|| Mutex::new(Vec::new()));
+/// The process's encoder batching services, one per loaded encoder session.
+static SERVICES: batcher::Registry<EncoderModel> = batcher::Registry::new();
 
 /// The batching service of `encoder`, started on first use; every element that loaded the
 /// same session gets the same service. It stops when its last session ends.
 pub fn shared_encoder(
     encoder: &Arc<SharedSession>,
 ) -> std::io::Result<Arc<batcher::Batcher<EncoderModel>>> {
-    let key = Arc::as_ptr(encoder) as usize;
-    let mut services = SERVICES.lock().unwrap_or_else(|e| e.into_inner());
-    services.retain(|(_, w)| w.strong_count() > 0);
-    if let Some(s) = services
-        .iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, w)| w.upgrade())
-    {
-        return Ok(s);
-    }
-    let s = batcher::Batcher::start(EncoderModel(encoder.clone()), "whisper-batcher")?;
-    services.push((key, Arc::downgrade(&s)));
-    Ok(s)
+    let key = vec![Arc::as_ptr(encoder) as usize];
+    SERVICES.get_or_start(key, "whisper-batcher", || EncoderModel(encoder.clone()))
 }

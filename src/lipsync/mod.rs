@@ -9,7 +9,7 @@
 //! [`planner`] decides which queued frames run together, which are skipped as late and how
 //! long to wait for a fuller batch.
 
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::Arc;
 
 pub mod batcher;
 pub mod encoder;
@@ -226,28 +226,16 @@ impl batcher::BatchModel for MuseBatchModel {
 }
 
 /// The process's batching services, one per (UNet, VAE decoder) session pair.
-type Services = Vec<((usize, usize), Weak<batcher::Batcher<MuseBatchModel>>)>;
-static SERVICES: LazyLock<Mutex<Services>> = LazyLock::new(|| Mutex::new(Vec::new()));
+static SERVICES: batcher::Registry<MuseBatchModel> = batcher::Registry::new();
 
 /// The batching service of `muse`'s model pair, started on first use; every element that
 /// loaded the same sessions gets the same service. It stops when its last session ends.
 pub fn shared_batcher(muse: &MuseTalk) -> std::io::Result<Arc<batcher::Batcher<MuseBatchModel>>> {
-    let key = (
+    let key = vec![
         Arc::as_ptr(&muse.unet) as usize,
         Arc::as_ptr(&muse.vae_decoder) as usize,
-    );
-    let mut services = SERVICES.lock().unwrap_or_else(|e| e.into_inner());
-    services.retain(|(_, w)| w.strong_count() > 0);
-    if let Some(s) = services
-        .iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, w)| w.upgrade())
-    {
-        return Ok(s);
-    }
-    let s = batcher::Batcher::start(MuseBatchModel(muse.clone()), "musetalk-batcher")?;
-    services.push((key, Arc::downgrade(&s)));
-    Ok(s)
+    ];
+    SERVICES.get_or_start(key, "musetalk-batcher", || MuseBatchModel(muse.clone()))
 }
 
 #[cfg(test)]
