@@ -714,8 +714,11 @@ impl<M: BatchModel> Shared<M> {
 /// of the loaded sessions it runs). A service lives as long as a handle of it does; a key
 /// whose service ended gets a new one.
 pub struct Registry<M: BatchModel> {
-    services: Mutex<Vec<(Vec<usize>, std::sync::Weak<Batcher<M>>)>>,
+    services: Mutex<Vec<Registered<M>>>,
 }
+
+/// A registry's entry: the key and the service, while it runs.
+type Registered<M> = (Vec<usize>, std::sync::Weak<Batcher<M>>);
 
 impl<M: BatchModel> Registry<M> {
     pub const fn new() -> Self {
