@@ -212,6 +212,16 @@ struct MuseSession {
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
+impl MuseSession {
+    /// A field of the musetalk element's `stats`.
+    fn stat<T: for<'a> gst::glib::value::FromValue<'a> + 'static>(&self, key: &str) -> Option<T> {
+        self.muse
+            .property::<gst::Structure>("stats")
+            .get::<T>(key)
+            .ok()
+    }
+}
+
 impl Drop for MuseSession {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -550,12 +560,7 @@ pub fn run_musetalk(o: &MuseBench) -> anyhow::Result<()> {
                 .map(|i| start_muse_session(o, &avatars[i], shared, i as u64 + 1))
                 .collect::<anyhow::Result<_>>()?;
             std::thread::sleep(Duration::from_secs(3));
-            let inferred = |s: &MuseSession| {
-                s.muse
-                    .property::<gst::Structure>("stats")
-                    .get::<u64>("inferred-frames")
-                    .unwrap_or(0)
-            };
+            let inferred = |s: &MuseSession| s.stat::<u64>("inferred-frames").unwrap_or(0);
             let snap = |s: &MuseSession| (s.counts.on_time.load(Ordering::Relaxed), inferred(s));
             let before: Vec<(u64, u64)> = sessions.iter().map(snap).collect();
             let (t0, c0) = (Instant::now(), cpu_seconds());
@@ -565,23 +570,13 @@ pub fn run_musetalk(o: &MuseBench) -> anyhow::Result<()> {
             let after: Vec<(u64, u64)> = sessions.iter().map(snap).collect();
             let mean_batch = sessions
                 .iter()
-                .map(|s| {
-                    s.muse
-                        .property::<gst::Structure>("stats")
-                        .get::<f64>("mean-batch")
-                        .unwrap_or(0.0)
-                })
+                .map(|s| s.stat::<f64>("mean-batch").unwrap_or(0.0))
                 .sum::<f64>()
                 / n as f64;
             // The time each element allowed for inference (measured at READY).
             let inference_ms = sessions
                 .iter()
-                .map(|s| {
-                    s.muse
-                        .property::<gst::Structure>("stats")
-                        .get::<u64>("inference-latency-ms")
-                        .unwrap_or(0)
-                })
+                .map(|s| s.stat::<u64>("inference-latency-ms").unwrap_or(0))
                 .max()
                 .unwrap_or(0);
             let errors: Vec<String> = sessions

@@ -316,32 +316,28 @@ impl MuseTalkElement {
         );
         let muse = MuseTalk { unet, vae_decoder };
         let model_batch = muse.max_batch();
-        if let Some(n) = model_batch {
-            let wanted = if s.shared_batching {
-                s.max_batch.max(s.batch_size)
-            } else {
-                s.batch_size
-            } as usize;
-            if n < wanted {
-                gst::element_imp_warning!(
-                    self,
-                    gst::LibraryError::Settings,
-                    (
-                        "The MuseTalk models {} and {} fix the batch size to {n}: batching falls back to {n} frame(s) per run \
-                         (export them with a dynamic batch dimension for batches of up to {wanted})",
-                        unet_path.display(),
-                        vae_path.display()
-                    )
-                );
-            }
-        }
-        // The largest batch this element's frames run in.
-        let largest = if s.shared_batching {
+        // The largest batch this element's frames run in, as the settings ask for it.
+        let wanted = if s.shared_batching {
             s.max_batch.max(s.batch_size)
         } else {
             s.batch_size
         } as usize;
-        let largest = model_batch.map_or(largest, |n| n.min(largest)).max(1);
+        if let Some(n) = model_batch
+            && n < wanted
+        {
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Settings,
+                (
+                    "The MuseTalk models {} and {} fix the batch size to {n}: batching falls back to {n} frame(s) per run \
+                         (export them with a dynamic batch dimension for batches of up to {wanted})",
+                    unet_path.display(),
+                    vae_path.display()
+                )
+            );
+        }
+        // ... and as the model allows it.
+        let largest = model_batch.map_or(wanted, |n| n.min(wanted)).max(1);
         let inference = match u64::try_from(s.inference_latency) {
             Ok(ms) => gst::ClockTime::from_mseconds(ms),
             Err(_) => self.measure_inference(&muse, &avatar, largest)?,
