@@ -149,11 +149,7 @@ fn webrtc_pipeline_serves_signalling_and_the_page() {
     std::fs::write(page.path().join("index.html"), "<p>livetalk</p>").unwrap();
     let mut c = script("webrtc.sh");
     c.env("WEB_DIR", page.path());
-    let mut child = c
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = support::Script::spawn(c);
     // The script's webrtcsink runs the signalling server (8443) and the web server (8080).
     let get = |port: u16, req: &str| -> Option<String> {
         use std::io::{Read, Write};
@@ -166,7 +162,7 @@ fn webrtc_pipeline_serves_signalling_and_the_page() {
     };
     let t = Instant::now();
     let mut page_reply = None;
-    while t.elapsed() < Duration::from_secs(20) && child.try_wait().unwrap().is_none() {
+    while t.elapsed() < Duration::from_secs(20) && child.running() {
         page_reply = get(8080, "GET /index.html HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
             .filter(|r| r.contains("livetalk"));
         if page_reply.is_some() {
@@ -179,15 +175,13 @@ fn webrtc_pipeline_serves_signalling_and_the_page() {
     let mut producers = list_producers(8443);
     while t.elapsed() < Duration::from_secs(30)
         && producers.as_ref().is_ok_and(|p| p.is_empty())
-        && child.try_wait().unwrap().is_none()
+        && child.running()
     {
         std::thread::sleep(Duration::from_millis(300));
         producers = list_producers(8443);
     }
-    let running = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let running = child.running();
+    let stderr = child.stop();
     assert!(running, "webrtc.sh stopped: {stderr}");
     assert!(
         page_reply.is_some(),
@@ -279,15 +273,10 @@ fn v4l2loopback_pipeline_where_a_loopback_device_exists() {
 }
 
 /// A live pipeline script is still running after 5 s (its stderr is shown if not).
-fn assert_keeps_running(mut c: Command) {
-    let mut c = c
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+fn assert_keeps_running(c: Command) {
+    let mut c = support::Script::spawn(c);
     std::thread::sleep(Duration::from_secs(5));
-    let running = c.try_wait().unwrap().is_none();
-    let _ = c.kill();
-    let out = c.wait_with_output().unwrap();
-    assert!(running, "{}", String::from_utf8_lossy(&out.stderr));
+    let running = c.running();
+    let stderr = c.stop();
+    assert!(running, "{stderr}");
 }

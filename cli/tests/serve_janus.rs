@@ -125,7 +125,7 @@ impl Viewer {
     }
 
     fn finish(self) -> Received {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        support::stop_pipeline(&self.pipeline, "a Janus viewer");
         std::mem::take(&mut *self.got.lock().unwrap())
     }
 }

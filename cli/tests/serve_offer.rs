@@ -23,13 +23,10 @@ use gst::prelude::*;
 use serde_json::{Value, json};
 use support::Server;
 
-/// One test at a time: each runs a server with live sessions, and three at once on a small
+/// Each test's bound (they take 10 to 20 s here); past it the test fails as hung. One test
+/// runs at a time (support::serial): three servers with live sessions at once on a small
 /// machine starve each other's encoders.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+const LIMIT: Duration = Duration::from_secs(300);
 
 /// A receiving client made like LiveTalking's client.js, out of webrtcbin.
 struct Client {
@@ -159,7 +156,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        support::stop_pipeline(&self.pipeline, "the offering client");
     }
 }
 
@@ -192,7 +189,10 @@ fn candidate_addresses(sdp: &str) -> Vec<String> {
 
 #[test]
 fn a_gstreamer_client_offers_plays_and_the_avatar_talks() {
-    let _serial = serial();
+    let _serial = support::serial(
+        "a_gstreamer_client_offers_plays_and_the_avatar_talks",
+        LIMIT,
+    );
     let server = Server::start(&[]);
     let client = Client::new();
     let offer = client.offer();
@@ -310,7 +310,7 @@ fn a_gstreamer_client_offers_plays_and_the_avatar_talks() {
 
 #[test]
 fn bad_offers_are_refused_with_clear_messages() {
-    let _serial = serial();
+    let _serial = support::serial("bad_offers_are_refused_with_clear_messages", LIMIT);
     let server = Server::start(&["--max-sessions", "1", "--peer-timeout", "3"]);
     let post = |body: &str| {
         let (status, _, v) = request_with_head(server.port, "/offer", body);
@@ -407,7 +407,10 @@ fn bad_offers_are_refused_with_clear_messages() {
 
 #[test]
 fn a_page_written_like_livetalkings_client_plays_and_the_mouth_moves() {
-    let _serial = serial();
+    let _serial = support::serial(
+        "a_page_written_like_livetalkings_client_plays_and_the_mouth_moves",
+        LIMIT,
+    );
     for f in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
         assert!(
             std::path::Path::new(f).exists(),

@@ -164,32 +164,129 @@ pub fn speech_sync(got: &Received, idle: std::ops::Range<usize>) -> Sync {
 
 /// A receiver around a gst-plugins-rs WebRTC source (`whepclientsrc`, `whipserversrc` ...)
 /// whose `signaller` is set up: its ICE agent also offers 127.0.0.1, each decoded stream goes
-/// to [`collect_video`] / [`collect_audio`], and the pipeline is playing.
-pub fn receive(src: &gst::Element, signaller: &gst::glib::Object) -> (gst::Pipeline, Shared) {
-    signaller.connect("webrtcbin-ready", false, |args| {
-        let webrtcbin = args[2].get::<gst::Element>().unwrap();
-        webrtcbin
-            .property::<gst::glib::Object>("ice-agent")
-            .emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
-        None
-    });
-    let pipeline = gst::Pipeline::new();
-    pipeline.add(src).unwrap();
-    let got = Shared::default();
-    let (p, g) = (pipeline.clone(), got.clone());
-    src.connect_pad_added(move |_, pad| {
-        let video = pad.name().starts_with("video");
-        let desc = format!("queue ! {}", if video { VIDEO_TAIL } else { AUDIO_TAIL });
-        let bin = gst::parse::bin_from_description(&desc, true).unwrap();
-        if video {
-            collect_video(&bin.by_name("v").unwrap(), &g);
-        } else {
-            collect_audio(&bin.by_name("a").unwrap(), &g);
+/// to [`collect_video`] / [`collect_audio`], and the pipeline is playing. Stopped on drop, with
+/// a bound on the time (see [`crate::support::stop_pipeline`]).
+pub struct Receiver {
+    pub pipeline: gst::Pipeline,
+    pub got: Shared,
+    /// Who receives, for messages ("WHEP player A").
+    pub name: String,
+}
+
+impl Receiver {
+    pub fn start(name: &str, src: &gst::Element, signaller: &gst::glib::Object) -> Receiver {
+        signaller.connect("webrtcbin-ready", false, |args| {
+            let webrtcbin = args[2].get::<gst::Element>().unwrap();
+            webrtcbin
+                .property::<gst::glib::Object>("ice-agent")
+                .emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
+            None
+        });
+        let pipeline = gst::Pipeline::new();
+        pipeline.add(src).unwrap();
+        let got = Shared::default();
+        let (p, g) = (pipeline.clone(), got.clone());
+        src.connect_pad_added(move |_, pad| {
+            let video = pad.name().starts_with("video");
+            let desc = format!("queue ! {}", if video { VIDEO_TAIL } else { AUDIO_TAIL });
+            let bin = gst::parse::bin_from_description(&desc, true).unwrap();
+            if video {
+                collect_video(&bin.by_name("v").unwrap(), &g);
+            } else {
+                collect_audio(&bin.by_name("a").unwrap(), &g);
+            }
+            p.add(&bin).unwrap();
+            bin.sync_state_with_parent().unwrap();
+            pad.link(&bin.static_pad("sink").unwrap()).unwrap();
+        });
+        pipeline.set_state(gst::State::Playing).unwrap();
+        Receiver {
+            pipeline,
+            got,
+            name: name.to_string(),
         }
-        p.add(&bin).unwrap();
-        bin.sync_state_with_parent().unwrap();
-        pad.link(&bin.static_pad("sink").unwrap()).unwrap();
-    });
-    pipeline.set_state(gst::State::Playing).unwrap();
-    (pipeline, got)
+    }
+
+    /// Waits until `frames` frames and some audio came, at most `timeout` (then panics with
+    /// what came and the pipeline's error, if any).
+    pub fn wait_for_media(&self, frames: usize, timeout: std::time::Duration) {
+        let start = Instant::now();
+        loop {
+            {
+                let g = self.got.lock().unwrap();
+                if g.frames.len() >= frames && !g.audio.is_empty() {
+                    return;
+                }
+                assert!(
+                    start.elapsed() < timeout,
+                    "{}: {} frames, {} audio buffers after {timeout:?}{}",
+                    self.name,
+                    g.frames.len(),
+                    g.audio.len(),
+                    self.bus_error()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn bus_error(&self) -> String {
+        let bus = self.pipeline.bus().unwrap();
+        while let Some(msg) = bus.pop() {
+            if let gst::MessageView::Error(e) = msg.view() {
+                return format!("; the receiver's error: {} ({:?})", e.error(), e.debug());
+            }
+        }
+        String::new()
+    }
+
+    /// Frames received so far.
+    pub fn frames(&self) -> usize {
+        self.got.lock().unwrap().frames.len()
+    }
+
+    /// What was received so far (the receiver starts afresh).
+    pub fn take(&self) -> Received {
+        std::mem::take(&mut *self.got.lock().unwrap())
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        crate::support::stop_pipeline(&self.pipeline, &self.name);
+    }
+}
+
+/// Checks speech in what arrived: loud audio, 512x512 frames with a mouth that moves, and
+/// (`sync_ms`) the mouth opening within that many ms of the speech onset. Frames `idle` show
+/// the avatar idle.
+pub fn assert_talks(
+    got: &Received,
+    idle: std::ops::Range<usize>,
+    what: &str,
+    sync_ms: Option<i64>,
+) {
+    assert!(
+        got.frames.len() > 100,
+        "{what}: {} frames",
+        got.frames.len()
+    );
+    let (w, h) = (got.frames[0].2.width, got.frames[0].2.height);
+    assert_eq!((w, h), (512, 512), "{what}");
+    let sync = speech_sync(got, idle);
+    eprintln!(
+        "{what}: audio RMS up to {:.3}; mouth idle up to {:.2}, speaking up to {:.2}; speech \
+         onset -> open mouth {} ms (PTS at the receiver)",
+        sync.loudest, sync.idle_mouth, sync.widest_mouth, sync.offset_ms
+    );
+    assert!(sync.loudest > 0.05, "{what}: no speech in the audio");
+    assert!(
+        sync.widest_mouth > 3.0 * sync.idle_mouth.max(0.5),
+        "{what}: the mouth does not move"
+    );
+    assert!(
+        sync_ms.is_none_or(|ms| sync.offset_ms.abs() <= ms),
+        "{what}: audio and video out of sync by {} ms",
+        sync.offset_ms
+    );
 }

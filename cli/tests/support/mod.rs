@@ -843,3 +843,159 @@ impl Drop for Janus {
         }
     }
 }
+
+/// One test at a time in this test binary (each runs live sessions; two at once starve a
+/// small machine), watched for hangs: see [`Watchdog`]. Hold it for the whole test.
+pub struct Serial {
+    _watchdog: Watchdog,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Waits for the tests before this one, then watches this one for `limit`.
+pub fn serial(test: &str, limit: Duration) -> Serial {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Serial {
+        _watchdog: Watchdog::start(test, limit),
+        _guard: guard,
+    }
+}
+
+/// Turns a hung test into a failure that says where it hangs. A test still running after its
+/// limit has its threads' names and kernel wait channels printed (GStreamer names its
+/// threads after elements, which shows the pipeline that is stuck), the processes it
+/// started killed, and the test binary ends with status 101; without it the test run would
+/// wait for CI's own limit and say nothing. Dropping it ends the watch.
+pub struct Watchdog {
+    _stop: mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    pub fn start(test: &str, limit: Duration) -> Watchdog {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let test = test.to_string();
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(limit) {
+                // (straight to the process's stderr: the test harness captures eprintln!
+                // and would drop it at exit)
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "HUNG: {test} still running after {limit:?}; its threads:\n{}",
+                    thread_states()
+                );
+                for pid in child_pids() {
+                    unsafe_kill(pid, 9);
+                }
+                std::process::exit(101);
+            }
+        });
+        Watchdog { _stop: stop }
+    }
+}
+
+/// Each thread of this process: name, state and what it waits in (/proc).
+fn thread_states() -> String {
+    let mut out = String::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let p = task.path();
+        let read = |f: &str| {
+            std::fs::read_to_string(p.join(f))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        let stat = read("stat");
+        // (the state follows the name in parentheses)
+        let state = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.chars().next().unwrap_or('?'))
+            .unwrap_or('?');
+        out.push_str(&format!(
+            "  {} {:<16} {state} {}\n",
+            task.file_name().to_string_lossy(),
+            read("comm"),
+            read("wchan")
+        ));
+    }
+    out
+}
+
+/// The processes this one started (their parent is this process).
+fn child_pids() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if ppid == Some(me.as_str()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Sets a receiving pipeline to NULL, waiting at most 20 s. A WebRTC source of another
+/// project (whipserversrc, whepclientsrc) whose peer was killed mid-call may not stop: then
+/// the test says so and goes on without it, rather than hanging after its checks are done.
+pub fn stop_pipeline(pipeline: &gst::Pipeline, what: &str) {
+    use gst::prelude::*;
+    let (done, stopped) = mpsc::channel();
+    let p = pipeline.clone();
+    std::thread::spawn(move || {
+        let _ = p.set_state(gst::State::Null);
+        let _ = done.send(());
+    });
+    if stopped.recv_timeout(Duration::from_secs(20)).is_err() {
+        eprintln!("WARNING: {what} did not stop within 20 s; left behind");
+    }
+}
+
+/// A pipeline script running in the background, its stdout discarded and its stderr read
+/// as it comes (a full pipe would stall it).
+pub struct Script {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Script {
+    pub fn spawn(mut command: Command) -> Script {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the pipeline script");
+        let mut err = child.stderr.take().unwrap();
+        let (tx, stderr) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = err.read_to_end(&mut text);
+            let _ = tx.send(String::from_utf8_lossy(&text).into_owned());
+        });
+        Script { child, stderr }
+    }
+
+    /// Whether the script is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Kills the script and returns what it wrote to stderr. Its process is reaped whatever
+    /// happens; the rest of its stderr is awaited for at most 5 s after that (a process it
+    /// started could hold it open).
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| "(its stderr stayed open: a process it started holds it)".into())
+    }
+}
