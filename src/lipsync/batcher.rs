@@ -9,9 +9,10 @@
 //!   ([`Core::plan`], given the time). Nothing in it reads a clock or sleeps.
 //! - [`Batcher`]: the core behind a mutex plus one service thread that plans, waits (on a
 //!   condition variable, at most until the planned time) and runs the model.
-//! - [`Handle`]: one session's view. [`Handle::run`] submits a run of frames and blocks until
-//!   all of them are back (or the session is cancelled). Dropping the handle ends the
-//!   session.
+//! - [`Handle`]: one session's view. [`Handle::submit`] queues a run of frames and
+//!   [`Handle::next`] blocks until the next of them are back, in order, so that a session
+//!   hands each frame on as soon as it is made; [`Handle::run`] does both and returns the
+//!   whole run. A cancelled session gets `Cancelled`. Dropping the handle ends the session.
 //!
 //! # Policy
 //! Every time is a [`Duration`] on the service's clock (time since the service started);
@@ -375,6 +376,32 @@ impl<I, O> Core<I, O> {
         })
     }
 
+    /// The results of `tickets` that are in, in order: from the first up to the first
+    /// still to come (empty while that is the first). Collected results are removed, so
+    /// the caller passes the tickets it has not collected yet. `Cancelled` if any of them
+    /// was cancelled; a model error among those in is returned as the error.
+    pub fn collect_ready(
+        &mut self,
+        id: SessionId,
+        tickets: &[u64],
+    ) -> Result<Vec<Option<Done<O>>>, BatchError> {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Err(BatchError::Cancelled);
+        };
+        if tickets.iter().any(|t| *t < s.cancelled_below) {
+            return Err(BatchError::Cancelled);
+        }
+        let mut out = Vec::new();
+        for t in tickets {
+            match s.done.remove(t) {
+                None => break,
+                Some(Ok(d)) => out.push(d),
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether a frame due at `deadline` cannot make it even alone at time `now`.
     fn is_late(&self, deadline: Option<Duration>, now: Duration) -> bool {
         match (deadline, self.cost.estimate(1)) {
@@ -396,9 +423,9 @@ impl<I, O> Core<I, O> {
         let Some(alone) = self.cost.estimate(1) else {
             return;
         };
-        // Frames whose deadline is still ahead go back only on the estimate: each shrinks
-        // it (CostModel::doubt), so that a too-high estimate cannot hand back every frame
-        // from then on without ever being measured again.
+        // Frames whose deadline is still ahead go back only on the estimate: unless batches
+        // are measuring it, each shrinks it (CostModel::doubt_skipped), so that a too-high
+        // estimate cannot hand back every frame from then on without being measured again.
         let mut doubted = 0;
         for s in self.sessions.values_mut() {
             let mut delivered = false;
@@ -419,9 +446,7 @@ impl<I, O> Core<I, O> {
                 s.delivered_at = now;
             }
         }
-        for _ in 0..doubted {
-            self.cost.doubt();
-        }
+        self.cost.doubt_skipped(doubted, now);
     }
 
     /// The frames of the next batch at `now`, as (session, index in its queue), and the time
@@ -641,7 +666,7 @@ impl<I, O> Core<I, O> {
         };
         let outputs = match outputs {
             Ok(o) if o.len() == members.len() => {
-                self.cost.observe(members.len(), took);
+                self.cost.observe_at(members.len(), took, now);
                 Ok(o)
             }
             Ok(o) => Err(format!(
@@ -868,6 +893,29 @@ impl<M: BatchModel> Drop for Batcher<M> {
     }
 }
 
+/// A run of frames submitted with [`Handle::submit`], collected with [`Handle::next`].
+pub struct Run {
+    tickets: Vec<u64>,
+    /// How many of the tickets' results were collected.
+    taken: usize,
+}
+
+impl Run {
+    /// Frames in the run.
+    pub fn len(&self) -> usize {
+        self.tickets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tickets.is_empty()
+    }
+
+    /// Whether every frame's result was collected.
+    pub fn is_done(&self) -> bool {
+        self.taken == self.tickets.len()
+    }
+}
+
 /// One session of a [`Batcher`]. Dropping it ends the session.
 pub struct Handle<M: BatchModel> {
     batcher: Arc<Batcher<M>>,
@@ -899,18 +947,18 @@ impl<M: BatchModel> Handle<M> {
             .clone()
     }
 
-    /// Doubts the service's cost model `times` times ([`CostModel::doubt`]): for frames the
-    /// session skipped on the service's estimate alone. Takes the service's lock: call it
-    /// with none of the caller's locks held.
-    pub fn doubt(&self, times: usize) {
-        if times == 0 {
+    /// For `frames` frames the session skipped on the service's estimate alone: the
+    /// service's cost model doubts itself unless it is being measured
+    /// ([`CostModel::doubt_skipped`]). Takes the service's lock: call it with none of the
+    /// caller's locks held.
+    pub fn doubt(&self, frames: usize) {
+        if frames == 0 {
             return;
         }
         let sh = &self.batcher.shared;
+        let now = sh.now();
         let mut st = sh.lock();
-        for _ in 0..times {
-            st.core.cost.doubt();
-        }
+        st.core.cost.doubt_skipped(frames, now);
         *sh.cost.lock().unwrap_or_else(|e| e.into_inner()) = st.core.cost.clone();
     }
 
@@ -922,14 +970,34 @@ impl<M: BatchModel> Handle<M> {
         frames: Vec<(M::Input, Option<Duration>)>,
         more: Option<Duration>,
     ) -> Result<Vec<Option<Done<M::Output>>>, BatchError> {
-        if frames.is_empty() {
-            return Ok(Vec::new());
+        let mut run = self.submit(frames, more)?;
+        let mut out = Vec::with_capacity(run.tickets.len());
+        while !run.is_done() {
+            out.extend(self.next(&mut run)?);
         }
+        Ok(out)
+    }
+
+    /// Submits a run of frames with their deadlines (`more`: see [`Core::submit`]) and
+    /// returns at once; [`Handle::next`] hands the results back as they come. Every frame
+    /// is checked first ([`BatchModel::check`]): a run with a frame the model cannot take
+    /// is refused whole, and nothing of it is queued.
+    pub fn submit(
+        &self,
+        frames: Vec<(M::Input, Option<Duration>)>,
+        more: Option<Duration>,
+    ) -> Result<Run, BatchError> {
         let sh = &self.batcher.shared;
         for (k, (input, _)) in frames.iter().enumerate() {
             sh.model
                 .check(input)
                 .map_err(|e| BatchError::Refused(format!("frame {k} of the run refused: {e}")))?;
+        }
+        if frames.is_empty() {
+            return Ok(Run {
+                tickets: Vec::new(),
+                taken: 0,
+            });
         }
         let frames = frames
             .into_iter()
@@ -944,12 +1012,28 @@ impl<M: BatchModel> Handle<M> {
         }
         let tickets = st.core.submit_keyed(self.id, frames, more);
         sh.work.notify_all();
+        Ok(Run { tickets, taken: 0 })
+    }
+
+    /// Waits until the next results of `run` are back and returns them, in the order the
+    /// frames were submitted (`None` for a frame that was late and did not run): at least
+    /// one while the run is not done, none once it is. A session hands each frame on as
+    /// soon as it is made, rather than when its whole run is, which under load would make
+    /// the first frames of a run split across batches late for nothing.
+    pub fn next(&self, run: &mut Run) -> Result<Vec<Option<Done<M::Output>>>, BatchError> {
+        if run.is_done() {
+            return Ok(Vec::new());
+        }
+        let sh = &self.batcher.shared;
+        let mut st = sh.lock();
         loop {
             if st.stop {
                 return Err(BatchError::Cancelled);
             }
-            if let Some(res) = st.core.collect(self.id, &tickets) {
-                return res;
+            let got = st.core.collect_ready(self.id, &run.tickets[run.taken..])?;
+            if !got.is_empty() {
+                run.taken += got.len();
+                return Ok(got);
             }
             st = sh.done.wait(st).unwrap_or_else(|e| e.into_inner());
         }
@@ -1290,27 +1374,32 @@ mod tests {
         skipped: u64,
     }
 
+    /// How the simulated sessions account and push.
+    #[derive(Clone, Copy, PartialEq)]
+    enum SimMode {
+        /// As the musetalk element does: costs from the service, each frame pushed as soon
+        /// as it is back.
+        Element,
+        /// Each run pushed when all of its frames are back (the element before it streamed).
+        WholeRuns,
+        /// A session's cost learned from the time its runs took, queue wait included (the
+        /// old, wrong accounting); whole runs.
+        QueueWaitAsCost,
+    }
+
     /// A discrete-event simulation of `n` live sessions at 25 fps (frames due 160 ms after
     /// they arrive, arrivals staggered) on one service whose model takes `fixed + per * k`
     /// ms for a batch of `k` (at most 16), for `seconds`. Each session does what the
-    /// musetalk element does: it skips the queued frames that cannot make their deadline
-    /// alone, submits up to 4 at once and waits for them. With `queue_wait_as_cost` the
-    /// session learns its cost from the time its run took (queue wait included: the old,
-    /// wrong accounting); otherwise it uses the service's model cost.
-    fn overload(
-        n: usize,
-        fixed: u64,
-        per: u64,
-        seconds: u64,
-        queue_wait_as_cost: bool,
-    ) -> Vec<SimSession> {
-        type Waiting = (Vec<u64>, Vec<(u64, Duration)>, Duration);
+    /// musetalk element does (see [`SimMode`]): it skips the queued frames that cannot make
+    /// their deadline alone, submits up to 4 at once and waits for them.
+    fn overload(n: usize, fixed: u64, per: u64, seconds: u64, mode: SimMode) -> Vec<SimSession> {
+        /// Tickets, how many were collected, frames (number, deadline), when submitted.
+        type Waiting = (Vec<u64>, usize, Vec<(u64, Duration)>, Duration);
         struct Sim {
             id: SessionId,
             queue: VecDeque<(u64, Duration)>,
             next: u64,
             phase: Duration,
-            /// Tickets, frames (number, deadline) and when they were submitted.
             waiting: Option<Waiting>,
             own_cost: CostModel,
             out: SimSession,
@@ -1344,23 +1433,29 @@ mod tests {
             }
             for s in sims.iter_mut() {
                 // Results back: pushed now, on time if by the deadline.
-                if let Some((tickets, sent, at)) = &s.waiting
-                    && let Some(res) = core.collect(s.id, tickets)
-                {
-                    let res = res.unwrap();
-                    let mut made = 0;
-                    for (d, (_, due)) in res.iter().zip(sent) {
+                if let Some((tickets, taken, sent, at)) = &mut s.waiting {
+                    let got = if mode == SimMode::Element {
+                        core.collect_ready(s.id, &tickets[*taken..]).unwrap()
+                    } else {
+                        core.collect(s.id, tickets)
+                            .map(|r| r.unwrap())
+                            .unwrap_or_default()
+                    };
+                    for (d, (_, due)) in got.iter().zip(&sent[*taken..]) {
                         match d {
                             Some(_) if now <= *due => s.out.on_time += 1,
                             Some(_) => s.out.late += 1,
                             None => s.out.skipped += 1,
                         }
-                        made += d.is_some() as usize;
                     }
-                    if made > 0 {
-                        s.own_cost.observe(made, now - *at);
+                    *taken += got.len();
+                    if *taken == tickets.len() {
+                        let made = got.iter().filter(|d| d.is_some()).count();
+                        if made > 0 {
+                            s.own_cost.observe(made, now - *at);
+                        }
+                        s.waiting = None;
                     }
-                    s.waiting = None;
                 }
                 // Arrivals.
                 while s.phase + step * s.next as u32 <= now {
@@ -1370,15 +1465,23 @@ mod tests {
                 }
                 // The element's turn: skip what cannot make it, submit the rest (up to 4).
                 if s.waiting.is_none() && !s.queue.is_empty() {
-                    let cost = if queue_wait_as_cost {
+                    let cost = if mode == SimMode::QueueWaitAsCost {
                         s.own_cost.clone()
                     } else {
                         core.cost.clone()
                     };
                     let alone = cost.estimate(1).unwrap_or_default();
-                    while s.queue.front().is_some_and(|&(_, due)| now + alone > due) {
+                    let mut on_estimate = 0;
+                    while let Some(&(_, due)) = s.queue.front()
+                        && now + alone > due
+                    {
                         s.queue.pop_front();
                         s.out.skipped += 1;
+                        on_estimate += (due >= now) as usize;
+                    }
+                    if mode != SimMode::QueueWaitAsCost {
+                        // (as the element does through Handle::doubt)
+                        core.cost.doubt_skipped(on_estimate, now);
                     }
                     let run: Vec<(u64, Duration)> =
                         (0..4).map_while(|_| s.queue.pop_front()).collect();
@@ -1386,7 +1489,7 @@ mod tests {
                         let tag = s.id;
                         let frames = run.iter().map(|&(k, due)| ((tag, k), Some(due))).collect();
                         let tickets = core.submit(s.id, frames, Some(step));
-                        s.waiting = Some((tickets, run, now));
+                        s.waiting = Some((tickets, 0, run, now));
                     }
                 }
             }
@@ -1428,7 +1531,7 @@ mod tests {
     fn under_overload_no_session_falls_to_zero_on_time_frames() {
         // 4 sessions want 100 frames/s; the model makes at most 16 / (20 + 16 * 12) ms =
         // 75 frames/s (in batches of 16).
-        let per_session = overload(4, 20, 12, 20, false);
+        let per_session = overload(4, 20, 12, 20, SimMode::Element);
         eprintln!("service cost: {per_session:?}");
         // Overloaded: not every frame made it.
         assert!(per_session.iter().all(|s| s.skipped > 0), "{per_session:?}");
@@ -1436,7 +1539,7 @@ mod tests {
         assert!(per_session.iter().all(|s| s.on_time > 0), "{per_session:?}");
         // (For comparison only: the old accounting, a session's cost learned from the time
         // its runs took, queue wait included.)
-        let old = overload(4, 20, 12, 20, true);
+        let old = overload(4, 20, 12, 20, SimMode::QueueWaitAsCost);
         eprintln!("queue wait as cost: {old:?}");
     }
 
@@ -1444,7 +1547,7 @@ mod tests {
     fn a_gpu_like_cost_holds_four_sessions_at_full_rate() {
         // The full-width models on an H200 (fp16): about 30 ms per batch plus 6 ms per
         // frame. 4 sessions want 100 frames/s; batches of 4 to 8 make that with room.
-        let per_session = overload(4, 30, 6, 20, false);
+        let per_session = overload(4, 30, 6, 20, SimMode::Element);
         assert!(
             per_session.iter().all(|s| s.on_time >= 495 && s.late == 0),
             "{per_session:?}"
@@ -1457,14 +1560,40 @@ mod tests {
         // batches of 16, and fewer in batches small enough for 160 ms of latency. Sizing
         // every batch to its most urgent frames made 209 of the 6 x 500 frames on time (26
         // for the worst-served session); giving up the frames that would hold a productive
-        // batch back makes more than twice as many, and more for every session.
-        let per_session = overload(6, 30, 6, 20, false);
+        // batch back, handing frames on as they are made, and doubting only an estimate
+        // that no batch measures make 1501 (247), and none made too late.
+        let per_session = overload(6, 30, 6, 20, SimMode::Element);
         let total: u64 = per_session.iter().map(|s| s.on_time).sum();
-        assert!(total >= 450, "{total} on time: {per_session:?}");
+        assert!(total >= 1300, "{total} on time: {per_session:?}");
         assert!(
-            per_session.iter().all(|s| s.on_time >= 50),
+            per_session.iter().all(|s| s.on_time >= 150 && s.late == 0),
             "{per_session:?}"
         );
+    }
+
+    #[test]
+    fn frames_handed_on_as_they_are_made_come_in_time() {
+        // Under overload a session's run of 4 may be split across batches: handing each
+        // frame on when its batch ends, not when the run's last one does, brings more on
+        // time for every count of sessions past the model's capacity, and none too late.
+        for n in [5, 6, 8] {
+            let streamed = overload(n, 30, 6, 20, SimMode::Element);
+            let whole = overload(n, 30, 6, 20, SimMode::WholeRuns);
+            let on_time = |r: &[SimSession]| r.iter().map(|s| s.on_time).sum::<u64>();
+            let late = |r: &[SimSession]| r.iter().map(|s| s.late).sum::<u64>();
+            eprintln!(
+                "{n} sessions: on time {} streamed, {} whole runs; made late {} and {}",
+                on_time(&streamed),
+                on_time(&whole),
+                late(&streamed),
+                late(&whole)
+            );
+            assert!(
+                on_time(&streamed) > on_time(&whole) * 11 / 10,
+                "{n} sessions"
+            );
+            assert!(late(&whole) > 0 && late(&streamed) == 0, "{n} sessions");
+        }
     }
 
     /// A model of inputs (tag, latent): it takes latents of 4 values only, and batches of
@@ -1556,6 +1685,71 @@ mod tests {
         // The refused run left nothing behind: the session works on.
         let ok = odd.run(vec![((9, vec![1.0; 4]), None)], None).unwrap();
         assert_eq!(ok[0].as_ref().unwrap().output, 13.0);
+    }
+
+    /// A model of two frames a batch at most that finishes a batch only when the test lets
+    /// it (one message per batch).
+    struct Gated {
+        go: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl BatchModel for Gated {
+        type Input = (u64, u64);
+        type Output = u64;
+        fn run(&self, inputs: &[(u64, u64)]) -> Result<Vec<u64>, String> {
+            self.go.lock().unwrap().recv().map_err(|e| e.to_string())?;
+            Ok(inputs.iter().map(|&(t, n)| f(t, n)).collect())
+        }
+        fn max_batch(&self) -> Option<usize> {
+            Some(2)
+        }
+    }
+
+    #[test]
+    fn a_run_split_across_batches_comes_back_batch_by_batch() {
+        let (go, gate) = mpsc::channel();
+        let svc = Batcher::start(
+            Gated {
+                go: Mutex::new(gate),
+            },
+            "test-batcher",
+        )
+        .unwrap();
+        let h = svc.session(8);
+        let mut run = h
+            .submit((0..4u64).map(|n| ((7, n), None)).collect(), None)
+            .unwrap();
+        assert_eq!(run.len(), 4);
+        // The first batch ends: its two frames come back while the second batch cannot
+        // end (its gate is shut).
+        go.send(()).unwrap();
+        let first: Vec<u64> = h
+            .next(&mut run)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.unwrap().output)
+            .collect();
+        assert_eq!(first, vec![f(7, 0), f(7, 1)]);
+        assert!(!run.is_done());
+        go.send(()).unwrap();
+        let second: Vec<u64> = h
+            .next(&mut run)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.unwrap().output)
+            .collect();
+        assert_eq!(second, vec![f(7, 2), f(7, 3)]);
+        assert!(run.is_done());
+        assert!(h.next(&mut run).unwrap().is_empty());
+        // A run that is cancelled half way says so.
+        let mut run = h
+            .submit((4..8u64).map(|n| ((7, n), None)).collect(), None)
+            .unwrap();
+        go.send(()).unwrap();
+        assert_eq!(h.next(&mut run).unwrap().len(), 2);
+        h.cancel();
+        assert_eq!(h.next(&mut run).unwrap_err(), BatchError::Cancelled);
+        go.send(()).unwrap();
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub struct CostModel {
     t: f64,
     nn: f64,
     nt: f64,
+    /// When the last measurement was taken ([`CostModel::observe_at`], the caller's clock)
+    /// and how long that batch took.
+    measured: Option<(Duration, Duration)>,
 }
 
 impl Default for CostModel {
@@ -133,6 +136,7 @@ impl CostModel {
             t: 0.0,
             nn: 0.0,
             nt: 0.0,
+            measured: None,
         }
     }
 
@@ -149,6 +153,38 @@ impl CostModel {
         self.nn += w * (n * n - self.nn);
         self.nt += w * (n * t - self.nt);
         self.samples += 1;
+    }
+
+    /// [`CostModel::observe`] for a batch that ended at `now` (on the clock the caller's
+    /// deadlines are on): [`CostModel::doubt_skipped`] knows from it whether the estimate
+    /// is being measured.
+    pub fn observe_at(&mut self, frames: usize, took: Duration, now: Duration) {
+        if frames == 0 {
+            return;
+        }
+        self.observe(frames, took);
+        self.measured = Some((now, took));
+    }
+
+    /// For `frames` frames skipped at `now` only because of the estimate (their deadline
+    /// was still ahead): doubts the estimate once per frame ([`CostModel::doubt`]), unless
+    /// it is being measured, that is, the last batch ended within twice its own time
+    /// before `now` ([`CostModel::observe_at`]). A model that runs batch after batch is
+    /// measured all the time: its skips are real overload, and doubting them would make
+    /// every next batch planned too large, overrun and come late (in the batching
+    /// service's simulation of 6 sessions on an H200-like cost, doubting every such skip
+    /// brought 700 frames of 3000 on time, and 957 made too late; doubting only a stale
+    /// estimate, 1500 and none). The estimate that nothing measures any more, the case
+    /// doubt is for, is doubted after that time.
+    pub fn doubt_skipped(&mut self, frames: usize, now: Duration) {
+        let measured = self
+            .measured
+            .is_some_and(|(at, took)| now.saturating_sub(at) <= took * 2);
+        if !measured {
+            for _ in 0..frames {
+                self.doubt();
+            }
+        }
     }
 
     /// Shrinks the estimate (both parts) by [`CostModel::DOUBT`]. Called for each frame
@@ -593,7 +629,8 @@ mod tests {
     /// 8 ms, and a first measurement of 300 ms (a slow first run). Returns which frames ran.
     fn after_a_slow_first_run(doubting: bool) -> Vec<bool> {
         let mut c = CostModel::new();
-        c.observe(1, ms(300));
+        // (the slow run ended just before the first frame came)
+        c.observe_at(1, ms(300), ms(0));
         (0..50u64)
             .map(|n| {
                 let now = ms(40 * n);
@@ -601,14 +638,12 @@ mod tests {
                 match plan(Some(now), &frames, &c, 1, true) {
                     Decision::Run { take, late } if take.is_empty() => {
                         if doubting {
-                            for _ in 0..skipped_on_estimate(Some(now), &frames, &late) {
-                                c.doubt();
-                            }
+                            c.doubt_skipped(skipped_on_estimate(Some(now), &frames, &late), now);
                         }
                         false
                     }
                     Decision::Run { .. } => {
-                        c.observe(1, ms(8));
+                        c.observe_at(1, ms(8), now + ms(8));
                         true
                     }
                     other => panic!("frame {n}: {other:?}"),
@@ -621,11 +656,13 @@ mod tests {
     fn a_slow_first_run_does_not_skip_every_frame_after_it() {
         // Without doubt the estimate is never measured again: every frame is skipped.
         assert!(after_a_slow_first_run(false).iter().all(|ran| !ran));
-        // With it, 300 ms * 0.9^k falls under the 140 ms of slack after 8 skips; the frame
-        // that then runs is measured at 8 ms, and every frame after it runs.
+        // With it: for twice the slow run's time (600 ms, frames 0 to 15) the estimate
+        // counts as measured and skips are not doubted; then 300 ms * 0.9^k falls under the
+        // 140 ms of slack after 8 doubted skips; the frame that then runs is measured at
+        // 8 ms, and every frame after it runs.
         let ran = after_a_slow_first_run(true);
         let first = ran.iter().position(|&r| r).expect("a frame ran");
-        assert_eq!(first, 8, "{ran:?}");
+        assert_eq!(first, 16 + 8, "{ran:?}");
         assert!(ran[first..].iter().all(|&r| r), "{ran:?}");
         // A frame whose deadline has passed is late whatever the estimate: no doubt.
         let frames = [Frame::ready(0, Some(ms(10))), Frame::ready(0, Some(ms(90)))];
@@ -634,6 +671,27 @@ mod tests {
         let mut c = cost(0, 10);
         c.doubt();
         assert_eq!(c.estimate(2), Some(ms(18)));
+    }
+
+    #[test]
+    fn skips_under_overload_do_not_doubt_a_measured_estimate() {
+        // A model busy batch after batch: each batch of 4 takes 100 ms and ends as the
+        // next begins; the skips decided between them (the frames could not make it) leave
+        // the estimate as measured.
+        let mut c = CostModel::new();
+        for k in 1..=10u64 {
+            c.observe_at(4, ms(100), ms(100 * k));
+            c.doubt_skipped(3, ms(100 * k + 60));
+        }
+        assert_eq!(c.estimate(4), Some(ms(100)));
+        // Nothing measured for more than twice the last batch's time: doubted, per frame.
+        c.doubt_skipped(2, ms(1000 + 201));
+        assert_eq!(c.estimate(4), Some(ms(81)));
+        // Without a time (observe), nothing counts as measured.
+        let mut c = CostModel::new();
+        c.observe(4, ms(100));
+        c.doubt_skipped(1, ms(0));
+        assert_eq!(c.estimate(4), Some(ms(90)));
     }
 
     #[test]

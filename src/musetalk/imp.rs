@@ -229,6 +229,22 @@ impl Timing {
     }
 }
 
+/// A run of frames being pushed: how many went, the crops of its made frames that are in
+/// and not pushed yet, and how many were skipped.
+struct Pushing<'a> {
+    frames: &'a [(FrameIn, bool)],
+    pushed: usize,
+    crops: VecDeque<Option<Vec<u8>>>,
+    skipped: usize,
+}
+
+/// A generated face (planar float RGB) as packed 8-bit RGB.
+fn to_rgb(image: &[f32]) -> Vec<u8> {
+    let mut rgb = vec![0u8; lipsync::RGB_LEN];
+    lipsync::image_to_rgb(image, &mut rgb, lipsync::IMAGE_SIDE * 3);
+    rgb
+}
+
 fn dur(t: gst::ClockTime) -> Duration {
     Duration::from_nanos(t.nseconds())
 }
@@ -810,10 +826,8 @@ impl MuseTalkElement {
                                 }
                             }
                             None => {
-                                let mut t = self.timing.lock().unwrap();
-                                for _ in 0..doubted {
-                                    t.cost.doubt();
-                                }
+                                let now = now.expect("frames skipped on the estimate are live");
+                                self.timing.lock().unwrap().cost.doubt_skipped(doubted, now);
                             }
                         }
                     }
@@ -947,8 +961,9 @@ impl MuseTalkElement {
     }
 
     /// Makes and pushes a run of frames: one idle frame, or a batch of speech frames, each
-    /// made or (`true`) skipped as late: pushed as GAP with the meta, speaking.
-    /// Called without lock.
+    /// made or (`true`) skipped as late: pushed as GAP with the meta, speaking. With shared
+    /// batching each frame is pushed as soon as the service hands it back (a run may be
+    /// split across its batches). Called without lock.
     fn process(&self, frames: Vec<(FrameIn, bool)>) -> Result<(), gst::FlowError> {
         let loaded = self
             .loaded
@@ -961,84 +976,77 @@ impl MuseTalkElement {
             .filter(|(f, late)| f.features.is_some() && !late)
             .map(|(f, _)| f)
             .collect();
-        let mut crops = Vec::new();
+        let mut out = Pushing {
+            frames: &frames,
+            pushed: 0,
+            crops: VecDeque::new(),
+            skipped: 0,
+        };
         if !made.is_empty() {
-            // The cost model learns on the clock the deadlines are on.
-            let clock = self.obj().clock();
-            let clock_start = clock.as_ref().map(|c| c.time());
-            let start = Instant::now();
-            let images = match &loaded.batch {
-                Some(handle) => self.infer_shared(&loaded, handle, &made)?,
-                None => self.infer_alone(&loaded, &made)?,
-            };
-            crops = images
-                .iter()
-                .map(|img| {
-                    img.as_ref().map(|img| {
-                        let mut rgb = vec![0u8; lipsync::RGB_LEN];
-                        lipsync::image_to_rgb(img, &mut rgb, lipsync::IMAGE_SIDE * 3);
-                        rgb
-                    })
-                })
-                .collect::<Vec<Option<Vec<u8>>>>();
-            let took = start.elapsed();
-            if loaded.batch.is_none() {
-                // (shared: the service measures its model time itself)
-                let on_clock = match (clock, clock_start) {
-                    (Some(c), Some(t0)) => dur(c.time().saturating_sub(t0)),
-                    _ => took,
-                };
-                self.timing
-                    .lock()
-                    .unwrap()
-                    .cost
-                    .observe(made.len(), on_clock);
+            match &loaded.batch {
+                Some(handle) => self.infer_shared(&loaded, handle, &made, |images| {
+                    out.crops
+                        .extend(images.iter().map(|i| i.as_deref().map(to_rgb)));
+                    self.push_ready(&mut out)
+                })?,
+                None => {
+                    let images = self.infer_alone(&loaded, &made)?;
+                    out.crops
+                        .extend(images.iter().map(|i| i.as_deref().map(to_rgb)));
+                }
             }
-            let mut c = self.counters.lock().unwrap();
-            c.inferred += crops.iter().filter(|c| c.is_some()).count() as u64;
-            c.inference_ns += took.as_nanos() as u64;
         }
-        let mut skipped = frames.iter().filter(|(_, late)| *late).count();
-        let mut out = Vec::with_capacity(frames.len());
-        let mut crops = crops.into_iter();
-        {
-            let mut c = self.counters.lock().unwrap();
-            for (f, late) in &frames {
-                c.frames += 1;
-                let buf = match (&f.features, late) {
+        self.push_ready(&mut out)?;
+        debug_assert_eq!(out.pushed, frames.len(), "every frame of the run pushed");
+        if out.skipped > 0 {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "behind real time: skipped {} of {} frames",
+                out.skipped,
+                frames.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Pushes the run's frames that can go now, in order: idle and late frames, and made
+    /// ones whose crops are in. Called without lock.
+    fn push_ready(&self, out: &mut Pushing<'_>) -> Result<(), gst::FlowError> {
+        while let Some((f, late)) = out.frames.get(out.pushed) {
+            let buf = {
+                let mut c = self.counters.lock().unwrap();
+                match (&f.features, late) {
                     (None, _) => {
+                        c.frames += 1;
                         c.idle += 1;
                         self.meta_buffer(f, None, false)
                     }
                     (Some(_), true) => {
+                        c.frames += 1;
                         c.speech += 1;
                         c.skipped += 1;
+                        out.skipped += 1;
                         self.meta_buffer(f, None, true)
                     }
                     (Some(_), false) => {
+                        let Some(crop) = out.crops.pop_front() else {
+                            // (still in the batching service)
+                            return Ok(());
+                        };
+                        c.frames += 1;
                         c.speech += 1;
                         // `None`: the batching service found it late and did not make it.
-                        let crop = crops.next().flatten();
                         if crop.is_none() {
                             c.skipped += 1;
-                            skipped += 1;
+                            out.skipped += 1;
                         }
                         self.meta_buffer(f, crop, true)
                     }
-                };
-                out.push(buf);
-            }
-        }
-        if skipped > 0 {
-            gst::debug!(
-                CAT,
-                imp = self,
-                "behind real time: skipped {skipped} of {} frames",
-                frames.len()
-            );
-        }
-        for b in out {
-            self.srcpad.push(b)?;
+                }
+            };
+            out.pushed += 1;
+            self.srcpad.push(buf)?;
         }
         Ok(())
     }
@@ -1056,6 +1064,10 @@ impl MuseTalkElement {
                 audio: f.features.as_deref().unwrap_or_default(),
             })
             .collect();
+        // The cost model learns on the clock the deadlines are on.
+        let clock = self.obj().clock();
+        let clock_start = clock.as_ref().map(|c| c.time());
+        let start = Instant::now();
         let images = loaded.muse.run(&inputs).map_err(|e| {
             gst::element_imp_error!(
                 self,
@@ -1064,9 +1076,23 @@ impl MuseTalkElement {
             );
             gst::FlowError::Error
         })?;
+        let took = start.elapsed();
+        {
+            let mut t = self.timing.lock().unwrap();
+            match (clock, clock_start) {
+                (Some(c), Some(t0)) => {
+                    let end = c.time();
+                    t.cost
+                        .observe_at(made.len(), dur(end.saturating_sub(t0)), dur(end));
+                }
+                _ => t.cost.observe(made.len(), took),
+            }
+        }
         let mut c = self.counters.lock().unwrap();
         c.batches += 1;
         c.batch_frames += made.len() as u64;
+        c.inferred += made.len() as u64;
+        c.inference_ns += took.as_nanos() as u64;
         drop(c);
         Ok(images
             .chunks_exact(IMAGE_LEN)
@@ -1075,14 +1101,17 @@ impl MuseTalkElement {
     }
 
     /// Runs the frames through the process's batching service, with their deadlines on the
-    /// service's clock; blocks until they are back or the element flushes (cancel).
+    /// service's clock, and gives their outputs to `ready` as they come back, in order
+    /// (`None`: the service found the frame late); returns when all are back, or when the
+    /// element flushes (cancel). The service measures its model time itself.
     /// Called without lock; takes `timing`, then `queue`, then `counters`, one at a time.
     fn infer_shared(
         &self,
         loaded: &Loaded,
         handle: &batcher::Handle<MuseBatchModel>,
         made: &[&FrameIn],
-    ) -> Result<Vec<Option<Vec<f32>>>, gst::FlowError> {
+        mut ready: impl FnMut(Vec<Option<Vec<f32>>>) -> Result<(), gst::FlowError>,
+    ) -> Result<(), gst::FlowError> {
         let batch_size = self.settings.lock().unwrap().batch_size as usize;
         let (clock, base) = {
             let obj = self.obj();
@@ -1134,40 +1163,53 @@ impl MuseTalkElement {
                 )
             })
             .collect();
-        let done = match handle.run(frames, more.then_some(step)) {
-            Ok(done) => done,
-            Err(batcher::BatchError::Cancelled) => return Err(gst::FlowError::Flushing),
-            Err(batcher::BatchError::Model(e)) => {
-                gst::element_imp_error!(
+        let failed = |e| {
+            match e {
+                batcher::BatchError::Cancelled => return gst::FlowError::Flushing,
+                batcher::BatchError::Model(e) => gst::element_imp_error!(
                     self,
                     gst::LibraryError::Failed,
                     ("MuseTalk inference failed: {e}")
-                );
-                return Err(gst::FlowError::Error);
-            }
-            Err(batcher::BatchError::Refused(e)) => {
-                gst::element_imp_error!(
+                ),
+                batcher::BatchError::Refused(e) => gst::element_imp_error!(
                     self,
                     gst::StreamError::Format,
                     ("The MuseTalk batching service refused this element's frames: {e}")
-                );
-                return Err(gst::FlowError::Error);
+                ),
             }
+            gst::FlowError::Error
         };
-        let mut c = self.counters.lock().unwrap();
+        let mut start = Instant::now();
+        let mut run = handle
+            .submit(frames, more.then_some(step))
+            .map_err(failed)?;
         let mut last = None;
-        for d in done.iter().flatten() {
-            if last != Some(d.batch.id) {
-                last = Some(d.batch.id);
-                c.batches += 1;
-                c.batch_frames += d.batch.size as u64;
+        while !run.is_done() {
+            let done = handle.next(&mut run).map_err(failed)?;
+            let mut c = self.counters.lock().unwrap();
+            for d in done.iter().flatten() {
+                if last != Some(d.batch.id) {
+                    last = Some(d.batch.id);
+                    c.batches += 1;
+                    c.batch_frames += d.batch.size as u64;
+                }
+                if d.batch.sessions > 1 {
+                    c.mixed += 1;
+                }
             }
-            if d.batch.sessions > 1 {
-                c.mixed += 1;
+            c.inferred += done.iter().flatten().count() as u64;
+            // (the time waited for the service, not that spent pushing)
+            c.inference_ns += start.elapsed().as_nanos() as u64;
+            drop(c);
+            if let Err(e) = ready(done.into_iter().map(|d| d.map(|d| d.output)).collect()) {
+                // Pushing failed (flushing, not linked, ...): the rest of the run is not
+                // wanted; its results are dropped as they come.
+                handle.cancel();
+                return Err(e);
             }
+            start = Instant::now();
         }
-        drop(c);
-        Ok(done.into_iter().map(|d| d.map(|d| d.output)).collect())
+        Ok(())
     }
 
     /// Cancels this element's frames in the batching service, waking a worker that waits
