@@ -13,13 +13,10 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{Server, StubLlm, speech};
 
-/// These tests run in real time (a live microphone, speech, a browser): one at a time, so
-/// that they do not starve each other of CPU on a small machine.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// Each test's bound (they take 10 to 40 s here); past it the test fails as hung. These
+/// tests run in real time (a live microphone, speech, a browser): one at a time
+/// (support::serial), so that they do not starve each other of CPU on a small machine.
+const LIMIT: Duration = Duration::from_secs(300);
 
 fn words(s: &str) -> Vec<String> {
     s.to_lowercase()
@@ -54,7 +51,10 @@ fn lasting_silence(trace: &[(f64, f64)], from: f64, quiet: f64) -> Option<f64> {
 #[test]
 fn the_avatar_hears_answers_and_is_interrupted_by_voice() {
     support::require_setup();
-    let _serial = one_at_a_time();
+    let _serial = support::serial(
+        "the_avatar_hears_answers_and_is_interrupted_by_voice",
+        LIMIT,
+    );
     let dir = tempfile::tempdir().unwrap();
     // 3 s for the microphone's connection to settle, the question, then the second utterance
     // while the (long) answer plays.
@@ -231,7 +231,10 @@ fn the_avatar_hears_answers_and_is_interrupted_by_voice() {
 #[test]
 fn without_microphone_permission_the_page_says_so_and_plays_on() {
     support::require_setup();
-    let _serial = one_at_a_time();
+    let _serial = support::serial(
+        "without_microphone_permission_the_page_says_so_and_plays_on",
+        LIMIT,
+    );
     let server = Server::start(&[]);
     let r = support::page_check(&server, "nomic");
     eprintln!("{r}");
@@ -290,14 +293,16 @@ fn mic_source(dir: &Path, parts: &[(f64, &str)], tail: f64) -> String {
 }
 
 fn stop(p: gst::Pipeline) {
-    use gst::prelude::*;
-    let _ = p.set_state(gst::State::Null);
+    support::stop_pipeline(&p, "the test microphone");
 }
 
 #[test]
 fn mic_requests_are_checked_and_what_is_heard_is_said_back_without_an_llm() {
     support::require_setup();
-    let _serial = one_at_a_time();
+    let _serial = support::serial(
+        "mic_requests_are_checked_and_what_is_heard_is_said_back_without_an_llm",
+        LIMIT,
+    );
     let server = Server::start(&["--peer-timeout", "120"]);
     let id = server.new_session();
     let events = server.events(&id);
@@ -371,7 +376,10 @@ fn mic_requests_are_checked_and_what_is_heard_is_said_back_without_an_llm() {
 #[test]
 fn a_dead_llm_in_a_voice_turn_and_a_silent_microphone_are_reported() {
     support::require_setup();
-    let _serial = one_at_a_time();
+    let _serial = support::serial(
+        "a_dead_llm_in_a_voice_turn_and_a_silent_microphone_are_reported",
+        LIMIT,
+    );
     let dead = support::free_port(); // nothing listens there
     let url = format!("http://127.0.0.1:{dead}/v1");
     let server = Server::start(&["--peer-timeout", "120", "--llm-url", &url]);
