@@ -83,27 +83,12 @@ impl Client {
                 .structure(0)
                 .and_then(|s| s.get::<String>("media").ok())
                 .unwrap_or_default();
-            let (desc, name) = if media == "video" {
-                (
-                    format!("queue ! rtpvp8depay ! vp8dec ! {}", av::VIDEO_TAIL),
-                    "v",
-                )
+            let (head, video) = if media == "video" {
+                ("rtpvp8depay ! vp8dec ! ", true)
             } else {
-                (
-                    format!("queue ! rtpopusdepay ! opusdec ! {}", av::AUDIO_TAIL),
-                    "a",
-                )
+                ("rtpopusdepay ! opusdec ! ", false)
             };
-            let bin = gst::parse::bin_from_description(&desc, true).unwrap();
-            let sink = bin.by_name(name).unwrap();
-            if name == "v" {
-                av::collect_video(&sink, &g);
-            } else {
-                av::collect_audio(&sink, &g);
-            }
-            p.add(&bin).unwrap();
-            bin.sync_state_with_parent().unwrap();
-            pad.link(&bin.static_pad("sink").unwrap()).unwrap();
+            av::decode_pad(&p, pad, head, video, &g);
         });
         pipeline.set_state(gst::State::Playing).unwrap();
         Client {

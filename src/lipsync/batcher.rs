@@ -1720,25 +1720,17 @@ mod tests {
             .submit((0..4u64).map(|n| ((7, n), None)).collect(), None)
             .unwrap();
         assert_eq!(run.len(), 4);
+        let next = |run: &mut Run| -> Vec<u64> {
+            let got = h.next(run).unwrap();
+            got.into_iter().map(|d| d.unwrap().output).collect()
+        };
         // The first batch ends: its two frames come back while the second batch cannot
         // end (its gate is shut).
         go.send(()).unwrap();
-        let first: Vec<u64> = h
-            .next(&mut run)
-            .unwrap()
-            .into_iter()
-            .map(|d| d.unwrap().output)
-            .collect();
-        assert_eq!(first, vec![f(7, 0), f(7, 1)]);
+        assert_eq!(next(&mut run), vec![f(7, 0), f(7, 1)]);
         assert!(!run.is_done());
         go.send(()).unwrap();
-        let second: Vec<u64> = h
-            .next(&mut run)
-            .unwrap()
-            .into_iter()
-            .map(|d| d.unwrap().output)
-            .collect();
-        assert_eq!(second, vec![f(7, 2), f(7, 3)]);
+        assert_eq!(next(&mut run), vec![f(7, 2), f(7, 3)]);
         assert!(run.is_done());
         assert!(h.next(&mut run).unwrap().is_empty());
         // A run that is cancelled half way says so.

@@ -162,6 +162,22 @@ pub fn speech_sync(got: &Received, idle: std::ops::Range<usize>) -> Sync {
     }
 }
 
+/// Links `pad` of an element in `pipeline` to `queue ! <head><tail>`, the tail being
+/// [`VIDEO_TAIL`] collected by [`collect_video`] or [`AUDIO_TAIL`] by [`collect_audio`] into
+/// `got`; `head` decodes what the pad gives ("": it gives raw media).
+pub fn decode_pad(pipeline: &gst::Pipeline, pad: &gst::Pad, head: &str, video: bool, got: &Shared) {
+    let tail = if video { VIDEO_TAIL } else { AUDIO_TAIL };
+    let bin = gst::parse::bin_from_description(&format!("queue ! {head}{tail}"), true).unwrap();
+    if video {
+        collect_video(&bin.by_name("v").unwrap(), got);
+    } else {
+        collect_audio(&bin.by_name("a").unwrap(), got);
+    }
+    pipeline.add(&bin).unwrap();
+    bin.sync_state_with_parent().unwrap();
+    pad.link(&bin.static_pad("sink").unwrap()).unwrap();
+}
+
 /// A receiver around a gst-plugins-rs WebRTC source (`whepclientsrc`, `whipserversrc` ...)
 /// whose `signaller` is set up: its ICE agent also offers 127.0.0.1, each decoded stream goes
 /// to [`collect_video`] / [`collect_audio`], and the pipeline is playing. Stopped on drop, with
@@ -187,17 +203,7 @@ impl Receiver {
         let got = Shared::default();
         let (p, g) = (pipeline.clone(), got.clone());
         src.connect_pad_added(move |_, pad| {
-            let video = pad.name().starts_with("video");
-            let desc = format!("queue ! {}", if video { VIDEO_TAIL } else { AUDIO_TAIL });
-            let bin = gst::parse::bin_from_description(&desc, true).unwrap();
-            if video {
-                collect_video(&bin.by_name("v").unwrap(), &g);
-            } else {
-                collect_audio(&bin.by_name("a").unwrap(), &g);
-            }
-            p.add(&bin).unwrap();
-            bin.sync_state_with_parent().unwrap();
-            pad.link(&bin.static_pad("sink").unwrap()).unwrap();
+            decode_pad(&p, pad, "", pad.name().starts_with("video"), &g);
         });
         pipeline.set_state(gst::State::Playing).unwrap();
         Receiver {
