@@ -33,11 +33,14 @@
 //!   another one out of the batches.
 //! - Size: of the chosen frames, the batch keeps the most (earliest deadlines first) that
 //!   still make the earliest deadline among them: `now + cost(k) <= earliest`. The others
-//!   wait for the next batch. Under overload (the frames left waiting could not make it in
-//!   the next batch either) the batch is instead the prefix that brings the most frames in
-//!   on time, and its frames due before it ends go back late at once: given up early so
-//!   that the others make it, rather than every batch serving only its most urgent frames
-//!   and leaving the rest late.
+//!   wait for the next batch. Under overload (the frames left waiting could not all make
+//!   it after this batch, even in one batch) the batch is instead the prefix that brings
+//!   the most frames in on time, and its frames due before it ends go back late at once:
+//!   given up early so that the others make it, rather than every batch serving only its
+//!   most urgent frames and leaving the rest late. Which frames are lost is then shared:
+//!   the frames of a session that lost more of its recent frames go first, as if due up
+//!   to [`Core::LOSS_LEAD`] earlier; by deadline alone the same sessions (those whose
+//!   phase puts their frames first in line) would lose every time.
 //! - When: a batch runs at once when full (`max_batch`, the largest bound among the
 //!   sessions). Otherwise, if some session is *expected* (it said more frames follow, it
 //!   has nothing queued and nothing in the running batch: its thread is busy pushing its
@@ -163,6 +166,18 @@ struct SessionState<I, O> {
     delivered_at: Duration,
     /// While set, runs are refused as cancelled (the session's element is flushing).
     flushing: bool,
+    /// The share of its recent frames given up as late (a moving average, per frame:
+    /// [`Core::LOSS_MEMORY`]); under overload its frames go first (see
+    /// [`Core::choose_fitting`]).
+    loss: f64,
+}
+
+impl<I, O> SessionState<I, O> {
+    /// One more frame's outcome: given up (`lost`) or run.
+    fn count(&mut self, lost: bool) {
+        let a = 1.0 / Core::<I, O>::LOSS_MEMORY;
+        self.loss += a * (f64::from(u8::from(lost)) - self.loss);
+    }
 }
 
 /// A batch to run: its members (session, ticket) and their inputs, in batch order.
@@ -218,6 +233,12 @@ fn key(deadline: Option<Duration>) -> (bool, Duration) {
 }
 
 impl<I, O> Core<I, O> {
+    /// Frames over which a session's loss share is averaged.
+    pub const LOSS_MEMORY: f64 = 25.0;
+    /// How much earlier than due the frames of a session that lost everything lately are
+    /// served under overload.
+    pub const LOSS_LEAD: Duration = Duration::from_millis(100);
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -238,6 +259,7 @@ impl<I, O> Core<I, O> {
                 cancelled_below: 0,
                 expect: None,
                 delivered_at: Duration::ZERO,
+                loss: 0.0,
                 flushing: false,
             },
         );
@@ -429,6 +451,7 @@ impl<I, O> Core<I, O> {
         let mut doubted = 0;
         for s in self.sessions.values_mut() {
             let mut delivered = false;
+            let mut lost = 0;
             s.pending.retain(|p| match p.deadline {
                 Some(d) if now + alone > d => {
                     if d >= now {
@@ -438,12 +461,16 @@ impl<I, O> Core<I, O> {
                         s.done.insert(p.ticket, Ok(None));
                     }
                     delivered = true;
+                    lost += 1;
                     false
                 }
                 _ => true,
             });
             if delivered {
                 s.delivered_at = now;
+            }
+            for _ in 0..lost {
+                s.count(true);
             }
         }
         self.cost.doubt_skipped(doubted, now);
@@ -474,9 +501,14 @@ impl<I, O> Core<I, O> {
             .rev()
             .find(|&k| end(k) <= first)
             .unwrap_or(1);
-        // The frames left out, and the queued frames beyond the chosen ones, go in the next
-        // batch at the earliest: can the most urgent of them still make it?
-        let next_urgent = chosen[fit..]
+        // The frames left out, and the queued frames beyond the chosen ones, run after this
+        // batch at the earliest: can they still make it? The m most urgent of them need at
+        // least one batch of m after this one (batches cost less per frame the larger they
+        // are), so if the m-th is due before that ends, frames will be lost whatever comes
+        // next: the service is overloaded. (Checking the most urgent one alone let a
+        // service run batches of one just in time for the most urgent frame, forever:
+        // below the throughput the load needs, and always losing the same sessions.)
+        let mut rest: Vec<Duration> = chosen[fit..]
             .iter()
             .filter_map(deadline)
             .chain(
@@ -488,12 +520,27 @@ impl<I, O> Core<I, O> {
                     })
                     .filter_map(|p| p.deadline),
             )
-            .min();
-        let overloaded = next_urgent.is_some_and(|d| end(fit) + alone > d);
+            .collect();
+        rest.sort_unstable();
+        let after = end(fit);
+        let overloaded = rest
+            .iter()
+            .enumerate()
+            .any(|(i, &d)| after + self.cost.estimate(i + 1).unwrap_or(alone * (i as u32 + 1)) > d);
         if !overloaded {
             chosen.truncate(fit);
             return (chosen, Some(end(fit)));
         }
+        // Which frames are lost under overload is a choice. Earliest deadline first would
+        // serve, batch after batch, the frame due next, and which sessions lose would be a
+        // matter of phase, which stays: the same sessions would starve. Frames of the
+        // sessions that lost more lately go first, as if due earlier by up to LOSS_LEAD.
+        let lead = |c: &(SessionId, usize)| {
+            let loss = self.sessions[&c.0].loss;
+            let lead = Duration::from_secs_f64(Self::LOSS_LEAD.as_secs_f64() * loss);
+            deadline(c).map(|d| d.saturating_sub(lead))
+        };
+        chosen.sort_by_key(|c| key(lead(c)));
         let on_time = |k: usize| {
             chosen[..k]
                 .iter()
@@ -633,8 +680,10 @@ impl<I, O> Core<I, O> {
                     s.done.insert(p.ticket, Ok(None));
                 }
                 s.delivered_at = now;
+                s.count(true);
                 continue;
             }
+            s.count(false);
             s.running += 1;
             members.push((*sid, p.ticket));
             inputs.push(p.input);
@@ -1541,6 +1590,27 @@ mod tests {
         // its runs took, queue wait included.)
         let old = overload(4, 20, 12, 20, SimMode::QueueWaitAsCost);
         eprintln!("queue wait as cost: {old:?}");
+    }
+
+    #[test]
+    fn under_overload_losses_are_shared_between_sessions() {
+        // A CPU-like model (1 ms + 9 ms a frame: no gain from batching) and 8 or 12
+        // sessions that want twice or three times what it makes. Earliest deadline first
+        // serves, batch after batch, the frame due next, so which sessions lose is a matter
+        // of phase, which stays: 4 sessions got 496 frames of 500 and 4 got 4 or 5. Frames
+        // of the sessions that lost more lately go first: each gets a good part of its
+        // share (250 of 500 at 8, 167 at 12), and the total is as high.
+        for (n, least) in [(8, 200), (12, 120)] {
+            let per_session = overload(n, 1, 9, 20, SimMode::Element);
+            let total: u64 = per_session.iter().map(|s| s.on_time).sum();
+            assert!(total >= 1900, "{n} sessions: {total} on time");
+            assert!(
+                per_session
+                    .iter()
+                    .all(|s| s.on_time >= least && s.late == 0),
+                "{n} sessions: {per_session:?}"
+            );
+        }
     }
 
     #[test]
