@@ -4,23 +4,19 @@
 //! viewer mode (janus.js) in headless Chromium. And the faults: Janus down when a session
 //! starts, a wrong room secret, Janus restarted mid-session.
 
+mod av;
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
-use gstlivetalk::avatar::{Avatar, Image};
 use serde_json::{Value, json};
 use support::{Janus, Server};
 
-/// The tests that watch media run in real time (encoding, decoding, a browser): one at a time,
-/// so that they do not starve each other of CPU on a small machine.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// Each test's bound (they take 10 to 60 s here); past it the test fails as hung. The tests
+/// that watch media run in real time (encoding, decoding, a browser): one at a time
+/// (support::serial), so that they do not starve each other of CPU on a small machine.
+const LIMIT: Duration = Duration::from_secs(300);
 
 fn janus_or_skip(test: &str) -> Option<Janus> {
     if !Janus::available() {
@@ -30,139 +26,40 @@ fn janus_or_skip(test: &str) -> Option<Janus> {
     Some(Janus::start())
 }
 
-/// What a viewer received: RGB frames and 16 kHz mono audio, with their timestamps.
-#[derive(Default)]
-struct Received {
-    frames: Vec<(gst::ClockTime, Image)>,
-    audio: Vec<(gst::ClockTime, Vec<f32>)>,
-}
-
 /// A GStreamer viewer of one feed through Janus: `janusvrwebrtcsrc`, each stream decoded into
 /// an appsink.
-struct Viewer {
-    pipeline: gst::Pipeline,
-    got: Arc<Mutex<Received>>,
+fn viewer(janus: &Janus, room: u64, feed: u64) -> av::Receiver {
+    let src = gst::ElementFactory::make("janusvrwebrtcsrc")
+        .build()
+        .expect("janusvrwebrtcsrc (gst-plugin-webrtc, feature janus)");
+    src.set_property("stun-server", None::<String>);
+    let signaller = src.property::<gst::glib::Object>("signaller");
+    signaller.set_property("janus-endpoint", janus.ws_url());
+    signaller.set_property("room-id", room);
+    signaller.set_property("producer-peer-id", feed);
+    av::Receiver::start_on_any_address("a Janus viewer", &src)
 }
 
-impl Viewer {
-    fn start(janus: &Janus, room: u64, feed: u64) -> Viewer {
-        let pipeline = gst::Pipeline::new();
-        let src = gst::ElementFactory::make("janusvrwebrtcsrc")
-            .build()
-            .expect("janusvrwebrtcsrc (gst-plugin-webrtc, feature janus)");
-        src.set_property("stun-server", None::<String>);
-        let signaller = src.property::<gst::glib::Object>("signaller");
-        signaller.set_property("janus-endpoint", janus.ws_url());
-        signaller.set_property("room-id", room);
-        signaller.set_property("producer-peer-id", feed);
-        pipeline.add(&src).unwrap();
-        let got = Arc::new(Mutex::new(Received::default()));
-        let (p, g) = (pipeline.downgrade(), got.clone());
-        src.connect_pad_added(move |_, pad| {
-            let Some(pipeline) = p.upgrade() else { return };
-            let video = pad.name().starts_with("video");
-            let tail = if video {
-                "videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false"
-            } else {
-                "audioconvert ! audioresample ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! \
-                 appsink name=sink sync=false"
-            };
-            let bin = gst::parse::bin_from_description(&format!("queue ! {tail}"), true).unwrap();
-            let sink = bin
-                .by_name("sink")
-                .unwrap()
-                .downcast::<gst_app::AppSink>()
-                .unwrap();
-            let g = g.clone();
-            sink.set_callbacks(
-                gst_app::AppSinkCallbacks::builder()
-                    .new_sample(move |s| {
-                        let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                        let buf = sample.buffer().ok_or(gst::FlowError::Error)?;
-                        let pts = buf.pts().unwrap_or(gst::ClockTime::ZERO);
-                        let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
-                        if video {
-                            let caps = sample.caps().unwrap().structure(0).unwrap().to_owned();
-                            let (w, h) = (
-                                caps.get::<i32>("width").unwrap() as u32,
-                                caps.get::<i32>("height").unwrap() as u32,
-                            );
-                            let stride = map.len() / h as usize;
-                            let mut data = Vec::with_capacity((w * h * 3) as usize);
-                            for row in map.chunks(stride).take(h as usize) {
-                                data.extend_from_slice(&row[..(w * 3) as usize]);
-                            }
-                            g.lock().unwrap().frames.push((
-                                pts,
-                                Image {
-                                    width: w,
-                                    height: h,
-                                    channels: 3,
-                                    data,
-                                },
-                            ));
-                        } else {
-                            let pcm = map
-                                .chunks_exact(4)
-                                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                                .collect();
-                            g.lock().unwrap().audio.push((pts, pcm));
-                        }
-                        Ok(gst::FlowSuccess::Ok)
-                    })
-                    .build(),
-            );
-            pipeline.add(&bin).unwrap();
-            bin.sync_state_with_parent().unwrap();
-            pad.link(&bin.static_pad("sink").unwrap()).unwrap();
-        });
-        pipeline.set_state(gst::State::Playing).unwrap();
-        Viewer { pipeline, got }
-    }
-
-    fn frames(&self) -> usize {
-        self.got.lock().unwrap().frames.len()
-    }
-
-    fn finish(self) -> Received {
-        support::stop_pipeline(&self.pipeline, "a Janus viewer");
-        std::mem::take(&mut *self.got.lock().unwrap())
-    }
-}
-
-/// Mouth opening per frame: each frame against the avatar frame it shows (the one whose upper
-/// face matches best), in the lower face.
-fn mouth_opening(frames: &[(gst::ClockTime, Image)]) -> Vec<f64> {
-    let avatar = Avatar::load(&support::cache_dir().join("avatars/astronaut")).unwrap();
-    let frames_of_avatar: Vec<Image> = avatar.frames().map(|f| f.to_image()).collect();
-    let fb = avatar.manifest.frames[0].face_box;
-    let (x0, x1) = (
-        (fb.x1 + fb.width() / 4) as u32,
-        (fb.x2 - fb.width() / 4) as u32,
-    );
-    let upper = (fb.y1 as u32, (fb.y1 + fb.height() * 2 / 5) as u32);
-    let lower = ((fb.y1 + fb.height() * 3 / 5) as u32, fb.y2 as u32);
-    let diff = |f: &Image, k: usize, (y0, y1): (u32, u32)| {
-        gstlivetalk::mouth::region_difference(f, &frames_of_avatar[k], x0, y0, x1, y1)
-    };
-    frames
-        .iter()
-        .map(|(_, f)| {
-            let k = (0..avatar.len())
-                .min_by(|&a, &b| diff(f, a, upper).total_cmp(&diff(f, b, upper)))
-                .unwrap();
-            diff(f, k, lower)
-        })
-        .collect()
+/// Stops a viewer and returns what it received.
+fn finish(viewer: av::Receiver) -> av::Received {
+    let got = viewer.take();
+    drop(viewer);
+    got
 }
 
 /// RMS of the loudest 20 ms of a viewer's audio.
-fn loudest(audio: &[(gst::ClockTime, Vec<f32>)]) -> f64 {
-    audio
+fn loudest(got: &av::Received) -> f64 {
+    av::audio_windows(&got.audio)
         .iter()
-        .flat_map(|(_, pcm)| pcm.chunks(320))
-        .map(|c| (c.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / c.len() as f64).sqrt())
+        .map(|w| w.1)
         .fold(0.0, f64::max)
+}
+
+/// Whether the video timestamps advance (from frame to frame, for 9 in 10 at least).
+fn timestamps_advance(got: &av::Received) -> bool {
+    let n = got.frames.len();
+    let advancing = got.frames.windows(2).filter(|w| w[1].1 > w[0].1).count();
+    advancing + 1 >= n * 9 / 10
 }
 
 fn session_json(server: &Server, id: &str) -> Value {
@@ -188,7 +85,7 @@ fn wait_published(server: &Server, janus: &Janus, room: u64, feed: u64) {
 
 #[test]
 fn one_encode_reaches_two_janus_viewers() {
-    let _serial = one_at_a_time();
+    let _serial = support::serial("one_encode_reaches_two_janus_viewers", LIMIT);
     gst::init().unwrap();
     gstwebrtc::plugin_register_static().unwrap();
     let Some(janus) = janus_or_skip("one_encode_reaches_two_janus_viewers") else {
@@ -207,10 +104,7 @@ fn one_encode_reaches_two_janus_viewers() {
     let publishers = janus.publishers(room);
     assert_eq!(publishers, vec![(feed, id.clone())]);
 
-    let viewers = [
-        Viewer::start(&janus, room, feed),
-        Viewer::start(&janus, room, feed),
-    ];
+    let viewers = [viewer(&janus, room, feed), viewer(&janus, room, feed)];
     server.wait_for("frames at both viewers", Duration::from_secs(40), || {
         viewers.iter().all(|v| v.frames() > 25)
     });
@@ -236,27 +130,26 @@ fn one_encode_reaches_two_janus_viewers() {
     assert_eq!(session_json(&server, &id)["video_encoders"], 1);
 
     for (i, v) in viewers.into_iter().enumerate() {
-        assert_saw_speech(i, v.finish());
+        assert_saw_speech(i, finish(v));
     }
 }
 
 /// A GStreamer viewer that watched from before a `/human` until after it: frames with
 /// advancing timestamps, speech in the audio, the mouth moving far more than in its first
 /// second (idle).
-fn assert_saw_speech(i: usize, got: Received) {
+fn assert_saw_speech(i: usize, got: av::Received) {
     let n = got.frames.len();
     assert!(n > 150, "viewer {i}: {n} video frames");
-    let advancing = got.frames.windows(2).filter(|w| w[1].0 > w[0].0).count();
     assert!(
-        advancing + 1 >= n * 9 / 10,
-        "viewer {i}: timestamps do not advance ({advancing} of {n})"
+        timestamps_advance(&got),
+        "viewer {i}: timestamps do not advance"
     );
-    let loud = loudest(&got.audio);
+    let loud = loudest(&got);
     assert!(
         loud > 0.05,
         "viewer {i}: no speech in the audio ({loud:.3})"
     );
-    let opening = mouth_opening(&got.frames);
+    let opening: Vec<f64> = av::mouth_opening(&got.frames).iter().map(|x| x.1).collect();
     let noise = opening[..25].iter().copied().fold(0.0, f64::max);
     let speaking = opening.iter().copied().fold(0.0, f64::max);
     eprintln!(
@@ -278,7 +171,10 @@ fn max(v: &[f64]) -> f64 {
 
 #[test]
 fn the_page_views_through_janus_beside_two_gstreamer_viewers() {
-    let _serial = one_at_a_time();
+    let _serial = support::serial(
+        "the_page_views_through_janus_beside_two_gstreamer_viewers",
+        LIMIT,
+    );
     let test = "the_page_views_through_janus_beside_two_gstreamer_viewers";
     gst::init().unwrap();
     gstwebrtc::plugin_register_static().unwrap();
@@ -309,10 +205,7 @@ fn the_page_views_through_janus_beside_two_gstreamer_viewers() {
     let id = v["sessionid"].as_str().unwrap().to_string();
     let feed = v["data"]["janus"]["feed"].as_u64().unwrap();
     wait_published(&server, &janus, room, feed);
-    let viewers = [
-        Viewer::start(&janus, room, feed),
-        Viewer::start(&janus, room, feed),
-    ];
+    let viewers = [viewer(&janus, room, feed), viewer(&janus, room, feed)];
     server.wait_for("frames at both viewers", Duration::from_secs(40), || {
         viewers.iter().all(|v| v.frames() > 25)
     });
@@ -408,7 +301,7 @@ fn the_page_views_through_janus_beside_two_gstreamer_viewers() {
     assert_eq!(r["status_after"], ended);
 
     for (i, v) in viewers.into_iter().enumerate() {
-        assert_saw_speech(i, v.finish());
+        assert_saw_speech(i, finish(v));
     }
 }
 
@@ -531,7 +424,7 @@ fn plugin_dir() -> Option<std::path::PathBuf> {
 
 #[test]
 fn janus_pipeline_script_publishes_to_a_viewer() {
-    let _serial = one_at_a_time();
+    let _serial = support::serial("janus_pipeline_script_publishes_to_a_viewer", LIMIT);
     gst::init().unwrap();
     gstwebrtc::plugin_register_static().unwrap();
     let test = "janus_pipeline_script_publishes_to_a_viewer";
@@ -588,20 +481,19 @@ fn janus_pipeline_script_publishes_to_a_viewer() {
         let _ = script.wait();
         panic!("janus.sh did not publish: {}", script_log());
     }
-    let viewer = Viewer::start(&janus, room, feed);
+    let viewer = viewer(&janus, room, feed);
     let start = Instant::now();
     while viewer.frames() < 100 && start.elapsed() < Duration::from_secs(40) {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let got = viewer.finish();
+    let got = finish(viewer);
     let _ = script.kill();
     let _ = script.wait();
     let n = got.frames.len();
     assert!(n >= 100, "{n} frames from janus.sh: {}", script_log());
-    let advancing = got.frames.windows(2).filter(|w| w[1].0 > w[0].0).count();
-    assert!(advancing + 1 >= n * 9 / 10, "timestamps do not advance");
-    let loud = loudest(&got.audio);
+    assert!(timestamps_advance(&got), "timestamps do not advance");
+    let loud = loudest(&got);
     eprintln!("janus.sh viewer: {n} frames, loudest {loud:.3}");
     assert!(loud > 0.05, "no speech from janus.sh ({loud:.3})");
 }

@@ -179,7 +179,7 @@ pub fn decode_pad(pipeline: &gst::Pipeline, pad: &gst::Pad, head: &str, video: b
 }
 
 /// A receiver around a gst-plugins-rs WebRTC source (`whepclientsrc`, `whipserversrc` ...)
-/// whose `signaller` is set up: its ICE agent also offers 127.0.0.1, each decoded stream goes
+/// whose `signaller` is set up: its ICE agent offers 127.0.0.1 only, each decoded stream goes
 /// to [`collect_video`] / [`collect_audio`], and the pipeline is playing. Stopped on drop, with
 /// a bound on the time (see [`crate::support::stop_pipeline`]).
 pub struct Receiver {
@@ -198,6 +198,12 @@ impl Receiver {
                 .emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
             None
         });
+        Self::start_on_any_address(name, src)
+    }
+
+    /// [`Receiver::start`] for a source whose ICE agent keeps every local address (a
+    /// server such as Janus offers the addresses it finds, not only loopback).
+    pub fn start_on_any_address(name: &str, src: &gst::Element) -> Receiver {
         let pipeline = gst::Pipeline::new();
         pipeline.add(src).unwrap();
         let got = Shared::default();
