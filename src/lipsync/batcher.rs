@@ -375,33 +375,20 @@ impl<I, O> Core<I, O> {
         id: SessionId,
         tickets: &[u64],
     ) -> Option<Result<Vec<Option<Done<O>>>, BatchError>> {
-        let Some(s) = self.sessions.get_mut(&id) else {
-            return Some(Err(BatchError::Cancelled));
-        };
-        if tickets.iter().any(|t| *t < s.cancelled_below) {
-            return Some(Err(BatchError::Cancelled));
-        }
-        if !tickets.iter().all(|t| s.done.contains_key(t)) {
-            return None;
-        }
-        let mut out = Vec::with_capacity(tickets.len());
-        let mut err = None;
-        for t in tickets {
-            match s.done.remove(t).expect("checked") {
-                Ok(d) => out.push(d),
-                Err(e) => err = Some(e),
-            }
-        }
-        Some(match err {
-            Some(e) => Err(e),
-            None => Ok(out),
-        })
+        let all_in = self.sessions.get(&id).is_none_or(|s| {
+            tickets
+                .iter()
+                .all(|t| *t < s.cancelled_below || s.done.contains_key(t))
+        });
+        all_in.then(|| self.collect_ready(id, tickets))
     }
 
     /// The results of `tickets` that are in, in order: from the first up to the first
     /// still to come (empty while that is the first). Collected results are removed, so
     /// the caller passes the tickets it has not collected yet. `Cancelled` if any of them
-    /// was cancelled; a model error among those in is returned as the error.
+    /// was cancelled; a model error among those in is returned as the error, and the
+    /// results of the other tickets already in are dropped (the run has failed: nobody
+    /// collects them).
     pub fn collect_ready(
         &mut self,
         id: SessionId,
@@ -418,7 +405,12 @@ impl<I, O> Core<I, O> {
             match s.done.remove(t) {
                 None => break,
                 Some(Ok(d)) => out.push(d),
-                Some(Err(e)) => return Err(e),
+                Some(Err(e)) => {
+                    for t in tickets {
+                        s.done.remove(t);
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(out)
@@ -450,7 +442,6 @@ impl<I, O> Core<I, O> {
         // estimate cannot hand back every frame from then on without being measured again.
         let mut doubted = 0;
         for s in self.sessions.values_mut() {
-            let mut delivered = false;
             let mut lost = 0;
             s.pending.retain(|p| match p.deadline {
                 Some(d) if now + alone > d => {
@@ -460,13 +451,12 @@ impl<I, O> Core<I, O> {
                     if p.ticket >= s.cancelled_below {
                         s.done.insert(p.ticket, Ok(None));
                     }
-                    delivered = true;
                     lost += 1;
                     false
                 }
                 _ => true,
             });
-            if delivered {
+            if lost > 0 {
                 s.delivered_at = now;
             }
             for _ in 0..lost {
@@ -496,7 +486,8 @@ impl<I, O> Core<I, O> {
         let Some(alone) = self.cost.estimate(1) else {
             return (chosen, None);
         };
-        let end = |k: usize| now + self.cost.estimate(k).unwrap_or(alone);
+        let cost = |k: usize| self.cost.estimate(k).unwrap_or(alone);
+        let end = |k: usize| now + cost(k);
         let fit = (1..=chosen.len())
             .rev()
             .find(|&k| end(k) <= first)
@@ -526,7 +517,7 @@ impl<I, O> Core<I, O> {
         let overloaded = rest
             .iter()
             .enumerate()
-            .any(|(i, &d)| after + self.cost.estimate(i + 1).unwrap_or(alone * (i as u32 + 1)) > d);
+            .any(|(i, &d)| after + cost(i + 1) > d);
         if !overloaded {
             chosen.truncate(fit);
             return (chosen, Some(end(fit)));
