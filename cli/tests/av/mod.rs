@@ -207,9 +207,12 @@ impl Receiver {
         let pipeline = gst::Pipeline::new();
         pipeline.add(src).unwrap();
         let got = Shared::default();
-        let (p, g) = (pipeline.clone(), got.clone());
+        // (weak: the source must not keep its own pipeline alive)
+        let (p, g) = (pipeline.downgrade(), got.clone());
         src.connect_pad_added(move |_, pad| {
-            decode_pad(&p, pad, "", pad.name().starts_with("video"), &g);
+            if let Some(p) = p.upgrade() {
+                decode_pad(&p, pad, "", pad.name().starts_with("video"), &g);
+            }
         });
         pipeline.set_state(gst::State::Playing).unwrap();
         Receiver {
