@@ -364,12 +364,22 @@ fn auto_chooses_musetalk_when_models_and_latents_are_there() {
     );
     let bin_ = bin.clone().downcast::<gst::Bin>().unwrap();
     assert!(bin_.by_name("musetalk").is_some() && bin_.by_name("whisperfeat").is_some());
+    // The driver's thread only makes frames: a queue takes them to avatarblend.
+    let downstream = |name: &str| {
+        let e = bin_.by_name(name).unwrap();
+        let peer = e.static_pad("src").unwrap().peer().unwrap();
+        peer.parent_element().unwrap()
+    };
+    let after = downstream("musetalk");
+    assert_eq!(after.factory().unwrap().name(), "queue");
+    assert_eq!(downstream(&after.name()).name(), "avatarblend");
     // The next run asks for lipwarp: the chain is rebuilt.
     bin.set_state(gst::State::Null).unwrap();
     bin.set_property_from_str("driver", "lipwarp");
     bin.set_state(gst::State::Ready).unwrap();
     assert_eq!(driver(&bin), gstlivetalk::enums::Driver::Lipwarp);
     assert!(bin_.by_name("musetalk").is_none() && bin_.by_name("lipwarp").is_some());
+    assert_eq!(downstream("lipwarp").factory().unwrap().name(), "queue");
     bin.set_state(gst::State::Null).unwrap();
 }
 

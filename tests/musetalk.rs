@@ -444,19 +444,47 @@ fn inference_latency_is_given_or_measured_and_added_to_the_latency() {
         let mut q = gst::query::Latency::new();
         assert!(muse.static_pad("src").unwrap().query(&mut q));
         let stats = muse.property::<gst::Structure>("stats");
+        // The batch cost the planner starts from, before any frame came.
+        let cost = (
+            stats.get::<i64>("batch-cost-fixed-us").unwrap(),
+            stats.get::<i64>("batch-cost-per-frame-us").unwrap(),
+        );
         (
             q.result(),
             stats.get::<u64>("inference-latency-ms").unwrap(),
+            cost,
         )
     };
-    let ((live, min, _), ms) = latency(&[("batch-size", &2u32), ("inference-latency", &30i32)]);
+    let given = [
+        ("batch-size", &2u32 as &dyn ToValue),
+        ("inference-latency", &30i32),
+        ("shared-batching", &false),
+    ];
+    let ((live, min, _), ms, cost) = latency(&given);
     assert!(live);
     assert_eq!(ms, 30);
     assert_eq!(min, gst::ClockTime::from_mseconds(100 + 2 * 40 + 30));
-    // Measured: some time (whole ms, at least 1) for the largest batch, and reported.
-    let ((_, min, _), ms) = latency(&[("batch-size", &2u32), ("shared-batching", &false)]);
-    assert!(ms >= 1, "{ms}");
-    assert_eq!(min, gst::ClockTime::from_mseconds(100 + 2 * 40 + ms));
+    // Given: nothing ran at READY, so no batch cost is known yet.
+    assert_eq!(cost, (-1, -1));
+    // Measured: some time (whole ms, at least 1) for the largest batch, and reported; the
+    // batches of one and of two timed at READY give the cost model both parts, for the
+    // element's own batches and for the batching service's.
+    for shared in [false, true] {
+        let ((_, min, _), ms, (fixed, per)) = latency(&[
+            ("batch-size", &2u32 as &dyn ToValue),
+            ("shared-batching", &shared),
+        ]);
+        assert!(ms >= 1, "{ms}");
+        let largest = if shared { 16 } else { 2 };
+        let batch = (fixed + per * largest) as f64 / 1e3;
+        assert!(
+            fixed >= 0 && per >= 0 && batch > 0.0 && batch <= ms as f64 / 1.25 + 1.0,
+            "shared {shared}: {fixed} us + {per} us a frame, {ms} ms allowed"
+        );
+        if !shared {
+            assert_eq!(min, gst::ClockTime::from_mseconds(100 + 2 * 40 + ms));
+        }
+    }
 }
 
 #[test]

@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     max_sessions: usize,
     /// sessions: the driver (lipwarp: the whole serve chain; musetalk: features -> musetalk ->
-    /// synchronised sink, with and without cross-session batching).
+    /// queue -> synchronised sink, with and without cross-session batching).
     #[arg(long, value_enum, default_value = "lipwarp")]
     driver: crate::launch::DriverArg,
     /// sessions --driver musetalk: folder with unet.onnx and vae_decoder.onnx (default: the

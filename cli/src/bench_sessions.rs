@@ -430,8 +430,10 @@ fn start_muse_session(
 ) -> anyhow::Result<MuseSession> {
     let caps = "application/x-livetalk-features,framerate=25/1,rows=50,dims=384";
     let desc = format!(
+        // The queue as in avatarbin: musetalk's thread makes frames and does not wait in
+        // the synchronised sink until each one's time.
         "appsrc name=src is-live=true format=time caps={caps} ! musetalk name=muse \
-         ! fakesink name=sink sync=true"
+         ! queue ! fakesink name=sink sync=true"
     );
     let pipeline = gst::parse::launch(&desc)?
         .downcast::<gst::Pipeline>()
@@ -542,7 +544,7 @@ pub fn run_musetalk(o: &MuseBench) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "musetalk sessions (live features at 25 fps, each its own avatar, synchronised sinks), \
+        "musetalk sessions (live features at 25 fps, each its own avatar, a queue and a synchronised sink), \
          models {}, device {}, batch-size {}, max-batch {}, {:.0} s each after 3 s of warm-up, \
          {cores} cores:",
         o.model_dir.display(),

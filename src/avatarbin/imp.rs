@@ -1,11 +1,18 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `avatarbin`: the lip-sync chain as one bin.
 //!
-//! The fixed part (tee, the two queues, the conversion to 16 kHz mono F32LE, avatarblend) is
-//! made when the element is constructed, so its pads can be linked at once (gst-launch). The
-//! lip driver (`whisperfeat ! musetalk` or `lipwarp`) is put between the conversion and
-//! avatarblend on NULL->READY, once `driver`, `avatar` and `model-dir` are known, and made
-//! anew there on every run.
+//! The fixed part (tee, the three queues, the conversion to 16 kHz mono F32LE, avatarblend)
+//! is made when the element is constructed, so its pads can be linked at once (gst-launch).
+//! The lip driver (`whisperfeat ! musetalk` or `lipwarp`) is put between the conversion and
+//! the queue before avatarblend on NULL->READY, once `driver`, `avatar` and `model-dir` are
+//! known, and made anew there on every run.
+//!
+//! The queue between the driver and avatarblend gives blending and everything downstream
+//! their own thread: the driver's thread only makes frames. Without it musetalk's thread
+//! would blend, convert, and wait in a synchronised sink until each frame's time, and the
+//! frames due meanwhile would miss their deadlines: with a GPU-like model cost (57 ms a
+//! batch, 8 ms a frame) one session straight into a synchronised sink held 20 of 25 fps;
+//! through a queue, 25.
 //!
 //! Locks: `settings` and `chain` are never held together (each is taken, copied from or
 //! written, and released), and neither is held while a child changes state or a message is
@@ -55,7 +62,7 @@ impl Settings {
     }
 }
 
-/// The lip driver now between the conversion and avatarblend.
+/// The lip driver now between the conversion and the queue before avatarblend.
 struct Chain {
     driver: Driver,
     elements: Vec<gst::Element>,
@@ -66,6 +73,8 @@ pub struct AvatarBin {
     chain: Mutex<Option<Chain>>,
     tee: gst::Element,
     convert: gst::Element,
+    /// Between the lip driver and avatarblend.
+    driven: gst::Element,
     blend: gst::Element,
 }
 
@@ -127,7 +136,7 @@ impl AvatarBin {
         }
     }
 
-    /// Puts `driver` between the conversion and avatarblend, replacing another one. Called
+    /// Puts `driver` between the conversion and the queue before avatarblend, replacing another one. Called
     /// without lock, in NULL.
     fn install(&self, driver: Driver, s: &Settings, fps: u32) -> Result<(), glib::BoolError> {
         let obj = self.obj();
@@ -141,7 +150,7 @@ impl AvatarBin {
         obj.add_many(&elements)?;
         let mut all = vec![&self.convert];
         all.extend(elements.iter());
-        all.push(&self.blend);
+        all.push(&self.driven);
         gst::Element::link_many(all)?;
         *self.chain.lock().unwrap() = Some(Chain { driver, elements });
         Ok(())
@@ -233,6 +242,7 @@ impl ObjectSubclass for AvatarBin {
             chain: Mutex::new(None),
             tee: make("tee", "tee"),
             convert: make("capsfilter", "to16k"),
+            driven: make("queue", "drivenqueue"),
             blend: gst::ElementFactory::make("avatarblend")
                 .name("avatarblend")
                 .build()
@@ -367,14 +377,18 @@ impl ObjectImpl for AvatarBin {
                 .build()
                 .unwrap_or_else(|e| panic!("core element {factory} missing: {e}"))
         };
-        let queue = |name: &str| {
-            let q = make("queue", name);
+        let size = |q: &gst::Element| {
             q.set_property("max-size-buffers", 0u32);
             q.set_property("max-size-bytes", 0u32);
             q.set_property("max-size-time", QUEUE_TIME);
+        };
+        let queue = |name: &str| {
+            let q = make("queue", name);
+            size(&q);
             q
         };
         let (vq, aq) = (queue("videoqueue"), queue("audioqueue"));
+        size(&self.driven);
         let (conv, res) = (
             make("audioconvert", "convert"),
             make("audioresample", "resample"),
@@ -388,8 +402,20 @@ impl ObjectImpl for AvatarBin {
                 .field("layout", "interleaved")
                 .build(),
         );
-        obj.add_many([&self.tee, &vq, &conv, &res, &self.convert, &self.blend, &aq])
-            .expect("adding the fixed part");
+        obj.add_many([
+            &self.tee,
+            &vq,
+            &conv,
+            &res,
+            &self.convert,
+            &self.driven,
+            &self.blend,
+            &aq,
+        ])
+        .expect("adding the fixed part");
+        self.driven
+            .link(&self.blend)
+            .expect("linking the queue before avatarblend");
         gst::Element::link_many([&self.tee, &vq, &conv, &res, &self.convert])
             .expect("linking the conversion");
         self.tee.link(&aq).expect("linking the audio branch");

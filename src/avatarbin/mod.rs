@@ -7,7 +7,7 @@
  * audio sink beside the video sink, stays in sync).
  *
  * Inside: `tee`, then on the video branch `queue ! audioconvert ! audioresample !
- * F32LE 16 kHz mono ! (whisperfeat ! musetalk | lipwarp) ! avatarblend`, and on the audio branch
+ * F32LE 16 kHz mono ! (whisperfeat ! musetalk | lipwarp) ! queue ! avatarblend`, and on the audio branch
  * a `queue`. The lip driver is chosen when the element goes to READY (`driver`): `auto` takes
  * musetalk when `model-dir` holds `unet.onnx` and `vae_decoder.onnx` and the avatar has
  * MuseTalk latents, else lipwarp; the choice and its reason are posted on the bus as a

@@ -915,6 +915,20 @@ impl<M: BatchModel> Batcher<M> {
         &self.shared.model
     }
 
+    /// Gives a service that has measured no batch yet its first batch times (e.g. timed
+    /// at start-up, of two sizes: see [`CostModel`] for why); ignored once it has.
+    pub fn seed_cost(&self, times: &[(usize, Duration)]) {
+        let sh = &self.shared;
+        let mut st = sh.lock();
+        if st.core.cost.samples() > 0 {
+            return;
+        }
+        for &(frames, took) in times {
+            st.core.cost.observe(frames, took);
+        }
+        *sh.cost.lock().unwrap_or_else(|e| e.into_inner()) = st.core.cost.clone();
+    }
+
     /// Sessions open now.
     pub fn sessions(&self) -> usize {
         self.shared.lock().core.sessions()

@@ -87,23 +87,31 @@ pub enum Decision {
 /// The cost of a batch of `n` frames: `fixed + per_frame * n`, learned from measured batch
 /// times.
 ///
-/// The model keeps exponentially weighted means (weight `w` for the newest measurement) of
-/// `n`, `t`, `n^2` and `n*t` over the measurements `(n, t)` and fits the line by weighted
-/// least squares on them; old measurements fade, so the model follows a device that gets
-/// slower or faster. While the batch sizes seen hardly vary (weighted variance of `n` below
-/// [`CostModel::MIN_SIZE_VARIANCE`]) a line cannot be fitted: the cost is taken as
-/// proportional, `t/n` per frame and no fixed part (for batches larger than those measured
-/// this errs on the slow side). Both parts are kept non-negative. Until the first
-/// measurement the cost is unknown ([`CostModel::estimate`] gives `None`).
+/// The model remembers each batch size it has measured: per size, an exponentially weighted
+/// mean of its times (weight `w` for the newest measurement of that size). The line is
+/// fitted by weighted least squares through these per-size means, each weighted by its
+/// freshness, `(1 - w)` to the power of the measurements of other sizes since its own last
+/// one: sizes measured lately lead, so the model follows a device that gets slower or
+/// faster, but a size never counts for nothing. A live element whose frames keep running
+/// alone for a while (the start of speech, a stall) measures batches of one only; had the
+/// sizes measured earlier faded out of the fit (as they did when the model averaged over
+/// batches rather than sizes), a batch of 4 would be priced as four batches of one. On a
+/// GPU, whose batch costs little more than one frame, that belief keeps the batches small:
+/// frames run alone, and are lost, until a larger batch happens to be measured again.
+///
+/// With one size measured the cost is taken as proportional, `t/n` per frame and no fixed
+/// part (for larger batches this errs on the slow side: the musetalk element times two
+/// sizes at start-up to avoid it). Both parts are kept non-negative.
+/// Until the first measurement the cost is unknown ([`CostModel::estimate`] gives `None`).
 #[derive(Debug, Clone)]
 pub struct CostModel {
     weight: f64,
     samples: u64,
-    /// Weighted means of n, t (ns), n^2, n*t.
-    n: f64,
-    t: f64,
-    nn: f64,
-    nt: f64,
+    /// Per measured batch size, ascending: (size, weighted mean time in ns, `samples` when
+    /// last measured).
+    sizes: Vec<(usize, f64, u64)>,
+    /// `(fixed, per_frame)` in ns, fitted to `sizes` after each change.
+    fit: Option<(f64, f64)>,
     /// When the last measurement was taken ([`CostModel::observe_at`], the caller's clock)
     /// and how long that batch took.
     measured: Option<(Duration, Duration)>,
@@ -116,12 +124,12 @@ impl Default for CostModel {
 }
 
 impl CostModel {
-    /// Weight of the newest measurement.
+    /// Weight of the newest measurement of a size.
     pub const DEFAULT_WEIGHT: f64 = 0.25;
     /// What [`CostModel::doubt`] keeps of the estimate.
     pub const DOUBT: f64 = 0.9;
-    /// Below this weighted variance of the batch sizes the cost is taken as proportional.
-    pub const MIN_SIZE_VARIANCE: f64 = 0.05;
+    /// The least freshness a measured size keeps in the fit.
+    const MIN_FRESHNESS: f64 = 1e-9;
 
     pub fn new() -> Self {
         Self::with_weight(Self::DEFAULT_WEIGHT)
@@ -132,10 +140,8 @@ impl CostModel {
         Self {
             weight: weight.clamp(0.01, 1.0),
             samples: 0,
-            n: 0.0,
-            t: 0.0,
-            nn: 0.0,
-            nt: 0.0,
+            sizes: Vec::new(),
+            fit: None,
             measured: None,
         }
     }
@@ -145,14 +151,17 @@ impl CostModel {
         if frames == 0 {
             return;
         }
-        let n = frames as f64;
         let t = took.as_nanos() as f64;
-        let w = if self.samples == 0 { 1.0 } else { self.weight };
-        self.n += w * (n - self.n);
-        self.t += w * (t - self.t);
-        self.nn += w * (n * n - self.nn);
-        self.nt += w * (n * t - self.nt);
         self.samples += 1;
+        match self.sizes.binary_search_by_key(&frames, |s| s.0) {
+            Ok(i) => {
+                let s = &mut self.sizes[i];
+                s.1 += self.weight * (t - s.1);
+                s.2 = self.samples;
+            }
+            Err(i) => self.sizes.insert(i, (frames, t, self.samples)),
+        }
+        self.fit = self.fitted();
     }
 
     /// [`CostModel::observe`] for a batch that ended at `now` (on the clock the caller's
@@ -164,6 +173,11 @@ impl CostModel {
         }
         self.observe(frames, took);
         self.measured = Some((now, took));
+    }
+
+    /// Batch sizes measured so far.
+    pub fn sizes(&self) -> usize {
+        self.sizes.len()
     }
 
     /// For `frames` frames skipped at `now` only because of the estimate (their deadline
@@ -194,10 +208,10 @@ impl CostModel {
     /// from then on and never be measured again. Shrinking it lets a frame run after a few
     /// skips; its measurement then puts the estimate right, up or down.
     pub fn doubt(&mut self) {
-        if self.samples > 0 {
-            self.t *= Self::DOUBT;
-            self.nt *= Self::DOUBT;
+        for s in &mut self.sizes {
+            s.1 *= Self::DOUBT;
         }
+        self.fit = self.fitted();
     }
 
     /// How many measurements were taken.
@@ -215,20 +229,42 @@ impl CostModel {
     }
 
     fn parts_ns(&self) -> Option<(f64, f64)> {
-        if self.samples == 0 {
+        self.fit
+    }
+
+    /// The line through the measured sizes (see the type's documentation).
+    fn fitted(&self) -> Option<(f64, f64)> {
+        if let [(n, t, _)] = self.sizes[..] {
+            return Some((0.0, t / n as f64));
+        }
+        if self.sizes.is_empty() {
             return None;
         }
-        let var = self.nn - self.n * self.n;
-        if var < Self::MIN_SIZE_VARIANCE {
-            return Some((0.0, self.t / self.n));
-        }
-        let per = (self.nt - self.n * self.t) / var;
-        let fixed = self.t - per * self.n;
+        // Weighted by freshness; centred sums, so that a fit led by one fresh size stays
+        // exact.
+        let keep = 1.0 - self.weight;
+        let fresh: Vec<(f64, f64, f64)> = self
+            .sizes
+            .iter()
+            .map(|&(size, time, at)| {
+                let age = (self.samples - at).min(i32::MAX as u64) as i32;
+                (keep.powi(age).max(Self::MIN_FRESHNESS), size as f64, time)
+            })
+            .collect();
+        let w: f64 = fresh.iter().map(|f| f.0).sum();
+        let n = fresh.iter().map(|f| f.0 * f.1).sum::<f64>() / w;
+        let t = fresh.iter().map(|f| f.0 * f.2).sum::<f64>() / w;
+        let var: f64 = fresh.iter().map(|f| f.0 * (f.1 - n).powi(2)).sum();
+        let cov: f64 = fresh.iter().map(|f| f.0 * (f.1 - n) * (f.2 - t)).sum();
+        let per = cov / var;
+        let fixed = t - per * n;
         Some(if per < 0.0 {
-            (self.t, 0.0)
+            (t, 0.0)
         } else if fixed < 0.0 {
             // The line through the origin that fits best.
-            (0.0, self.nt / self.nn)
+            let nt: f64 = fresh.iter().map(|f| f.0 * f.1 * f.2).sum();
+            let nn: f64 = fresh.iter().map(|f| f.0 * f.1 * f.1).sum();
+            (0.0, nt / nn)
         } else {
             (fixed, per)
         })
@@ -716,8 +752,10 @@ mod tests {
             let want = 0.020 + 0.010 * n as f64;
             assert!((e - want).abs() < 0.03 * want, "{n} frames: {e} vs {want}");
         }
-        // The device becomes twice as slow: the model follows within a few dozen batches.
-        for k in 0..40u64 {
+        // The device becomes twice as slow: the model follows, size by size (each size's
+        // mean keeps a quarter of the old time after 5 batches of it, 0.3 % after 20); the
+        // size no longer run (5) fades from the fit.
+        for k in 0..80u64 {
             let n = 1 + (k % 4) as usize;
             c.observe(n, ms(40 + 20 * n as u64));
         }
@@ -738,6 +776,119 @@ mod tests {
         c.observe(0, ms(5));
         assert_eq!(c.samples(), 0);
         assert_eq!(c.estimate(1), None);
+    }
+
+    #[test]
+    fn a_batch_size_measured_once_is_not_forgotten() {
+        // A GPU-like model: 50 ms a batch plus 8 ms a frame. Timed at start-up with batches
+        // of 1 and 4; then a live element runs batches of one only, for a while.
+        let mut c = CostModel::new();
+        c.observe(1, ms(58));
+        c.observe(4, ms(82));
+        for _ in 0..200 {
+            c.observe(1, ms(58));
+        }
+        // A batch of 4 is still priced as measured, not as four batches of one (232 ms):
+        // the planner can still choose it.
+        assert_eq!(c.estimate(4), Some(ms(82)));
+        assert_eq!(c.parts(), Some((ms(50), ms(8))));
+        assert_eq!(c.sizes(), 2);
+        // Sizes measured lately lead the fit: 1 and 2 fresh, 8 long ago (and since slower).
+        let mut c = CostModel::new();
+        c.observe(8, ms(500));
+        for _ in 0..100 {
+            c.observe(1, ms(58));
+            c.observe(2, ms(66));
+        }
+        let e = c.estimate(8).unwrap().as_secs_f64();
+        assert!((e - 0.114).abs() < 0.001, "{e}");
+        // Doubt shrinks every size.
+        let mut c = CostModel::new();
+        c.observe(1, ms(50));
+        c.observe(3, ms(70));
+        c.doubt();
+        assert_eq!(c.estimate(1), Some(ms(45)));
+        assert_eq!(c.estimate(3), Some(ms(63)));
+    }
+
+    /// One live queue at 25 fps, as the musetalk element plans it (batch-size 4, awaited
+    /// frames listed up to a full batch, latency 4 frames plus 1.25 times a batch of 4,
+    /// deadlines half a frame before), on a model that takes `fixed + per * k` ms for `k`
+    /// frames, for 500 frames; the cost model starts as `cost`. Returns the frames made on
+    /// time and the mean batch.
+    fn one_live_queue(mut cost: CostModel, fixed: u64, per: u64) -> (usize, f64) {
+        let model = |k: usize| ms(fixed + per * k as u64);
+        let step = ms(40);
+        let latency = step * 4 + model(4) * 5 / 4;
+        let due = |n: u64| step * n as u32 + latency - step / 2;
+        let (mut next, mut queue) = (0u64, Vec::<u64>::new());
+        let (mut on_time, mut batches, mut made) = (0, 0, 0);
+        let mut now = ms(0);
+        while next < 500 || !queue.is_empty() {
+            while next < 500 && step * next as u32 <= now {
+                queue.push(next);
+                next += 1;
+            }
+            let mut frames: Vec<Frame> = queue
+                .iter()
+                .map(|&n| Frame::ready(0, Some(due(n))))
+                .collect();
+            if queue.len() < 4 && next < 500 {
+                let last = queue.last().map_or(next, |n| n + 1);
+                frames.extend(
+                    (0..(4 - queue.len()) as u64).map(|k| Frame::awaited(0, Some(due(last + k)))),
+                );
+            }
+            let mut wake = None;
+            match plan(Some(now), &frames, &cost, 4, true) {
+                Decision::Run { take, late } => {
+                    cost.doubt_skipped(skipped_on_estimate(Some(now), &frames, &late), now);
+                    let gone = take.len() + late.len();
+                    let ran: Vec<u64> = take.iter().map(|&i| queue[i]).collect();
+                    queue.drain(..gone);
+                    if !ran.is_empty() {
+                        now += model(ran.len());
+                        cost.observe_at(ran.len(), model(ran.len()), now);
+                        on_time += ran.iter().filter(|&&n| now <= due(n)).count();
+                        batches += 1;
+                        made += ran.len();
+                    }
+                    continue;
+                }
+                Decision::Wait { until } => wake = until,
+                Decision::Idle => {}
+            }
+            let arrival = step * next as u32;
+            now = wake
+                .map_or(arrival, |w| w.min(arrival))
+                .max(now + Duration::from_micros(1));
+        }
+        (on_time, made as f64 / batches.max(1) as f64)
+    }
+
+    #[test]
+    fn a_gpu_like_cost_runs_a_live_queue_in_batches() {
+        // 57 ms a batch plus 8 ms a frame: a frame alone takes longer than a frame lasts,
+        // four in a batch take 89 ms. Timed at start-up with batches of 1 and 4 (as the
+        // element does at READY), every frame is made on time, in batches of 4.
+        let mut timed = CostModel::new();
+        timed.observe(1, ms(65));
+        timed.observe(4, ms(89));
+        let (on_time, batch) = one_live_queue(timed, 57, 8);
+        assert!(
+            on_time >= 495 && batch > 3.5,
+            "{on_time} on time, batches of {batch}"
+        );
+        // Started from a batch of one alone (cost taken as proportional: a batch of 4 looks
+        // like 260 ms, more than the slack) it runs frames alone until two wait together;
+        // their batch measures a second size, and the line is right from then on.
+        let mut one = CostModel::new();
+        one.observe(1, ms(65));
+        let (on_time, batch) = one_live_queue(one, 57, 8);
+        assert!(
+            on_time >= 490 && batch > 3.5,
+            "{on_time} on time, batches of {batch}"
+        );
     }
 
     #[test]

@@ -171,6 +171,8 @@ struct Timing {
     qos_earliest: Option<gst::ClockTime>,
     /// Batch cost, learned from batch times measured on the pipeline clock.
     cost: CostModel,
+    /// What `cost` starts from when the element starts (batches timed at READY).
+    seed: CostModel,
     /// The time allowed for inference, added to our latency (`inference-latency`).
     inference: gst::ClockTime,
 }
@@ -184,6 +186,7 @@ impl Default for Timing {
             upstream_latency: gst::ClockTime::ZERO,
             qos_earliest: None,
             cost: CostModel::new(),
+            seed: CostModel::new(),
             inference: gst::ClockTime::ZERO,
         }
     }
@@ -354,11 +357,33 @@ impl MuseTalkElement {
         }
         // ... and as the model allows it.
         let largest = model_batch.map_or(wanted, |n| n.min(wanted)).max(1);
-        let inference = match u64::try_from(s.inference_latency) {
-            Ok(ms) => gst::ClockTime::from_mseconds(ms),
-            Err(_) => self.measure_inference(&muse, &avatar, largest)?,
+        // -1: batches of one and of the largest size are timed; the inference latency is
+        // taken from the largest, and the cost models start from both. Given: nothing is
+        // timed (no model run at READY), the cost models learn from the live batches alone.
+        let (inference, timed) = match u64::try_from(s.inference_latency) {
+            Ok(ms) => (gst::ClockTime::from_mseconds(ms), Vec::new()),
+            Err(_) => {
+                let timed = self.time_batches(&muse, &avatar, largest)?;
+                let &(frames, took) = timed.last().expect("a batch was timed");
+                let allowed =
+                    gst::ClockTime::from_mseconds((took.as_secs_f64() * 1.25 * 1e3).ceil() as u64);
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "inference latency {allowed} (a batch of {frames} frames took {took:?})"
+                );
+                (allowed, timed)
+            }
         };
-        self.timing.lock().unwrap().inference = inference;
+        let mut seed = CostModel::new();
+        for &(frames, took) in &timed {
+            seed.observe(frames, took);
+        }
+        {
+            let mut t = self.timing.lock().unwrap();
+            t.inference = inference;
+            t.seed = seed;
+        }
         let batch =
             if s.shared_batching {
                 let service = lipsync::shared_batcher(&muse).map_err(|e| {
@@ -367,6 +392,7 @@ impl MuseTalkElement {
                         ("Cannot start the batching service: {e}")
                     )
                 })?;
+                service.seed_cost(&timed);
                 Some(service.session(
                     model_batch.map_or(s.max_batch as usize, |n| n.min(s.max_batch as usize)),
                 ))
@@ -382,78 +408,99 @@ impl MuseTalkElement {
         Ok(())
     }
 
-    /// `inference-latency` -1: the time of one batch of `frames` frames (the largest this
-    /// element's frames run in) after one untimed run (a first run pays set-up: a GPU's
-    /// per-shape work), plus a quarter for the variation between runs, in whole ms. A live
-    /// frame then has, past its batch's wait, the time its inference takes: without it every
-    /// frame would be due when its batch starts, and a model slower than a frame (a GPU's
-    /// fixed cost per batch) would make every frame late.
+    /// Times a batch of one frame and one of `largest` frames (the largest this element's
+    /// frames run in), each after an untimed run of each (a first run pays set-up: a GPU's
+    /// per-shape work); returns (frames, time) per size, ascending.
     ///
-    /// Measured once per pair of loaded models and batch size in the process: the elements
-    /// that start later, maybe while others keep the device busy, take the first figure
-    /// (measured under their load it would count their waits as well).
-    fn measure_inference(
+    /// `inference-latency` -1 is the largest batch's time plus a quarter for the variation
+    /// between runs: a live frame then has, past its batch's wait, the time its inference
+    /// takes. Without it every frame would be due when its batch starts, and a model slower
+    /// than a frame (a GPU's fixed cost per batch) would make every frame late.
+    ///
+    /// The cost models (the element's, the batching service's) start from both sizes. From
+    /// one size alone a batch's cost is taken as proportional to its frames: on a GPU, whose
+    /// batch costs little more than its first frame, frames would run alone, and be lost,
+    /// until two happened to wait together and their batch measured a second size (on the
+    /// CPU with a model of that shape, 57 ms a batch and 8 ms a frame, two sessions of their
+    /// own batches held 8.9 of 25 fps in batches of one; timed at start-up, 25 in batches
+    /// of 4).
+    ///
+    /// Timed once per pair of loaded models and batch size in the process: the elements
+    /// that start later, maybe while others keep the device busy, take the first figures
+    /// (timed under their load they would count their waits as well).
+    fn time_batches(
         &self,
         muse: &MuseTalk,
         avatar: &Avatar,
-        frames: usize,
-    ) -> Result<gst::ClockTime, gst::ErrorMessage> {
-        type Measured = Vec<(
+        largest: usize,
+    ) -> Result<Vec<(usize, Duration)>, gst::ErrorMessage> {
+        type Timed = Vec<(
             std::sync::Weak<inference::SharedSession>,
             std::sync::Weak<inference::SharedSession>,
             usize,
-            gst::ClockTime,
+            Vec<(usize, Duration)>,
         )>;
-        static MEASURED: LazyLock<Mutex<Measured>> = LazyLock::new(|| Mutex::new(Vec::new()));
-        // Held while measuring: two elements starting together measure once.
-        let mut measured = MEASURED.lock().unwrap_or_else(|e| e.into_inner());
-        measured.retain(|(u, v, _, _)| u.strong_count() > 0 && v.strong_count() > 0);
+        static TIMED: LazyLock<Mutex<Timed>> = LazyLock::new(|| Mutex::new(Vec::new()));
+        // Held while timing: two elements starting together time once.
+        let mut timed = TIMED.lock().unwrap_or_else(|e| e.into_inner());
+        timed.retain(|(u, v, _, _)| u.strong_count() > 0 && v.strong_count() > 0);
         let same = |w: &std::sync::Weak<inference::SharedSession>,
                     a: &Arc<inference::SharedSession>| {
             std::ptr::eq(w.as_ptr(), Arc::as_ptr(a))
         };
-        if let Some((_, _, _, t)) = measured
+        if let Some((_, _, _, t)) = timed
             .iter()
-            .find(|(u, v, n, _)| *n == frames && same(u, &muse.unet) && same(v, &muse.vae_decoder))
+            .find(|(u, v, n, _)| *n == largest && same(u, &muse.unet) && same(v, &muse.vae_decoder))
         {
             gst::info!(
                 CAT,
                 imp = self,
-                "inference latency {t} (measured before for these models)"
+                "batch times {t:?} (timed before for these models)"
             );
-            return Ok(*t);
+            return Ok(t.clone());
         }
         let audio = vec![0f32; FRAME_LEN];
-        let inputs: Vec<FrameInput<'_>> = (0..frames)
-            .map(|k| FrameInput {
-                latent: avatar.latent(k % avatar.len()),
-                audio: &audio,
+        let mut sizes = vec![1, largest.max(1)];
+        sizes.dedup();
+        let batches: Vec<Vec<FrameInput<'_>>> = sizes
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|k| FrameInput {
+                        latent: avatar.latent(k % avatar.len()),
+                        audio: &audio,
+                    })
+                    .collect()
             })
             .collect();
-        let fail = |e: inference::InferenceError| {
-            gst::error_msg!(
-                gst::LibraryError::Failed,
-                ("MuseTalk inference failed on a batch of {frames} frames: {e}")
-            )
+        let run = |inputs: &[FrameInput<'_>]| {
+            muse.run(inputs).map_err(|e| {
+                gst::error_msg!(
+                    gst::LibraryError::Failed,
+                    (
+                        "MuseTalk inference failed on a batch of {} frames: {e}",
+                        inputs.len()
+                    )
+                )
+            })
         };
-        muse.run(&inputs).map_err(fail)?;
-        let start = Instant::now();
-        muse.run(&inputs).map_err(fail)?;
-        let took = start.elapsed();
-        let allowed =
-            gst::ClockTime::from_mseconds((took.as_secs_f64() * 1.25 * 1e3).ceil() as u64);
-        gst::info!(
-            CAT,
-            imp = self,
-            "inference latency {allowed} (a batch of {frames} frames took {took:?})"
-        );
-        measured.push((
+        for inputs in &batches {
+            run(inputs)?;
+        }
+        let mut times = Vec::with_capacity(batches.len());
+        for inputs in &batches {
+            let start = Instant::now();
+            run(inputs)?;
+            times.push((inputs.len(), start.elapsed()));
+        }
+        gst::info!(CAT, imp = self, "batch times {times:?}");
+        timed.push((
             Arc::downgrade(&muse.unet),
             Arc::downgrade(&muse.vae_decoder),
-            frames,
-            allowed,
+            largest,
+            times.clone(),
         ));
-        Ok(allowed)
+        Ok(times)
     }
 
     fn src_caps(fps: gst::Fraction) -> gst::Caps {
@@ -1230,10 +1277,25 @@ impl MuseTalkElement {
     }
 
     fn stats(&self) -> gst::Structure {
-        let inference = self.timing.lock().unwrap().inference;
+        // The cost model the planner prices batches with: the service's when shared.
+        let shared = self
+            .loaded
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|l| l.batch.as_ref().map(|h| h.cost()));
+        let (inference, own) = {
+            let t = self.timing.lock().unwrap();
+            (t.inference, t.cost.clone())
+        };
+        let (fixed, per) = shared.unwrap_or(own).parts().map_or((-1, -1), |(f, p)| {
+            (f.as_micros() as i64, p.as_micros() as i64)
+        });
         let c = self.counters.lock().unwrap();
         gst::Structure::builder("musetalk-stats")
             .field("inference-latency-ms", inference.mseconds())
+            .field("batch-cost-fixed-us", fixed)
+            .field("batch-cost-per-frame-us", per)
             .field("frames", c.frames)
             .field("speech-frames", c.speech)
             .field("idle-frames", c.idle)
@@ -1374,7 +1436,8 @@ impl ObjectImpl for MuseTalkElement {
                     .blurb("Milliseconds allowed for a batch's inference, added to the latency this element reports \
                             when live (besides batch-size frames); -1: measured at READY on one batch of the \
                             largest size this element's frames run in (max-batch when shared, else batch-size), \
-                            plus a quarter")
+                            plus a quarter; a batch of one is timed too, and the batch cost model starts from \
+                            both (given: nothing runs at READY, the cost model learns from the live batches)")
                     .minimum(-1)
                     .maximum(60_000)
                     .default_value(DEFAULT_INFERENCE_LATENCY)
@@ -1394,7 +1457,8 @@ impl ObjectImpl for MuseTalkElement {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("inference-latency-ms (the time allowed for inference), frames, speech-frames, idle-frames, inferred-frames, skipped-frames (late, QoS), \
+                    .blurb("inference-latency-ms (the time allowed for inference), batch-cost-fixed-us and \
+                            batch-cost-per-frame-us (the batch cost the planner prices with, -1 while unknown), frames, speech-frames, idle-frames, inferred-frames, skipped-frames (late, QoS), \
                             interrupted-frames, batches (that this element's frames ran in), mean-batch (their mean size, \
                             all elements' frames), mixed-frames (frames that ran with another element's), inference-time")
                     .read_only()
@@ -1527,10 +1591,12 @@ impl ElementImpl for MuseTalkElement {
             gst::StateChange::ReadyToPaused => {
                 *self.counters.lock().unwrap() = Counters::default();
                 *self.queue.lock().unwrap() = Queue::default();
-                // (the inference latency was set at READY: it stays)
+                // (the inference latency and the batch times were taken at READY: they stay)
                 let mut t = self.timing.lock().unwrap();
                 *t = Timing {
                     inference: t.inference,
+                    cost: t.seed.clone(),
+                    seed: std::mem::take(&mut t.seed),
                     ..Timing::default()
                 };
             }

@@ -13,7 +13,8 @@
  *
  * In a live pipeline each frame has a deadline on the pipeline clock (base time + running
  * time + pipeline latency - half a frame). The element learns the cost of a batch (a fixed
- * part plus a part per frame, from batch times measured on the pipeline clock) and waits
+ * part plus a part per frame, from batch times measured on the pipeline clock, starting from
+ * a batch of one and one of the largest size timed at READY) and waits
  * for a fuller batch only while the earliest deadline still allows it (a single-shot clock
  * wait, cut short when a frame arrives, on flush and on stop). Frames that cannot make
  * their deadline even alone (inference slower than real time, or QoS from downstream) are
@@ -22,14 +23,19 @@
  * Offline, every frame is made, in full batches. GAP features (silence) cost no inference: a GAP buffer with only the
  * `AvatarFrameMeta`. A `livetalk-interrupt` event turns pending speech frames into idle ones.
  *
- * The element answers the LATENCY query with `batch-size` frame durations when live.
- * Elements naming the same model files, device and precision share one ONNX Runtime session.
+ * The element answers the LATENCY query with `batch-size` frame durations plus
+ * `inference-latency` when live. Elements naming the same model files, device and precision
+ * share one ONNX Runtime session and, with `shared-batching`, one batching service.
+ *
+ * The element's thread makes the frames and pushes them. Live, put a `queue` after it (as
+ * `avatarbin` does): otherwise it also blends, encodes or waits in a synchronised sink until
+ * each frame's time, and the frames due meanwhile miss their deadlines.
  *
  * ## Example pipeline
  * ```text
  * gst-launch-1.0 filesrc location=speech.wav ! decodebin ! audioconvert ! audioresample ! \
  *   audio/x-raw,format=F32LE,rate=16000,channels=1 ! whisperfeat ! \
- *   musetalk avatar=avatars/anna model-dir=models/musetalk device=cuda batch-size=8 ! \
+ *   musetalk avatar=avatars/anna model-dir=models/musetalk device=cuda batch-size=8 ! queue ! \
  *   avatarblend avatar=avatars/anna ! videoconvert ! x264enc ! mp4mux ! filesink location=out.mp4
  * ```
  */
