@@ -203,7 +203,7 @@ pub fn run(max: usize, seconds: f64) -> anyhow::Result<()> {
 }
 
 /// One MuseTalk session of the `--driver musetalk` bench: live features at 25 fps into
-/// musetalk, into a clock-synchronised fakesink.
+/// musetalk, through a queue into a clock-synchronised fakesink.
 struct MuseSession {
     pipeline: gst::Pipeline,
     muse: gst::Element,
@@ -288,6 +288,8 @@ fn warm_models(o: &MuseBench) -> anyhow::Result<gstlivetalk::lipsync::MuseTalk> 
         let mut req = SessionRequest::new(&path, c);
         req.device = device;
         req.precision = precision;
+        // (as the elements ask: on TensorRT they then get these sessions)
+        req.max_batch = Some(o.max_batch.max(o.batch_size) as usize);
         inference::load_session(&req).with_context(|| format!("loading {}", path.display()))
     };
     let t0 = Instant::now();

@@ -207,6 +207,9 @@ pub struct SessionKey {
     pub precision: Precision,
     /// Intra-op threads (0: ONNX Runtime's default).
     pub threads: usize,
+    /// On TensorRT, the largest batch its optimisation profile covers (`None` elsewhere:
+    /// other devices take any batch with one session).
+    pub profile_batch: Option<usize>,
 }
 
 /// What an element asks for.
@@ -219,6 +222,9 @@ pub struct SessionRequest<'a> {
     pub threads: usize,
     /// The element's `ort-library` property, if set.
     pub runtime_library: Option<&'a Path>,
+    /// The largest batch the element runs: on TensorRT the optimisation profile covers
+    /// batches 1 to this ([`tensorrt_profile`]); ignored on other devices.
+    pub max_batch: Option<usize>,
 }
 
 impl<'a> SessionRequest<'a> {
@@ -230,6 +236,7 @@ impl<'a> SessionRequest<'a> {
             precision: Precision::Fp32,
             threads: 0,
             runtime_library: None,
+            max_batch: None,
         }
     }
 }
@@ -308,9 +315,43 @@ fn found_tensors(outlets: &[ort::value::Outlet]) -> Vec<FoundTensor> {
         .collect()
 }
 
+/// TensorRT's optimisation profile for a model whose inputs are all fixed but for their
+/// first dimension, `batch`: (min, opt, max) shapes in ONNX Runtime's form
+/// (`name:1x8x32x32,...`), batch 1, `max_batch` and `max_batch`. `None` when an input has
+/// another dynamic dimension (the whisper encoder's `frames`): TensorRT then makes its
+/// profiles from the shapes it meets.
+///
+/// Without a profile TensorRT builds an engine for the first shape it meets and rebuilds it
+/// whenever a batch falls outside: a live stream would stall for a build with each new
+/// batch size. With one covering 1..=max every batch runs on the one engine, which the
+/// engine cache keeps across runs.
+pub fn tensorrt_profile(
+    contract: &ModelContract,
+    max_batch: usize,
+) -> Option<(String, String, String)> {
+    let shapes = |batch: usize| -> Option<String> {
+        let mut parts = Vec::new();
+        for spec in contract.inputs {
+            let mut dims = Vec::new();
+            for (i, d) in spec.dims.iter().enumerate() {
+                match d {
+                    Dim::Fixed(n) => dims.push(n.to_string()),
+                    Dim::Symbolic("batch") if i == 0 => dims.push(batch.to_string()),
+                    Dim::Symbolic(_) => return None,
+                }
+            }
+            parts.push(format!("{}:{}", spec.name, dims.join("x")));
+        }
+        Some(parts.join(","))
+    };
+    let max = max_batch.max(1);
+    Some((shapes(1)?, shapes(max)?, shapes(max)?))
+}
+
 fn gpu_providers(
     device: Device,
     precision: Precision,
+    profile: Option<(String, String, String)>,
 ) -> Result<Vec<ep::ExecutionProviderDispatch>, String> {
     let available = |ok: ort::Result<bool>, name: &str| -> Result<(), String> {
         match ok {
@@ -332,16 +373,20 @@ fn gpu_providers(
             available(ep::TensorRT::is_available(), "TensorRT")?;
             let cache = crate::paths::cache_dir().join("tensorrt");
             let _ = std::fs::create_dir_all(&cache);
-            Ok(vec![
-                ep::TensorRT::default()
-                    .with_device_id(n as i32)
-                    .with_fp16(precision == Precision::Fp16)
-                    .with_engine_cache(true)
-                    .with_engine_cache_path(cache.display())
-                    .build()
-                    .error_on_failure(),
-                cuda_provider(n)?,
-            ])
+            let mut trt = ep::TensorRT::default()
+                .with_device_id(n as i32)
+                .with_fp16(precision == Precision::Fp16)
+                .with_engine_cache(true)
+                .with_engine_cache_path(cache.display())
+                .with_timing_cache(true)
+                .with_timing_cache_path(cache.display());
+            if let Some((min, opt, max)) = profile {
+                trt = trt
+                    .with_profile_min_shapes(min)
+                    .with_profile_opt_shapes(opt)
+                    .with_profile_max_shapes(max);
+            }
+            Ok(vec![trt.build().error_on_failure(), cuda_provider(n)?])
         }
     }
 }
@@ -437,6 +482,9 @@ pub fn load_session(req: &SessionRequest<'_>) -> Result<Arc<SharedSession>, Infe
         device: req.device,
         precision: req.precision,
         threads: req.threads,
+        profile_batch: req
+            .max_batch
+            .filter(|_| matches!(req.device, Device::TensorRt(_))),
     };
     let rt = runtime(req.runtime_library)?;
 
@@ -457,7 +505,10 @@ pub fn load_session(req: &SessionRequest<'_>) -> Result<Arc<SharedSession>, Infe
 
     let mut fallback = None;
     let mut device = req.device;
-    let session = match gpu_providers(req.device, req.precision) {
+    let profile = key
+        .profile_batch
+        .and_then(|b| tensorrt_profile(req.contract, b));
+    let session = match gpu_providers(req.device, req.precision, profile) {
         Ok(providers) if !providers.is_empty() => {
             match build_session(&rt, req.model, req.threads, providers) {
                 Ok(s) => s,
@@ -675,6 +726,27 @@ mod tests {
         for d in [Device::Cpu, Device::Cuda(3), Device::TensorRt(0)] {
             assert_eq!(d.to_string().parse::<Device>().unwrap(), d);
         }
+    }
+
+    #[test]
+    fn tensorrt_profiles_cover_batch_one_to_max() {
+        let (min, opt, max) = tensorrt_profile(&contract::UNET, 16).unwrap();
+        assert_eq!(
+            min,
+            "sample:1x8x32x32,timestep:1,encoder_hidden_states:1x50x384"
+        );
+        assert_eq!(
+            opt,
+            "sample:16x8x32x32,timestep:16,encoder_hidden_states:16x50x384"
+        );
+        assert_eq!(max, opt);
+        let (min, _, max) = tensorrt_profile(&contract::VAE_DECODER, 0).unwrap();
+        assert_eq!(
+            (min.as_str(), max.as_str()),
+            ("latent:1x4x32x32", "latent:1x4x32x32")
+        );
+        // Another dynamic dimension: no profile.
+        assert_eq!(tensorrt_profile(&contract::WHISPER_ENCODER, 8), None);
     }
 
     #[test]

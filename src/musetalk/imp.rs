@@ -319,6 +319,8 @@ impl MuseTalkElement {
             req.precision = precision;
             req.threads = s.threads as usize;
             req.runtime_library = s.ort_library.as_deref();
+            // (TensorRT's profile: every batch this element or the service may run)
+            req.max_batch = Some(s.max_batch.max(s.batch_size) as usize);
             inference::load_for_element(&*self.obj(), &req, &format!("MuseTalk {}", c.name))
         };
         let unet = load(&unet_path, &contract::UNET)?;
