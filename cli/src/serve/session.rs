@@ -152,6 +152,9 @@ pub const VIDEO_OUT: &str = "vp8enc deadline=1 cpu-used=-16 target-bitrate=20480
 /// webrtcsink's audio encoding, into a synced fakesink.
 pub const AUDIO_OUT: &str = "opusenc ! rtpopuspay ! fakesink sync=true";
 
+/// How long an uploaded audio file waits for a session's voice to start.
+const VOICE_START: Duration = Duration::from_secs(10);
+
 /// An MP4 recording branch hanging off the session's raw audio and video tees.
 struct Recording {
     bin: gst::Bin,
@@ -591,12 +594,12 @@ impl Session {
         label: &str,
         interrupt: bool,
     ) -> Result<f64, SessionError> {
-        let rate = self
-            .tts
-            .static_pad("src")
-            .and_then(|p| p.current_caps())
-            .and_then(|c| c.structure(0).and_then(|s| s.get::<i32>("rate").ok()))
-            .ok_or_else(|| SessionError::Pipeline("the voice has not started yet".into()))?;
+        let rate = self.voice_rate(VOICE_START).ok_or_else(|| {
+            SessionError::Pipeline(format!(
+                "the voice has not started within {} s",
+                VOICE_START.as_secs()
+            ))
+        })?;
         let samples =
             decode_mono_s16(file, rate).map_err(|e| SessionError::BadAudio(format!("{e:#}")))?;
         if samples.iter().all(|s| s.unsigned_abs() < 8) {
@@ -615,6 +618,31 @@ impl Session {
         self.tts
             .emit_by_name::<bool>("push-audio", &[&label, &bytes]);
         Ok(seconds)
+    }
+
+    /// The sample rate of the voice's output, once its caps are set: waits for them up to
+    /// `within` (a file uploaded as the session starts comes before the voice has started).
+    /// Blocking.
+    fn voice_rate(&self, within: Duration) -> Option<i32> {
+        let pad = self.tts.static_pad("src")?;
+        let rate = |p: &gst::Pad| {
+            p.current_caps()
+                .and_then(|c| c.structure(0).and_then(|s| s.get::<i32>("rate").ok()))
+        };
+        if let Some(r) = rate(&pad) {
+            return Some(r);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let id = pad.connect_notify(Some("caps"), move |_, _| {
+            let _ = tx.try_send(());
+        });
+        // (caps set between the first look and the connection: seen here)
+        let r = rate(&pad).or_else(|| {
+            let _ = rx.recv_timeout(within);
+            rate(&pad)
+        });
+        pad.disconnect(id);
+        r
     }
 
     /// Cancels the LLM stream, if any, and drops queued and in-flight speech: the TTS stops

@@ -329,10 +329,22 @@ impl Events {
             "GET /events?sessionid={session} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{auth}\r\n"
         )
         .unwrap();
-        let reader = s.try_clone().unwrap();
+        // The server subscribes before it answers: once the headers are in, no event sent
+        // from now on is missed (an event sent before that would be).
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut status = String::new();
+        r.read_line(&mut status).unwrap();
+        assert!(status.contains(" 200 "), "GET /events: {status}");
+        loop {
+            let mut header = String::new();
+            if r.read_line(&mut header).unwrap() == 0 || header.trim().is_empty() {
+                break;
+            }
+        }
+        s.set_read_timeout(None).unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let r = BufReader::new(reader);
             for line in r.lines() {
                 let Ok(line) = line else { break };
                 // Chunked framing lines and SSE fields: only "data:" lines matter here.
