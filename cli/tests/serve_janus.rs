@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use serde_json::{Value, json};
-use support::{Janus, Server};
+use support::{Janus, Server, page};
 
 /// Each test's bound (they take 10 to 60 s here); past it the test fails as hung. The tests
 /// that watch media run in real time (encoding, decoding, a browser): one at a time
@@ -161,14 +161,6 @@ fn assert_saw_speech(i: usize, got: av::Received) {
     );
 }
 
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
-fn max(v: &[f64]) -> f64 {
-    v.iter().copied().fold(0.0, f64::max)
-}
-
 #[test]
 fn the_page_views_through_janus_beside_two_gstreamer_viewers() {
     let _serial = support::serial(
@@ -223,53 +215,21 @@ fn the_page_views_through_janus_beside_two_gstreamer_viewers() {
         r["ice_pair"],
         r["status"]
     );
-    let v = &r["video"];
-    assert_eq!(v["paused"], false, "{v}");
     // The avatar's square picture (512x512), or smaller where webrtcsink's congestion
-    // control scaled it down for Janus.
-    let (w, h) = (v["w"].as_u64().unwrap(), v["h"].as_u64().unwrap());
-    assert!(w == h && (128..=512).contains(&w), "video {w}x{h}");
-    let fps = r["frames_in_1s"].as_f64().unwrap();
-    assert!(fps >= 10.0, "{fps} frames in a second at the browser");
-
-    // Audio: a live track whose packets keep coming, and sound while the avatar speaks.
-    let (a0, a1) = (&r["audio"][0], &r["audio"][1]);
-    assert_eq!(a1["track"], "live", "{a1}");
-    assert!(
-        a1["packets"].as_u64().unwrap() > a0["packets"].as_u64().unwrap(),
-        "audio packets do not advance: {a0} {a1}"
-    );
-    let series = |k: &str, part: &str| -> Vec<f64> {
-        r[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s[part].as_f64().unwrap_or(0.0))
-            .collect()
-    };
-    let (idle_mouth, speech_mouth) = (series("idle", "mouth"), series("speech", "mouth"));
-    let (idle_rms, speech_rms) = (series("idle", "rms"), series("speech", "rms"));
-    let speech_eyes = series("speech", "eyes");
-    eprintln!(
-        "browser: mouth idle max {:.2}, speaking max {:.2} (mean {:.2}), eyes speaking mean \
-         {:.2}; audio RMS idle max {:.3}, speaking max {:.3}",
-        max(&idle_mouth),
-        max(&speech_mouth),
-        mean(&speech_mouth),
-        mean(&speech_eyes),
-        max(&idle_rms),
-        max(&speech_rms)
-    );
-    assert!(max(&speech_rms) > 0.02, "no sound at the browser");
-    assert!(max(&speech_rms) > 4.0 * max(&idle_rms).max(0.001));
+    // control scaled it down for Janus; a live audio track, and sound while the avatar speaks.
+    page::assert_plays(&r, |w, h| w == h && (128..=512).contains(&w));
+    page::assert_audio_live(&r);
+    let talk = page::Talk::of(&r);
+    talk.assert_sound();
     // Frames whose motion passes twice the idle mouth's largest: many for the mouth, few for
     // the eyes (the idle animation moves the whole face a little; speech moves the mouth).
-    let threshold = 2.0 * max(&idle_mouth).max(0.5);
+    let threshold = talk.threshold();
     let above = |v: &[f64]| v.iter().filter(|&&x| x > threshold).count();
-    let (mouth_moves, eyes_move) = (above(&speech_mouth), above(&speech_eyes));
+    let (mouth_moves, eyes_move) = (above(&talk.speech_mouth), above(&talk.speech_eyes));
     eprintln!(
         "browser: frames moving more than {threshold:.2}: mouth {mouth_moves}, eyes {eyes_move} \
          (of {})",
-        speech_mouth.len()
+        talk.speech_mouth.len()
     );
     assert!(
         mouth_moves >= 5,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use gst::glib;
 use gst::prelude::*;
 use serde_json::{Value, json};
-use support::Server;
+use support::{Server, page};
 
 /// Each test's bound (they take 10 to 20 s here); past it the test fails as hung. One test
 /// runs at a time (support::serial): three servers with live sessions at once on a small
@@ -435,41 +435,11 @@ fn a_page_written_like_livetalkings_client_plays_and_the_mouth_moves() {
         "{}",
         r["sessions"]
     );
-    let v = &r["video"];
-    assert_eq!(v["paused"], false, "{v}");
-    assert_eq!((v["w"].as_u64(), v["h"].as_u64()), (Some(512), Some(512)));
-    assert!(r["frames_in_1s"].as_f64().unwrap() >= 10.0);
+    page::assert_plays(&r, |w, h| (w, h) == (512, 512));
     assert_eq!(r["human"]["code"], 0, "{}", r["human"]);
-
-    let series = |k: &str, part: &str| -> Vec<f64> {
-        r[k].as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|s| s[part].as_f64())
-            .collect()
-    };
-    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let (idle_mouth, speech_mouth) = (series("idle", "mouth"), series("speech", "mouth"));
-    let speech_eyes = series("speech", "eyes");
-    let (idle_rms, speech_rms) = (series("idle", "rms"), series("speech", "rms"));
-    eprintln!(
-        "browser: mouth idle max {:.2}, speaking max {:.2} (mean {:.2}), eyes speaking mean {:.2}; \
-         audio RMS idle max {:.3}, speaking max {:.3}",
-        max(&idle_mouth),
-        max(&speech_mouth),
-        mean(&speech_mouth),
-        mean(&speech_eyes),
-        max(&idle_rms),
-        max(&speech_rms)
-    );
-    assert!(
-        max(&speech_mouth) > 2.0 * max(&idle_mouth).max(0.5),
-        "the mouth does not move"
-    );
-    assert!(mean(&speech_mouth) > 2.0 * mean(&speech_eyes).max(0.1));
-    assert!(max(&speech_rms) > 0.02, "no sound at the browser");
-    assert!(max(&speech_rms) > 4.0 * max(&idle_rms).max(0.001));
+    let talk = page::Talk::of(&r);
+    talk.assert_mouth_moves();
+    talk.assert_sound();
     // The page closed its connection and left: the session ended.
     assert_eq!(r["sessions_after"], json!([]));
 }

@@ -14,27 +14,17 @@ import http.server
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+import chromium
 
 API = sys.argv[1]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def api(method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(API + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=20) as r:
-            return json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return json.loads(e.read())
+    return chromium.api(API, method, path, body)
 
 
 def serve_page():
@@ -45,22 +35,6 @@ def serve_page():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), h)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
-
-
-def browser():
-    profile = tempfile.mkdtemp(prefix="livetalk-chromium-")
-    o = webdriver.ChromeOptions()
-    o.binary_location = "/usr/bin/chromium"
-    for a in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
-              "--allow-loopback-in-peer-connection",
-              "--disable-features=WebRtcHideLocalIpsWithMdns",
-              "--user-data-dir=" + profile]:
-        o.add_argument(a)
-    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
-    d.set_script_timeout(60)
-    return d
 
 
 def wait(d, js, timeout, what):
@@ -94,7 +68,7 @@ def main():
     page = "http://127.0.0.1:%d/offer_client.html?api=%s" % (srv.server_address[1], API)
     avatars = api("GET", "/avatars")
     shown = next(a for a in avatars["data"] if a["id"] == avatars["default"])
-    d = browser()
+    d = chromium.browser()
     out = {}
     try:
         d.get(page)
@@ -111,11 +85,7 @@ def main():
         d.execute_script(HELPERS)
         d.execute_script("probe.box = arguments[0]; probe.frame = arguments[1]",
                          shown["face_box"], [shown["width"], shown["height"]])
-        out["video"] = d.execute_script(
-            "const v = document.getElementById('video'); return {paused: v.paused, "
-            "w: v.videoWidth, h: v.videoHeight, frames: window.lt.frames};")
-        time.sleep(1.0)
-        out["frames_in_1s"] = d.execute_script("return window.lt.frames") - out["video"]["frames"]
+        out.update(chromium.playing(d, "window.lt.frames", audio=False))
         out["idle"] = d.execute_async_script("probe.motion(2000, true).then(arguments[0])")
         d.execute_script("window.speech = probe.motion(4000, true)")
         # As LiveTalking's pages send it: the id as a string.

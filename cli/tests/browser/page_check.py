@@ -21,41 +21,15 @@ usage: page_check.py PAGE_URL API_URL MODE
 import json
 import os
 import sys
-import tempfile
 import time
-import urllib.request
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+import chromium
 
 PAGE, API, MODE = sys.argv[1], sys.argv[2], sys.argv[3]
 
 
 def api(method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(API + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=20) as r:
-            return json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return json.loads(e.read())
-
-
-def browser(extra=()):
-    profile = tempfile.mkdtemp(prefix="livetalk-chromium-")
-    o = webdriver.ChromeOptions()
-    o.binary_location = "/usr/bin/chromium"
-    for a in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
-              "--allow-loopback-in-peer-connection",
-              "--disable-features=WebRtcHideLocalIpsWithMdns",
-              "--user-data-dir=" + profile] + list(extra):
-        o.add_argument(a)
-    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
-    d.set_script_timeout(60)
-    return d
+    return chromium.api(API, method, path, body)
 
 
 def wait(d, js, timeout, what):
@@ -103,23 +77,14 @@ def session_ids():
 
 
 def play():
-    d = browser()
+    d = chromium.browser()
     out = {}
     try:
         t_load = time.time()
         sid = start_page(d)
         out["first_frames_s"] = time.time() - t_load
         out["session"] = sid
-        v = d.execute_script(
-            "const v = document.getElementById('video'); return {paused: v.paused, "
-            "ready: v.readyState, w: v.videoWidth, h: v.videoHeight, frames: window.livetalk.frames};")
-        time.sleep(1.0)
-        out["video"] = v
-        out["frames_in_1s"] = d.execute_script("return window.livetalk.frames") - v["frames"]
-        a0 = d.execute_async_script("probe.audio().then(arguments[0])")
-        time.sleep(0.5)
-        a1 = d.execute_async_script("probe.audio().then(arguments[0])")
-        out["audio"] = [a0, a1]
+        out.update(chromium.playing(d, "window.livetalk.frames"))
 
         # Idle motion, then speech: the mouth region changes between frames while speaking.
         out["idle"] = d.execute_async_script("probe.motion(2000).then(arguments[0])")
@@ -176,7 +141,7 @@ def play():
 
 
 def cycles(n):
-    d = browser()
+    d = chromium.browser()
     out = {"health": []}
     try:
         for i in range(n):
@@ -223,7 +188,7 @@ window.ltTimer = setInterval(async () => {
 
 
 def voice(wav, seconds):
-    d = browser(["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    d = chromium.browser(["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                  "--use-file-for-fake-audio-capture=%s%%noloop" % wav])
     out = {}
     try:
@@ -263,7 +228,7 @@ def layout(d):
 
 
 def nomic():
-    d = browser(["--use-fake-device-for-media-stream", "--deny-permission-prompts"])
+    d = chromium.browser(["--use-fake-device-for-media-stream", "--deny-permission-prompts"])
     out = {}
     try:
         start_page(d)
@@ -308,7 +273,7 @@ def vanish(freeze=False):
     """The browser is killed, or with freeze, stopped (SIGSTOP): its sockets stay open but
     nothing answers, as when a laptop's network goes away."""
     import signal
-    d = browser()
+    d = chromium.browser()
     out = {}
     try:
         sid = start_page(d)
@@ -347,7 +312,7 @@ def vanish(freeze=False):
 
 
 def janusview(sid):
-    d = browser()
+    d = chromium.browser()
     out = {}
     try:
         t_load = time.time()
@@ -361,16 +326,7 @@ def janusview(sid):
         out["first_frames_s"] = time.time() - t_load
         out["status"] = d.execute_script("return document.getElementById('status').textContent")
         d.execute_script(HELPERS)
-        v = d.execute_script(
-            "const v = document.getElementById('video'); return {paused: v.paused, "
-            "ready: v.readyState, w: v.videoWidth, h: v.videoHeight, frames: window.livetalk.frames};")
-        time.sleep(1.0)
-        out["video"] = v
-        out["frames_in_1s"] = d.execute_script("return window.livetalk.frames") - v["frames"]
-        a0 = d.execute_async_script("probe.audio().then(arguments[0])")
-        time.sleep(0.5)
-        a1 = d.execute_async_script("probe.audio().then(arguments[0])")
-        out["audio"] = [a0, a1]
+        out.update(chromium.playing(d, "window.livetalk.frames"))
         # The addresses of the ICE pair in use (Janus never offers loopback candidates).
         out["ice_pair"] = d.execute_async_script(r"""
             const done = arguments[0];

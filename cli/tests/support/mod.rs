@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod page;
 pub mod speech;
 
 /// Runs `tests/browser/page_check.py` in MODE against the server's page in headless Chromium
