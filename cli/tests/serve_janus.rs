@@ -267,6 +267,8 @@ fn the_page_views_through_janus_beside_two_gstreamer_viewers() {
 
 #[test]
 fn janus_down_fails_that_session_only() {
+    // (one at a time: a Janus another test starts meanwhile could take the dead port)
+    let _serial = support::serial("janus_down_fails_that_session_only", LIMIT);
     gst::init().unwrap();
     if !Janus::available() {
         support::skip(
@@ -299,6 +301,7 @@ fn janus_down_fails_that_session_only() {
 
 #[test]
 fn wrong_room_secret_is_refused() {
+    let _serial = support::serial("wrong_room_secret_is_refused", LIMIT);
     gst::init().unwrap();
     let Some(janus) = janus_or_skip("wrong_room_secret_is_refused") else {
         return;
@@ -338,6 +341,7 @@ fn wrong_room_secret_is_refused() {
 
 #[test]
 fn janus_restart_ends_the_session_with_a_message() {
+    let _serial = support::serial("janus_restart_ends_the_session_with_a_message", LIMIT);
     gst::init().unwrap();
     let Some(mut janus) = janus_or_skip("janus_restart_ends_the_session_with_a_message") else {
         return;
