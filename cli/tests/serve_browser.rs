@@ -8,17 +8,14 @@ mod support;
 use serde_json::Value;
 use support::{Server, page};
 
-/// The browser tests run in real time (Chromium decoding, the server encoding): one at a
-/// time, so that they do not starve each other of CPU on a small machine.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// Each test's bound (they take 10 to 60 s here); past it the test fails as hung. The
+/// browser tests run in real time (Chromium decoding, the server encoding): one at a time
+/// (support::serial), so that they do not starve each other of CPU on a small machine.
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[test]
 fn browser_plays_the_avatar_talks_and_stops() {
-    let _serial = one_at_a_time();
+    let _serial = support::serial("browser_plays_the_avatar_talks_and_stops", LIMIT);
     let server = Server::start(&[]);
     let r = support::page_check(&server, "play");
     eprintln!(
@@ -94,7 +91,7 @@ fn browser_plays_the_avatar_talks_and_stops() {
 
 #[test]
 fn sessions_free_their_resources_after_20_cycles() {
-    let _serial = one_at_a_time();
+    let _serial = support::serial("sessions_free_their_resources_after_20_cycles", LIMIT);
     // GStreamer's leaks tracer counts the live GStreamer objects (elements, pads, buffers,
     // ...) for /health: exact, where RSS is blurred by the allocator keeping freed memory.
     let server = Server::start_with_env(&[], &[("GST_TRACERS", "leaks")]);
@@ -148,7 +145,7 @@ fn sessions_free_their_resources_after_20_cycles() {
 
 #[test]
 fn a_browser_that_vanishes_frees_its_session() {
-    let _serial = one_at_a_time();
+    let _serial = support::serial("a_browser_that_vanishes_frees_its_session", LIMIT);
     // The browser is killed: no goodbye on the signalling channel, no DTLS close; webrtcsink
     // learns it from the websocket closing with the browser, or from ICE failing.
     let server = Server::start(&[]);
@@ -170,7 +167,10 @@ fn a_browser_that_vanishes_frees_its_session() {
 
 #[test]
 fn a_frozen_browser_is_lost_after_the_peer_lost_timeout() {
-    let _serial = one_at_a_time();
+    let _serial = support::serial(
+        "a_frozen_browser_is_lost_after_the_peer_lost_timeout",
+        LIMIT,
+    );
     // The browser is stopped (SIGSTOP): its websocket and ICE sockets stay open, nothing
     // answers, nothing is sent. The session notices that no packet came in for
     // --peer-lost-timeout and ends, freeing everything.

@@ -136,8 +136,8 @@ impl AvatarBin {
         }
     }
 
-    /// Puts `driver` between the conversion and the queue before avatarblend, replacing another one. Called
-    /// without lock, in NULL.
+    /// Puts `driver` between the conversion and the queue before avatarblend, replacing
+    /// another one. Called without lock, in NULL.
     fn install(&self, driver: Driver, s: &Settings, fps: u32) -> Result<(), glib::BoolError> {
         let obj = self.obj();
         if let Some(old) = self.chain.lock().unwrap().take() {

@@ -316,8 +316,8 @@ fn found_tensors(outlets: &[ort::value::Outlet]) -> Vec<FoundTensor> {
 }
 
 /// TensorRT's optimisation profile for a model whose inputs are all fixed but for their
-/// first dimension, `batch`: (min, opt, max) shapes in ONNX Runtime's form
-/// (`name:1x8x32x32,...`), batch 1, `max_batch` and `max_batch`. `None` when an input has
+/// first dimension, `batch`: the shapes at batch 1 (the profile's min) and at `max_batch`
+/// (its opt and max) in ONNX Runtime's form (`name:1x8x32x32,...`). `None` when an input has
 /// another dynamic dimension (the whisper encoder's `frames`): TensorRT then makes its
 /// profiles from the shapes it meets.
 ///
@@ -325,10 +325,7 @@ fn found_tensors(outlets: &[ort::value::Outlet]) -> Vec<FoundTensor> {
 /// whenever a batch falls outside: a live stream would stall for a build with each new
 /// batch size. With one covering 1..=max every batch runs on the one engine, which the
 /// engine cache keeps across runs.
-pub fn tensorrt_profile(
-    contract: &ModelContract,
-    max_batch: usize,
-) -> Option<(String, String, String)> {
+pub fn tensorrt_profile(contract: &ModelContract, max_batch: usize) -> Option<(String, String)> {
     let shapes = |batch: usize| -> Option<String> {
         let mut parts = Vec::new();
         for spec in contract.inputs {
@@ -344,14 +341,13 @@ pub fn tensorrt_profile(
         }
         Some(parts.join(","))
     };
-    let max = max_batch.max(1);
-    Some((shapes(1)?, shapes(max)?, shapes(max)?))
+    Some((shapes(1)?, shapes(max_batch.max(1))?))
 }
 
 fn gpu_providers(
     device: Device,
     precision: Precision,
-    profile: Option<(String, String, String)>,
+    profile: Option<(String, String)>,
 ) -> Result<Vec<ep::ExecutionProviderDispatch>, String> {
     let available = |ok: ort::Result<bool>, name: &str| -> Result<(), String> {
         match ok {
@@ -380,10 +376,10 @@ fn gpu_providers(
                 .with_engine_cache_path(cache.display())
                 .with_timing_cache(true)
                 .with_timing_cache_path(cache.display());
-            if let Some((min, opt, max)) = profile {
+            if let Some((min, max)) = profile {
                 trt = trt
                     .with_profile_min_shapes(min)
-                    .with_profile_opt_shapes(opt)
+                    .with_profile_opt_shapes(&max)
                     .with_profile_max_shapes(max);
             }
             Ok(vec![trt.build().error_on_failure(), cuda_provider(n)?])
@@ -730,17 +726,16 @@ mod tests {
 
     #[test]
     fn tensorrt_profiles_cover_batch_one_to_max() {
-        let (min, opt, max) = tensorrt_profile(&contract::UNET, 16).unwrap();
+        let (min, max) = tensorrt_profile(&contract::UNET, 16).unwrap();
         assert_eq!(
             min,
             "sample:1x8x32x32,timestep:1,encoder_hidden_states:1x50x384"
         );
         assert_eq!(
-            opt,
+            max,
             "sample:16x8x32x32,timestep:16,encoder_hidden_states:16x50x384"
         );
-        assert_eq!(max, opt);
-        let (min, _, max) = tensorrt_profile(&contract::VAE_DECODER, 0).unwrap();
+        let (min, max) = tensorrt_profile(&contract::VAE_DECODER, 0).unwrap();
         assert_eq!(
             (min.as_str(), max.as_str()),
             ("latent:1x4x32x32", "latent:1x4x32x32")

@@ -783,6 +783,12 @@ impl<M: BatchModel> Shared<M> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Publishes the core's cost model (after it changed) for sessions to read without the
+    /// service's lock. Called with the service's lock held (`st`).
+    fn publish_cost(&self, st: &State<M>) {
+        *self.cost.lock().unwrap_or_else(|e| e.into_inner()) = st.core.cost.clone();
+    }
+
     /// The service thread: plan, wait or run, deliver; until stopped.
     fn serve(&self) {
         let mut st = self.lock();
@@ -806,7 +812,7 @@ impl<M: BatchModel> Shared<M> {
                     let batch = st.core.take_batch(self.now());
                     if batch.inputs.is_empty() {
                         // Only late frames went back (and the cost may have been doubted).
-                        *self.cost.lock().unwrap_or_else(|e| e.into_inner()) = st.core.cost.clone();
+                        self.publish_cost(&st);
                         self.done.notify_all();
                         continue;
                     }
@@ -819,7 +825,7 @@ impl<M: BatchModel> Shared<M> {
                     st = self.lock();
                     st.core
                         .deliver(batch.id, &batch.members, out, took, self.now());
-                    *self.cost.lock().unwrap_or_else(|e| e.into_inner()) = st.core.cost.clone();
+                    self.publish_cost(&st);
                     self.done.notify_all();
                 }
             }
@@ -926,7 +932,7 @@ impl<M: BatchModel> Batcher<M> {
         for &(frames, took) in times {
             st.core.cost.observe(frames, took);
         }
-        *sh.cost.lock().unwrap_or_else(|e| e.into_inner()) = st.core.cost.clone();
+        sh.publish_cost(&st);
     }
 
     /// Sessions open now.
@@ -1013,7 +1019,7 @@ impl<M: BatchModel> Handle<M> {
         let now = sh.now();
         let mut st = sh.lock();
         st.core.cost.doubt_skipped(frames, now);
-        *sh.cost.lock().unwrap_or_else(|e| e.into_inner()) = st.core.cost.clone();
+        sh.publish_cost(&st);
     }
 
     /// Submits a run of frames with their deadlines and waits until all are back (in the

@@ -221,15 +221,11 @@ impl CostModel {
 
     /// `(fixed, per_frame)`, or `None` before the first measurement.
     pub fn parts(&self) -> Option<(Duration, Duration)> {
-        let (fixed, per) = self.parts_ns()?;
+        let (fixed, per) = self.fit?;
         Some((
             Duration::from_nanos(fixed.round() as u64),
             Duration::from_nanos(per.round() as u64),
         ))
-    }
-
-    fn parts_ns(&self) -> Option<(f64, f64)> {
-        self.fit
     }
 
     /// The line through the measured sizes (see the type's documentation).
@@ -272,7 +268,7 @@ impl CostModel {
 
     /// The expected time of a batch of `frames` frames; `None` before the first measurement.
     pub fn estimate(&self, frames: usize) -> Option<Duration> {
-        let (fixed, per) = self.parts_ns()?;
+        let (fixed, per) = self.fit?;
         Some(Duration::from_nanos(
             (fixed + per * frames as f64).round() as u64
         ))

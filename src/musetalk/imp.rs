@@ -1279,13 +1279,10 @@ impl MuseTalkElement {
     }
 
     fn stats(&self) -> gst::Structure {
-        // The cost model the planner prices batches with: the service's when shared.
-        let shared = self
-            .loaded
-            .lock()
-            .unwrap()
-            .as_ref()
-            .and_then(|l| l.batch.as_ref().map(|h| h.cost()));
+        // The cost model the planner prices batches with: the service's when shared (read
+        // with none of our locks held).
+        let loaded = self.loaded.lock().unwrap().clone();
+        let shared = loaded.and_then(|l| l.batch.as_ref().map(|h| h.cost()));
         let (inference, own) = {
             let t = self.timing.lock().unwrap();
             (t.inference, t.cost.clone())
